@@ -1,0 +1,42 @@
+# Tacit developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Tacit with the dev extras
+
+run: $(STAMP) ## Set up and start the stack on embedded defaults (feature service on :8101)
+	$(VENV)/bin/tacit serve features
+
+test: $(STAMP) ## Set up and run the test suite
+	$(PY) -m pytest -q -n 2 -m "not gpu and not browser"
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy tacit feature_svc
+
+bench: $(STAMP) ## Benchmarks (print tables, compare against the baseline in the same run)
+	$(PY) bench/features.py
+
+up: run ## Alias of run
+
+down: ## Stop processes started by `make run`
+	-pkill -f "tacit serve" || true
+
+.PHONY: help install run test lint bench up down

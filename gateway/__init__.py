@@ -1,0 +1,1 @@
+"""Public API gateway (litestar + msgspec); built in the gateway issue."""

@@ -1,0 +1,1 @@
+"""LLM-as-judge service; built in the judge issue."""

@@ -1,0 +1,32 @@
+"""Wire contracts: everything that crosses a process boundary."""
+
+from tacit.schemas.features import FeatureBatchRequest, FeatureRequest, FeatureSetInfo, FeatureVector, FeatureVectors
+from tacit.schemas.session import (
+    MAX_SAMPLES,
+    Consent,
+    Feedback,
+    Response,
+    Session,
+    Stream,
+    ViewportStream,
+)
+from tacit.schemas.validate import SessionError, decode_session, decode_sessions, validate_session
+
+__all__ = [
+    "MAX_SAMPLES",
+    "Consent",
+    "FeatureBatchRequest",
+    "FeatureRequest",
+    "FeatureSetInfo",
+    "FeatureVector",
+    "FeatureVectors",
+    "Feedback",
+    "Response",
+    "Session",
+    "SessionError",
+    "Stream",
+    "ViewportStream",
+    "decode_session",
+    "decode_sessions",
+    "validate_session",
+]
