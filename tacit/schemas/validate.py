@@ -7,12 +7,14 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from tacit.schemas.session import Session, Stream
 
 __all__ = ["SessionError", "decode_session", "decode_sessions", "validate_session"]
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
 
 
 class SessionError(ValueError):
@@ -31,12 +33,20 @@ class SessionError(ValueError):
 def _from_msgspec(err: msgspec.ValidationError | msgspec.DecodeError, prefix: str = "") -> SessionError:
     message = str(err)
     match = _PATH.search(message)
-    if match is None:
+    path = match.group("path").lstrip(".") if match else ""
+    detail = message[: match.start()] if match else message
+    # A missing or unknown key is reported at its parent object; name the key itself.
+    named = _NAMED.match(detail)
+    if named is not None:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    if match is None and named is None:
         field = prefix.rstrip(".") or "$"
         return SessionError(field, message, "malformed" if isinstance(err, msgspec.DecodeError) else "invalid")
-    path = match.group("path").lstrip(".")
-    detail = message[: match.start()]
     return SessionError(f"{prefix}{path}" or "$", detail, "invalid")
+
+
+def _malformed_text(err: UnicodeError) -> SessionError:
+    return SessionError("$", f"body is not valid UTF-8 text: {err}", "malformed")
 
 
 _DECODER = msgspec.json.Decoder(Session)
@@ -49,6 +59,8 @@ def decode_session(body: bytes | str) -> Session:
         session = _DECODER.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         raise _from_msgspec(err) from None
+    except UnicodeError as err:  # invalid UTF-8 bytes, or a str holding lone surrogates
+        raise _malformed_text(err) from None
     validate_session(session)
     return session
 
@@ -59,12 +71,23 @@ def decode_sessions(body: bytes | str) -> list[Session]:
         sessions = _LIST_DECODER.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         raise _from_msgspec(err) from None
+    except UnicodeError as err:
+        raise _malformed_text(err) from None
     for i, session in enumerate(sessions):
         try:
             validate_session(session)
         except SessionError as err:
             raise SessionError(f"[{i}].{err.field}", err.detail, err.code) from None
     return sessions
+
+
+def _int64(values: list[int], field: str) -> npt.NDArray[np.int64]:
+    # JSON integers up to 2**64 - 1 decode fine but do not fit the int64 arrays used below.
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        i = next(i for i, v in enumerate(values) if not -(2**63) <= v < 2**63)
+        raise SessionError(f"{field}[{i}]", "integer out of range", "out_of_range") from None
 
 
 def _check_stream(stream: Stream, field: str, text_len: int) -> None:
@@ -91,10 +114,9 @@ def _check_stream(stream: Stream, field: str, text_len: int) -> None:
     t = np.asarray(stream.t_page_ms, dtype=np.float64)
     if t.size and t.min() < 0:
         raise SessionError(f"{field}.t_page_ms[{int(np.argmin(t))}]", "must be >= 0", "negative_time")
-    reloads = np.asarray(stream.reload_at, dtype=np.int64)
-    if reloads.size:
-        if reloads.min() <= 0 or reloads.max() >= max(n, 1) or np.any(np.diff(reloads) <= 0):
-            raise SessionError(f"{field}.reload_at", "must be increasing sample indices in 1..n-1", "invalid")
+    reloads = _int64(stream.reload_at, f"{field}.reload_at")
+    if reloads.size and (reloads.min() <= 0 or reloads.max() >= max(n, 1) or np.any(np.diff(reloads) <= 0)):
+        raise SessionError(f"{field}.reload_at", "must be increasing sample indices in 1..n-1", "invalid")
     steps_back = np.flatnonzero(np.diff(t) < 0) + 1
     if steps_back.size:
         unmarked = np.setdiff1d(steps_back, reloads, assume_unique=True)
@@ -105,7 +127,7 @@ def _check_stream(stream: Stream, field: str, text_len: int) -> None:
                 "goes backwards without a page reload marker in reload_at",
                 "time_backwards",
             )
-    idx = np.asarray(stream.char_index, dtype=np.int64)
+    idx = _int64(stream.char_index, f"{field}.char_index")
     if idx.size:
         lo, hi = int(idx.min()), int(idx.max())
         if lo < -1:
@@ -117,7 +139,7 @@ def _check_stream(stream: Stream, field: str, text_len: int) -> None:
                 "out_of_range",
             )
     if stream.head_in_box is not None and len(stream.head_in_box):
-        head = np.asarray(stream.head_in_box, dtype=np.int64)
+        head = _int64(stream.head_in_box, f"{field}.head_in_box")
         bad = np.flatnonzero((head < -1) | (head > 1))
         if bad.size:
             raise SessionError(f"{field}.head_in_box[{bad[0]}]", "must be -1, 0 or 1", "out_of_range")
@@ -157,7 +179,7 @@ def validate_session(session: Session) -> None:
         if not getattr(consent, modality):
             raise SessionError(name, f"{modality} stream sent without {modality} consent", "no_consent")
         n = len(viewport.x)
-        for col in ("y", "t_page_ms", "t_epoch_ms"):
+        for col in ("x", "y", "t_page_ms", "t_epoch_ms"):
             values = getattr(viewport, col)
             if values is not None and len(values) != n:
                 raise SessionError(f"{name}.{col}", f"has {len(values)} samples but x has {n}", "length_mismatch")
