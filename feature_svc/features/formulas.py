@@ -286,16 +286,28 @@ POINTWISE_PHASE_NAMES = [
 
 
 def pointwise_phases(
-    track: Track, modality: str, reviewing: tuple[float, float] | None, composing: tuple[float, float] | None
+    track: Track,
+    modality: str,
+    reviewing: tuple[float, float] | None,
+    composing: tuple[float, float] | None,
+    *,
+    composing_open_start: bool = False,
 ) -> dict[str, float]:
-    """Spec 3.4 for one modality given the phase intervals: reviewing [a, b] and composing [a, b)."""
+    """Spec 3.4 for one modality given the phase intervals: reviewing [a, b] and composing [a, b).
+
+    With `composing_open_start` composing is (a, b] instead: the default mode's composing phase follows
+    the last read sample and runs to the end of the question's segment.
+    """
     m = modality
     out = {f"{m}_{n}": 0.0 for n in POINTWISE_PHASE_NAMES}
     if reviewing is None or composing is None:
         return out
     t = track.t
     rev_rows = (t >= reviewing[0]) & (t <= reviewing[1])
-    comp_rows = (t >= composing[0]) & (t < composing[1])
+    if composing_open_start:
+        comp_rows = (t > composing[0]) & (t <= composing[1])
+    else:
+        comp_rows = (t >= composing[0]) & (t < composing[1])
     on = track.in_box
     valid = track.idx != -1
     rev = (reviewing[1] - reviewing[0]) / 1000

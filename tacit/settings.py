@@ -1,0 +1,64 @@
+"""Settings: one frozen struct per service, loaded once from prefixed environment variables.
+
+This is the only module that reads `os.environ`. Every field has a laptop-friendly default; a variable
+`TACIT_<SERVICE>_<FIELD>` (upper case) overrides it, decoded with the field's type. Invalid values fail
+at start-up with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = ["FeatureSettings", "SettingsError", "data_home", "load_settings"]
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class SettingsError(ValueError):
+    """An environment variable that does not decode into its setting."""
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where Tacit keeps its files (`TACIT_HOME`, default `~/.local/share/tacit`)."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("TACIT_HOME") or Path.home() / ".local" / "share" / "tacit")
+
+
+class FeatureSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """feature_svc settings (`TACIT_FEATURES_*`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8101
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body accepted (a 4 x 200k-sample session is about 40 MB of JSON)."""
+    max_batch: int = 1000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port {self.port} is not a TCP port")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes must be at least 1024")
+
+
+def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
+    """Build `cls` from variables `<prefix><FIELD>`; values are parsed as JSON when they look like it."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name in cls.__struct_fields__:
+        key = f"{prefix}{name.upper()}"
+        if key in env:
+            value = env[key]
+            try:
+                raw[name] = msgspec.json.decode(value)
+            except msgspec.DecodeError:
+                raw[name] = value
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except (msgspec.ValidationError, SettingsError) as err:
+        raise SettingsError(f"{prefix}*: {err}") from None
