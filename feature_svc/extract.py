@@ -45,9 +45,10 @@ class ExtractResult:
     tasks: int
 
 
-def _init(root: str) -> None:
+def _init(root: str, mode: str = "default") -> None:
     global _DATASET
-    _DATASET = Dataset(root)
+    # The reference split rel files with Python's csv module; Tacit reads one sample per line.
+    _DATASET = Dataset(root, semantics="csv" if mode == "reference" else "lines")
 
 
 def _add_previous(rows: list[dict[str, Any]]) -> None:
@@ -111,12 +112,13 @@ def _jobs(dataset: Dataset, mode: Mode) -> list[tuple[TaskKey, str, Mode]]:
 def _iter_results(
     root: Path, jobs: list[tuple[TaskKey, str, Mode]], workers: int
 ) -> Iterator[tuple[list[dict[str, Any]], int, int]]:
+    mode = jobs[0][2] if jobs else "default"
     if workers <= 1:
-        _init(str(root))
+        _init(str(root), mode)
         yield from map(_task_rows, jobs)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers, initializer=_init, initargs=(str(root),)) as pool:
+    with ctx.Pool(workers, initializer=_init, initargs=(str(root), mode)) as pool:
         yield from pool.imap_unordered(_task_rows, jobs, chunksize=1)
 
 

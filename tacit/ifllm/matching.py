@@ -29,6 +29,7 @@ __all__ = [
     "first_seen_reference_b",
     "match_matrix",
     "segment_boundaries",
+    "tick_keys",
     "window_match",
 ]
 
@@ -147,19 +148,32 @@ def assign_reference_b(rel: RelFile, first_seen: dict[int, float]) -> npt.NDArra
     return np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
 
 
+def tick_keys(rel: RelFile) -> npt.NDArray[np.float64]:
+    """A monotone clock shared by all rel files of a page: (page load number, page time) folded into one float.
+
+    Every file gets one row per sampler tick with the same page time, and the page timer restarts at a
+    reload, so counting restarts gives the load number. Unlike row positions, these keys survive a
+    malformed row that one file lost and the others kept.
+    """
+    if len(rel) == 0:
+        return np.zeros(0, dtype=np.float64)
+    loads = np.concatenate(([0], np.cumsum(np.diff(rel.t) < 0)))
+    return loads * 1e12 + rel.t
+
+
 def segment_boundaries(
     files: Sequence[RelFile], texts_per_file: Sequence[Sequence[str | None]]
-) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.bool_]]]:
-    """Canonical rule: start tick of each question's segment (-1 = never seen), on the shared tick axis.
+) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
+    """Canonical rule: the tick key (see `tick_keys`) at which each question's segment starts (NaN = never seen).
 
     `texts_per_file[f][k]` is the text question k showed in file f's box (questions in asking order).
-    Row k of every rel file of a page is the same sampler tick (spec 1.5), so sightings from all files are
-    pooled on the tick index; a question's start is its first sighting after the previous question's start,
-    so a stray early match of a later answer's text cannot reorder the conversation. Also returns, per
-    file, the in-box rows that show the placeholder text (guarded), for the lookback features.
+    Sightings from all files of the page are pooled on the shared tick clock; a question starts at its
+    first sighting after the previous question's start, so a stray early match of a later answer's
+    text cannot reorder the conversation. Also returns, per file, the in-box rows that show the
+    placeholder text (guarded test), for the lookback features.
     """
     n_questions = len(texts_per_file[0]) if texts_per_file else 0
-    sightings: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(n_questions)]
+    sightings: list[list[npt.NDArray[np.float64]]] = [[] for _ in range(n_questions)]
     placeholders: list[npt.NDArray[np.bool_]] = []
     for rel, texts in zip(files, texts_per_file, strict=True):
         in_box = rel.in_box
@@ -167,15 +181,17 @@ def segment_boundaries(
         ph = np.zeros(len(rel), dtype=np.bool_)
         ph[in_box] = matrix[:, 0]
         placeholders.append(ph)
-        rows = np.flatnonzero(in_box)
+        keys = tick_keys(rel)[in_box]
+        # A window that fits several answers counts for the earliest (as in spec 2.4): generic snippets
+        # such as "- **" must not announce a later answer while an earlier one is on screen.
+        first = _first_true(matrix[:, 1:])
         for k in range(n_questions):
-            sightings[k].append(rows[matrix[:, k + 1]])
-    starts = np.full(n_questions, -1, dtype=np.int64)
-    floor = 0
+            sightings[k].append(keys[first == k])
+    starts = np.full(n_questions, np.nan, dtype=np.float64)
+    floor = -np.inf
     for k in range(n_questions):
-        hits = np.concatenate(sightings[k]) if sightings[k] else np.zeros(0, dtype=np.int64)
-        hits = hits[hits >= floor]
+        hits = np.concatenate(sightings[k]) if sightings[k] else np.zeros(0, dtype=np.float64)
+        hits = hits[hits > floor]
         if hits.size:
-            starts[k] = int(hits.min())
-            floor = int(starts[k])
+            starts[k] = floor = float(hits.min())
     return starts, placeholders

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tacit.ifllm.matching import segment_boundaries
+from tacit.ifllm.matching import segment_boundaries, tick_keys
 from tacit.ifllm.rel import RelFile, read_rel
 from tacit.ifllm.tables import Query, TaskRow, read_queries, read_tasks
 
@@ -67,31 +67,29 @@ class Recording:
         keys = list(self.files)
         files = [self.files[k] for k in keys]
         texts = [[self.side_text(q, side) for q in self.queries] for side, _ in keys]
-        lengths = {len(f) for f in files}
-        if len(lengths) == 1:
-            starts, placeholders = segment_boundaries(files, texts)
-            per_file_starts = [starts] * len(files)
-        else:
-            # Row k is the same tick in every file only when no file lost malformed rows; otherwise
-            # each file is segmented on its own ticks.
-            per_file_starts, placeholders = [], []
-            for rel, text in zip(files, texts, strict=True):
-                s, ph = segment_boundaries([rel], [text])
-                per_file_starts.append(s)
-                placeholders.extend(ph)
+        starts, placeholders = segment_boundaries(files, texts)
+        seen = np.flatnonzero(~np.isnan(starts))
         out = []
         for k, query in enumerate(self.queries):
             rows: dict[tuple[str, str], slice] = {}
-            for key, rel, starts in zip(keys, files, per_file_starts, strict=True):
-                start = int(starts[k])
-                if start < 0:
+            later = seen[seen > k]
+            for key, rel in zip(keys, files, strict=True):
+                if np.isnan(starts[k]):
                     rows[key] = slice(0, 0)
                     continue
-                later = starts[k + 1 :]
-                later = later[later >= 0]
-                end = int(later.min()) if later.size else len(rel)
-                rows[key] = slice(start, end)
-            out.append(Segment(recording=self, query=query, turn=k, rows=rows, placeholder=dict(zip(keys, placeholders, strict=True))))
+                ticks = tick_keys(rel)
+                begin = int(np.searchsorted(ticks, starts[k], side="left"))
+                end = int(np.searchsorted(ticks, starts[later[0]], side="left")) if later.size else len(rel)
+                rows[key] = slice(begin, max(begin, end))
+            out.append(
+                Segment(
+                    recording=self,
+                    query=query,
+                    turn=k,
+                    rows=rows,
+                    placeholder=dict(zip(keys, placeholders, strict=True)),
+                )
+            )
         return out
 
 
@@ -118,7 +116,9 @@ class Segment:
 class Dataset:
     """An IFLLM release folder (the one holding `query_logs_table.csv` and `user_behavior/`)."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, semantics: str = "lines") -> None:
+        """`semantics`: how rel files are split into rows (see `tacit.ifllm.rel.read_rel`)."""
+        self.semantics = semantics
         root = Path(root)
         if not (root / "query_logs_table.csv").exists() and (root / "ifllm" / "query_logs_table.csv").exists():
             root = root / "ifllm"
@@ -162,7 +162,7 @@ class Dataset:
         mode = self._mode_of(folder)
         if mode is None:
             raise FileNotFoundError(f"{folder} holds no pairwise or pointwise rel file set")
-        files = {k: read_rel(folder / f"{stem}.csv") for k, stem in FILES[mode].items()}
+        files = {k: read_rel(folder / f"{stem}.csv", self.semantics) for k, stem in FILES[mode].items()}
         return Recording(user_id=key[0], task_id=key[1], mode=mode, files=files, queries=self.by_task.get(key, []))
 
     def recordings(self) -> Iterator[Recording]:

@@ -133,8 +133,30 @@ def _line_table(raw: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64
     return ends, quotes.astype(np.int64), commas + 1
 
 
+def split_line(line: str) -> list[str]:
+    """One physical line as the server wrote it: `x,y,"window",idx,t[,flag],abs` with the window unescaped.
+
+    The window sits between the first quote after the second comma and the last quote that is followed
+    only by the numeric tail, so quotes and commas inside it cannot shift the other fields.
+    """
+    head = line.split(",", 2)
+    if len(head) < 3:
+        return head
+    rest = head[2]
+    if not rest.startswith('"'):
+        return line.split(",")
+    close = rest.rfind('",')
+    if close <= 0:
+        return line.split(",")
+    return [head[0], head[1], rest[1:close], *rest[close + 2 :].split(",")]
+
+
 def _normalise(
-    raw: bytes, ends: npt.NDArray[np.int64], quotes: npt.NDArray[np.int64], fields: npt.NDArray[np.int64]
+    raw: bytes,
+    ends: npt.NDArray[np.int64],
+    quotes: npt.NDArray[np.int64],
+    fields: npt.NDArray[np.int64],
+    semantics: str = "lines",
 ) -> tuple[bytes, int]:
     """Rewrite a file into uniform 7-column lines that pyarrow parses as Python's csv would.
 
@@ -169,8 +191,13 @@ def _normalise(
                 consumed[0] = j
                 yield physical(j)
 
-        # Python's csv pulls further lines while a quote is open, exactly as the reference's reader did.
-        row = next(csv.reader(lines_from(i)), [])
+        if semantics == "csv" and dirty[i]:
+            # Python's csv pulls further lines while a quote is open, exactly as the reference's reader did.
+            row = next(csv.reader(lines_from(i)), [])
+        elif dirty[i]:
+            row = split_line(physical(i)[:-1])
+        else:
+            row = next(csv.reader([physical(i)]), [])
         next_line = consumed[0] + 1
         prev_byte = min(int(ends[consumed[0]]) + 1, len(raw))
         if not row:
@@ -227,9 +254,14 @@ def _read_arrow(raw: bytes, ncols: int, skipped: int = 0) -> RelFile:
     )
 
 
-def _read_python(raw: bytes) -> RelFile:
-    """Python csv semantics (quotes may join physical lines), as the reference reads dirty files."""
+def _read_python(raw: bytes, semantics: str = "csv") -> RelFile:
+    """Row-by-row reader: Python csv semantics (quotes may join physical lines) or one sample per line."""
     text = raw.decode("utf-8", errors="replace")
+    records = (
+        csv.reader(io.StringIO(text, newline=None))
+        if semantics == "csv"
+        else (split_line(line) for line in text.splitlines() if line)
+    )
     xs: list[float] = []
     ys: list[float] = []
     idxs: list[int] = []
@@ -240,7 +272,7 @@ def _read_python(raw: bytes) -> RelFile:
     codes: list[int] = []
     lookup: dict[str, int] = {}
     skipped = 0
-    for raw_row in csv.reader(io.StringIO(text, newline=None)):
+    for raw_row in records:
         row = _clean_row(raw_row) if raw_row else None
         if row is None:
             skipped += 1
@@ -275,8 +307,15 @@ def _read_python(raw: bytes) -> RelFile:
     )
 
 
-def read_rel(path: Path | str) -> RelFile:
-    """Read one rel_* file; malformed rows are skipped and counted, never raised."""
+def read_rel(path: Path | str, semantics: str = "lines") -> RelFile:
+    """Read one rel_* file; malformed rows are skipped and counted, never raised.
+
+    `semantics="lines"` (Tacit's reading): one physical line is one sample, and a window holding quotes is
+    recovered by `split_line`. `semantics="csv"` (the reference's reading): Python's csv module, under
+    which such a window can swallow the following lines (whole records lost or glued together).
+    """
+    if semantics not in ("lines", "csv"):
+        raise ValueError(f"semantics must be 'lines' or 'csv', not {semantics!r}")
     raw = Path(path).read_bytes()
     if not raw.strip():
         return RelFile.empty()
@@ -285,8 +324,8 @@ def read_rel(path: Path | str) -> RelFile:
     try:
         if np.all((quotes == 0) | (quotes == 2)) and uniform.size == 1 and int(uniform[0]) in (6, 7):
             return _read_arrow(raw, int(uniform[0]))
-        normalised, skipped = _normalise(raw, ends, quotes, fields)
+        normalised, skipped = _normalise(raw, ends, quotes, fields, semantics)
         return _read_arrow(normalised, 7, skipped)
     except (pa.ArrowInvalid, ValueError):
-        pass  # e.g. a non-numeric x: the row-by-row reader skips exactly that row
-    return _read_python(raw)
+        pass  # anything pyarrow refuses: the row-by-row reader skips exactly the bad rows
+    return _read_python(raw, semantics)

@@ -1,0 +1,83 @@
+"""Shared pytest fixtures: the IFLLM dev subset, unpacked once into a cache directory."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+def shared_dir() -> Path | None:
+    """The team's `shared/` folder: $TACIT_SHARED, else the nearest `shared/` beside an ancestor."""
+    if os.environ.get("TACIT_SHARED"):
+        return Path(os.environ["TACIT_SHARED"])
+    for parent in ROOT.parents:
+        candidate = parent / "shared"
+        if (candidate / "ifllm").is_dir() or (candidate / "spec").is_dir():
+            return candidate
+    return None
+
+
+def _unpack(tarball: Path, cache: Path) -> Path:
+    target = cache / "ifllm"
+    if (target / "query_logs_table.csv").exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers: one unpacks, the others wait
+        if not (target / "query_logs_table.csv").exists():
+            tmp = cache / "unpacking"
+            shutil.rmtree(tmp, ignore_errors=True)
+            with tarfile.open(tarball) as tar:
+                tar.extractall(tmp, filter="data")
+            (tmp / "ifllm").rename(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def ifllm_dir() -> Path:
+    """Unpacked IFLLM dev subset ($TACIT_IFLLM_DIR, or ../shared/ifllm/ifllm-dev.tar.xz unpacked to a cache)."""
+    if os.environ.get("TACIT_IFLLM_DIR"):
+        return Path(os.environ["TACIT_IFLLM_DIR"])
+    shared = shared_dir()
+    tarball = shared / "ifllm" / "ifllm-dev.tar.xz" if shared else None
+    if tarball is None or not tarball.exists():
+        pytest.skip("IFLLM dev subset not available (set TACIT_IFLLM_DIR or provide ../shared/ifllm)")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tacit" / "ifllm-dev"
+    return _unpack(tarball, cache)
+
+
+@pytest.fixture(scope="session")
+def ifllm_readme_counts() -> dict[str, int]:
+    """The counts the data README states for this subset (so tests never hard-code them)."""
+    shared = shared_dir()
+    readme = shared / "ifllm" / "README.md" if shared else None
+    if readme is None or not readme.exists():
+        pytest.skip("IFLLM README not available")
+    text = readme.read_text()
+    match = re.search(
+        r"(\d+) questions from (\d+) workers in (\d+) tasks; (\d+) pairwise questions\s+\((\d+) with a preference "
+        r"label\) and (\d+) pointwise \((\d+) labelled\)",
+        text,
+    )
+    if match is None:
+        pytest.skip("IFLLM README does not state the counts")
+    keys = ["questions", "workers", "tasks", "pairwise", "pairwise_labelled", "pointwise", "pointwise_labelled"]
+    return dict(zip(keys, map(int, match.groups()), strict=True))
+
+
+@pytest.fixture(scope="session")
+def reference_features_dir() -> Path:
+    shared = shared_dir()
+    path = shared / "spec" / "reference-features" if shared else None
+    if path is None or not (path / "extracted_features.csv").exists():
+        pytest.skip("reference feature tables not available")
+    return path
