@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     sets = features.add_parser("sets", help="list the named feature sets")
     sets.set_defaults(func=_features_sets)
 
+    # Services register their own subcommands (imported lazily inside their handlers).
+    from reward_svc.cli import add_reward_commands
+
+    add_reward_commands(sub)
+
     serve = sub.add_parser("serve", help="run a service in the foreground")
     serve.add_argument("service", choices=["features"])
     serve.set_defaults(func=_serve)
