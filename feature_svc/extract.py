@@ -95,7 +95,7 @@ def _task_rows(job: tuple[TaskKey, str, Mode]) -> tuple[list[dict[str, Any]], in
                 "label": None if label == -1 else label,
             }
             row["turn"] = turns[int(row["query_id"])]
-            row["samples"] = int(sum(v for k, v in ref.items() if k.endswith("_data_points")))
+            row["samples"] = int(sum(float(v) for k, v in ref.items() if k.endswith("_data_points")))
             rows.append(row | ref)
         rows.sort(key=lambda r: r["turn"])
     _add_previous(rows)

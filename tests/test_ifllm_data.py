@@ -85,9 +85,7 @@ def _reference_csvs(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return extracted.set_index("query_id"), pd.read_csv(path / "all_metrics.csv").set_index("query_id")
 
 
-def test_reference_mode_matches_the_reference_code(
-    reference_table: pd.DataFrame, reference_features_dir: Path
-) -> None:
+def test_reference_mode_matches_the_reference_code(reference_table: pd.DataFrame, reference_features_dir: Path) -> None:
     extracted, all_metrics = _reference_csvs(reference_features_dir)
     ours = reference_table.set_index("query_id")
     assert set(extracted.index) == set(ours.index)
@@ -113,8 +111,15 @@ def test_reference_columns_we_do_not_reproduce_are_only_metadata(
     not_ours = {c for c in extracted.columns if c not in reference_table.columns}
     # Labels and names come from the query log directly; `label` replaces binary_preference (P4 fixed).
     assert not_ours <= {
-        "comparison_type", "llm_name_1", "llm_name_2", "likert_1", "likert_2", "preference",
-        "normalized_likert_1", "normalized_likert_2", "binary_preference",
+        "comparison_type",
+        "llm_name_1",
+        "llm_name_2",
+        "likert_1",
+        "likert_2",
+        "preference",
+        "normalized_likert_1",
+        "normalized_likert_2",
+        "binary_preference",
     }
 
 

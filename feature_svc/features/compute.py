@@ -63,7 +63,9 @@ def continuous_time(t: npt.NDArray[np.float64], reloads: npt.NDArray[np.int64]) 
     return t + offsets
 
 
-def _placeholder_mask(windows: list[str], idx: npt.NDArray[np.int64], in_box: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+def _placeholder_mask(
+    windows: list[str], idx: npt.NDArray[np.int64], in_box: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
     """In-box samples whose window is the waiting placeholder text (guarded window test, spec 2.2)."""
     out = np.zeros(idx.size, dtype=np.bool_)
     cache: dict[tuple[str, int], bool] = {}
@@ -207,9 +209,9 @@ def select(
 
     Raises KeyError naming the first feature that cannot be provided.
     """
-    names = feature_set.names(mode, [n for n in values if not n.startswith("prev_")] + (
-        [n for n in values if n.startswith("prev_")]
-    ))
+    names = feature_set.names(
+        mode, [n for n in values if not n.startswith("prev_")] + ([n for n in values if n.startswith("prev_")])
+    )
     out = np.empty(len(names), dtype=np.float64)
     for i, name in enumerate(names):
         if name in values:

@@ -55,12 +55,14 @@ class Track:
 
     @property
     def in_box(self) -> npt.NDArray[np.bool_]:
-        return ~((self.x == -1) & (self.y == -1))
+        mask: npt.NDArray[np.bool_] = ~((self.x == -1) & (self.y == -1))
+        return mask
 
     @property
     def looking(self) -> npt.NDArray[np.bool_]:
         """Spec 3.2 'looking': both coordinates valid and a character under the point."""
-        return (self.x != -1) & (self.y != -1) & (self.idx != -1)
+        mask: npt.NDArray[np.bool_] = (self.x != -1) & (self.y != -1) & (self.idx != -1)
+        return mask
 
     def sorted(self) -> Track:
         order = np.argsort(self.t, kind="stable")

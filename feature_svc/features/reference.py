@@ -34,7 +34,11 @@ _SIDE_PREFIX = {"left": "response_A_", "right": "response_B_"}
 
 def _track(rel: RelFile, rows: np.ndarray | slice, placeholder: np.ndarray) -> Track:
     return Track(
-        x=rel.x[rows], y=rel.y[rows], idx=rel.idx[rows], t=rel.t[rows], placeholder=placeholder[rows],
+        x=rel.x[rows],
+        y=rel.y[rows],
+        idx=rel.idx[rows],
+        t=rel.t[rows],
+        placeholder=placeholder[rows],
         head=rel.head[rows],
     )
 

@@ -86,7 +86,7 @@ def _first_true(matrix: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """Column of the first True per row, -1 when none."""
     if matrix.shape[1] == 0:
         return np.full(matrix.shape[0], -1, dtype=np.int64)
-    first = np.argmax(matrix, axis=1).astype(np.int64)
+    first: npt.NDArray[np.int64] = np.argmax(matrix, axis=1).astype(np.int64)
     first[~matrix.any(axis=1)] = -1
     return first
 
@@ -105,7 +105,7 @@ def assign_reference_a(
     not_looking = ~rel.in_box
     in_box = ~not_looking
     labels = np.zeros(n, dtype=np.int64)
-    texts: list[str | None] = [PLACEHOLDER] + [t for _, t in cands]
+    texts: list[str | None] = [PLACEHOLDER, *(t for _, t in cands)]
     matrix = match_matrix(rel, in_box, texts, guarded=False)
     placeholder = np.zeros(n, dtype=np.bool_)
     placeholder[in_box] = matrix[:, 0]

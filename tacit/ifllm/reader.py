@@ -143,12 +143,12 @@ class Dataset:
         base = self.root / "user_behavior"
         if not base.is_dir():
             return []
-        found = []
-        for worker in sorted(p for p in base.iterdir() if p.is_dir()):
-            for task in sorted(p for p in worker.iterdir() if p.is_dir()):
-                if self._mode_of(task) is not None:
-                    found.append(((worker.name, task.name), task))
-        return found
+        return [
+            ((worker.name, task.name), task)
+            for worker in sorted(p for p in base.iterdir() if p.is_dir())
+            for task in sorted(p for p in worker.iterdir() if p.is_dir())
+            if self._mode_of(task) is not None
+        ]
 
     @staticmethod
     def _mode_of(folder: Path) -> str | None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,8 @@ class RelFile:
     @property
     def in_box(self) -> npt.NDArray[np.bool_]:
         """True where the point is inside the response box (not the (-1, -1) sentinel)."""
-        return ~((self.x == -1) & (self.y == -1))
+        mask: npt.NDArray[np.bool_] = ~((self.x == -1) & (self.y == -1))
+        return mask
 
     def window_array(self) -> npt.NDArray[np.object_]:
         """Per-row window strings (materialised on demand; the codes are cheaper)."""
@@ -75,8 +76,16 @@ class RelFile:
     def empty() -> RelFile:
         f = np.zeros(0, dtype=np.float64)
         return RelFile(
-            x=f, y=f, idx=np.zeros(0, np.int64), t=f, epoch=f, head=np.zeros(0, np.int8),
-            seven=np.zeros(0, np.bool_), window_codes=np.zeros(0, np.int32), windows=[""], skipped=0,
+            x=f,
+            y=f,
+            idx=np.zeros(0, np.int64),
+            t=f,
+            epoch=f,
+            head=np.zeros(0, np.int8),
+            seven=np.zeros(0, np.bool_),
+            window_codes=np.zeros(0, np.int32),
+            windows=[""],
+            skipped=0,
         )
 
 

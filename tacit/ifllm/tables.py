@@ -75,8 +75,10 @@ def _number(text: str | None) -> int | None:
 
 
 def _float(text: str | None) -> float | None:
+    if text is None or text in ("", "NULL"):
+        return None
     try:
-        return float(text) if text not in (None, "", "NULL") else None  # type: ignore[arg-type]
+        return float(text)
     except ValueError:
         return None
 
