@@ -47,10 +47,16 @@ def window_match(text: str, window: str, idx: int, *, guarded: bool = True) -> b
     return window in text[max(0, idx - CONTEXT) : min(len(text), idx + CONTEXT)]
 
 
+def _idx_range(rel: RelFile) -> tuple[int, int]:
+    """Smallest index and the span of indices, to pack (window code, index) into one integer key."""
+    low = min(int(rel.idx.min(initial=-1)), -1)
+    return low, int(rel.idx.max(initial=0)) - low + 1
+
+
 def _pairs(rel: RelFile, rows: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Distinct (window code, idx) keys among `rows` and, per selected row, its key number."""
-    span = int(rel.idx.max(initial=0)) + 2
-    keys = rel.window_codes[rows].astype(np.int64) * span + (rel.idx[rows] + 1)
+    low, span = _idx_range(rel)
+    keys = rel.window_codes[rows].astype(np.int64) * span + (rel.idx[rows] - low)
     unique, inverse = np.unique(keys, return_inverse=True)
     return unique, inverse.reshape(-1)
 
@@ -64,13 +70,13 @@ def match_matrix(
     if n_sel == 0 or not texts:
         return out
     unique, inverse = _pairs(rel, rows)
-    span = int(rel.idx.max(initial=0)) + 2
+    low, span = _idx_range(rel)
     cleaned = [t.translate(_CLEAN) if t else "" for t in texts]
     windows = [w.translate(_CLEAN) for w in rel.windows]
     table = np.zeros((unique.size, len(texts)), dtype=np.bool_)
     for k, key in enumerate(unique.tolist()):
         window = windows[key // span]
-        idx = key % span - 1
+        idx = key % span + low
         if guarded and not window:
             continue
         lo = max(0, idx - CONTEXT)

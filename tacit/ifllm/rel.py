@@ -181,7 +181,8 @@ def _normalise(
     n_lines = int(ends.size)
 
     def physical(i: int) -> str:
-        return raw[int(starts[i]) : int(ends[i])].decode("utf-8", errors="replace") + "\n"
+        # Universal newlines, as the reference's open(): a CR before the LF is not part of the record.
+        return raw[int(starts[i]) : int(ends[i])].decode("utf-8", errors="replace").removesuffix("\r") + "\n"
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -269,7 +270,8 @@ def _read_python(raw: bytes, semantics: str = "csv") -> RelFile:
     records = (
         csv.reader(io.StringIO(text, newline=None))
         if semantics == "csv"
-        else (split_line(line) for line in text.splitlines() if line)
+        # Split at LF only (as the fast path): str.splitlines would also break at U+2028, \f, \x1c...
+        else (split_line(line.removesuffix("\r")) for line in text.split("\n") if line.strip())
     )
     xs: list[float] = []
     ys: list[float] = []
@@ -282,7 +284,9 @@ def _read_python(raw: bytes, semantics: str = "csv") -> RelFile:
     lookup: dict[str, int] = {}
     skipped = 0
     for raw_row in records:
-        row = _clean_row(raw_row) if raw_row else None
+        if not raw_row or not any(field.strip() for field in raw_row):
+            continue  # blank line: pyarrow ignores these too, so they are not counted as malformed
+        row = _clean_row(raw_row)
         if row is None:
             skipped += 1
             continue

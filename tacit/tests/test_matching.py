@@ -137,14 +137,11 @@ def test_algorithm_a_first_candidate_wins_and_empty_texts_are_skipped() -> None:
 
 
 def test_algorithm_a_placeholder_wins_over_an_answer_quoting_it() -> None:
-    answer = "As the page said: please wait patiently. Then it answered."
-    rel = _rel([(0, *_at(answer, "wait patiently"))])
-    window, idx = "wait patiently", answer.index("wait patiently") + 7
-    assert window_match(PLACEHOLDER, window, PLACEHOLDER.index(window) + 7)
-    if window_match(PLACEHOLDER, window, idx):
-        assert assign_reference_a(rel, [(5, answer)])[0].tolist() == [-1]
-    else:
-        assert assign_reference_a(rel, [(5, answer)])[0].tolist() == [5]
+    answer = PLACEHOLDER[:60] + " Here is my answer."  # the same characters at the same place
+    rel = _rel([(0, *_at(PLACEHOLDER, "wait patiently")), (10, OFF, -1)])
+    labels, experimental, _ = assign_reference_a(rel, [(5, answer)])
+    assert labels.tolist() == [-1, -2]
+    assert experimental.tolist() == [True, False]
 
 
 def _naive_a(rel: RelFile, candidates: Sequence[tuple[int, str]]) -> list[int]:
@@ -157,7 +154,8 @@ def _naive_a(rel: RelFile, candidates: Sequence[tuple[int, str]]) -> list[int]:
         elif window_match(PLACEHOLDER, windows[i], int(rel.idx[i]), guarded=False):
             out.append(-1)
         else:
-            hit = next((q for q, t in candidates if t and window_match(t, windows[i], int(rel.idx[i]), guarded=False)), 0)
+            idx = int(rel.idx[i])
+            hit = next((q for q, t in candidates if t and window_match(t, windows[i], idx, guarded=False)), 0)
             out.append(hit)
             if hit:
                 last = hit
@@ -186,7 +184,7 @@ def _random_case(rng: random.Random) -> tuple[RelFile, list[tuple[int, str]]]:
     texts = ["".join(rng.choice("ab .\n") for _ in range(rng.randint(0, 40))) for _ in range(rng.randint(1, 4))]
     candidates = [(100 + k, text) for k, text in enumerate(texts)]
     sources = [*texts, PLACEHOLDER]
-    rows = []
+    rows: list[tuple[float, str | None, int]] = []
     t = 0.0
     for _ in range(rng.randint(0, 30)):
         t += rng.choice([-500.0, 10.0, 50.0, 100.0])  # negative steps: page reloads
@@ -217,10 +215,6 @@ def test_algorithm_a_equals_the_row_by_row_rule_on_random_files() -> None:
         assert not_looking.tolist() == (~rel.in_box).tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="match_matrix keys rows by code * (max idx + 2) + idx + 1, which collides for idx < -1",
-)
 def test_algorithm_a_index_below_minus_one_does_not_borrow_another_window() -> None:
     # The reference reads centre_idx with int(float(...)), so a "-2" in a file reaches the matcher.
     text = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -252,7 +246,9 @@ def test_algorithm_b_first_seen_and_assignment_by_hand() -> None:
 
 
 def test_algorithm_b_assigns_by_page_time_across_reloads() -> None:
-    rel = _rel([(100, *_at(A, "quick brown")), (300, *_at(B, "liquor jugs")), (400, OFF, -1), (50, OFF, -1), (150, OFF, -1)])
+    rel = _rel(
+        [(100, *_at(A, "quick brown")), (300, *_at(B, "liquor jugs")), (400, OFF, -1), (50, OFF, -1), (150, OFF, -1)]
+    )
     seen = first_seen_reference_b(rel, [(11, A), (12, B)])
     assert seen == {11: 100.0, 12: 300.0}
     # after the reload the timer restarts: 50 precedes every first sighting, 150 falls in A's segment
@@ -350,9 +346,19 @@ def test_segments_survive_a_page_reload() -> None:
 
 def _query(query_id: int, left: str, right: str | None) -> Query:
     return Query(
-        query_id=query_id, user_id="worker_1", task_id="3", query=f"question {query_id}", response_1=left,
-        response_2=right, model_1="m1", model_2="m2" if right else None, likert_1=None, likert_2=None,
-        preference=None, adjustment=None, timestamp_ms=None,
+        query_id=query_id,
+        user_id="worker_1",
+        task_id="3",
+        query=f"question {query_id}",
+        response_1=left,
+        response_2=right,
+        model_1="m1",
+        model_2="m2" if right else None,
+        likert_1=None,
+        likert_2=None,
+        preference=None,
+        adjustment=None,
+        timestamp_ms=None,
     )
 
 
@@ -377,8 +383,19 @@ def test_recording_segments_are_contiguous_tick_ranges() -> None:
 # --- labels from the query log (spec 1.6) -------------------------------------------------------------------
 
 _HEADER = [
-    "query_ID", "user_id", "task_id", "user_query", "llm_response_1", "llm_response_2", "llm_name_1",
-    "llm_name_2", "likert_1", "likert_2", "preference", "adjustment", "query_timestamp",
+    "query_ID",
+    "user_id",
+    "task_id",
+    "user_query",
+    "llm_response_1",
+    "llm_response_2",
+    "llm_name_1",
+    "llm_name_2",
+    "likert_1",
+    "likert_2",
+    "preference",
+    "adjustment",
+    "query_timestamp",
 ]
 
 
@@ -391,11 +408,23 @@ def _query_log(tmp_path: Path, rows: list[list[str]]) -> Path:
 
 
 def _row(query_id: int, right: str, preference: str, *, left: str = "left answer") -> list[str]:
-    task = "3" if right else "4"
-    model_2 = "deepseek-ai/DeepSeek-V3" if right else ""
+    pairwise = right not in ("", "NULL")
+    task = "3" if pairwise else "4"
+    model_2 = "deepseek-ai/DeepSeek-V3" if pairwise else ""
     return [
-        str(query_id), "worker_ab", task, "q?", left, right, "gpt-4o-mini", model_2, "4.0", "3.0" if right else "",
-        preference, "1", "2025-01-02 03:04:05",
+        str(query_id),
+        "worker_ab",
+        task,
+        "q?",
+        left,
+        right,
+        "gpt-4o-mini",
+        model_2,
+        "4.0",
+        "3.0" if pairwise else "",
+        preference,
+        "1",
+        "2025-01-02 03:04:05",
     ]
 
 

@@ -152,13 +152,7 @@ def test_commas_inside_a_quoted_window(tmp_path: Path, semantics: str) -> None:
 
 @pytest.mark.parametrize("semantics", SEMANTICS)
 def test_non_numeric_x_y_or_time_is_skipped_and_counted(tmp_path: Path, semantics: str) -> None:
-    raw = (
-        b'1,2,"a",1,10,1,5\n'
-        b'abc,2,"b",2,20,1,6\n'
-        b'3,,"c",3,30,1,7\n'
-        b'4,4,"d",4,,1,8\n'
-        b'5,5,"e",5,50,1,9\n'
-    )
+    raw = b'1,2,"a",1,10,1,5\nabc,2,"b",2,20,1,6\n3,,"c",3,30,1,7\n4,4,"d",4,,1,8\n5,5,"e",5,50,1,9\n'
     rel = read_rel(_write(tmp_path, raw), semantics)
     np.testing.assert_array_equal(rel.x, [1.0, 5.0])
     assert list(rel.window_array()) == ["a", "e"]
@@ -246,8 +240,14 @@ def test_csv_semantics_a_window_ending_in_a_quote_glues_the_next_physical_line(t
     assert _rows(rel) == expected
     # the glued record keeps x, y of the first line and index, time, flag and epoch of the second
     assert expected[1] == (
-        622.41, 406.98, 'lways On",1919,93671.2,1,1765701477457\n600.53,367.13,next"',
-        1917, 93951.8, 1, True, 1765701477737.0,
+        622.41,
+        406.98,
+        'lways On",1919,93671.2,1,1765701477457\n600.53,367.13,next"',
+        1917,
+        93951.8,
+        1,
+        True,
+        1765701477737.0,
     )
     assert len(rel) == 3
     assert rel.skipped == 0
@@ -306,10 +306,6 @@ def test_lines_semantics_recovers_windows_holding_quotes(tmp_path: Path) -> None
 # --- known inconsistencies ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="csv semantics: a blank line is not counted by the pyarrow path but counted as skipped by _read_python",
-)
 def test_csv_semantics_blank_line_count_does_not_depend_on_a_bad_row_elsewhere(tmp_path: Path) -> None:
     with_blank = b'1,2,"a",1,10,1,5\n\n2,2,"b",2,20,1,6\n'
     base = read_rel(_write(tmp_path, with_blank, "a.csv"), "csv").skipped
@@ -323,21 +319,11 @@ def test_lines_semantics_blank_lines_are_not_rows(tmp_path: Path) -> None:
     assert read_rel(_write(tmp_path, with_blank + b"x,2,,,15,1,5\n", "b.csv"), "lines").skipped == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="csv semantics, CRLF file with a glued record: the fast path keeps '\\r\\n' inside the window, "
-    "_read_python (universal newlines) gives '\\n'",
-)
 def test_csv_semantics_crlf_file_with_a_glued_record_matches_the_python_reader(tmp_path: Path) -> None:
     raw = b'1,2,"abc"",3,100,1,5\r\n1,2,"def",4,200,1,6\r\n1,2,"g",5,300,1,7\r\n'
     _assert_same(read_rel(_write(tmp_path, raw), "csv"), _read_python(raw, "csv"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lines semantics: the fallback _read_python splits with str.splitlines, which also breaks at "
-    "U+2028, U+0085, \\f, \\r, \\x1c-\\x1e inside a window; the pyarrow path splits at \\n only",
-)
 def test_lines_semantics_line_separator_inside_a_window_survives_the_fallback_reader(tmp_path: Path) -> None:
     raw = '1,2,"a\u2028b",3,100,1,5\nx,2,,,15,1,5\n'.encode()  # the bad second row forces the fallback
     rel = read_rel(_write(tmp_path, raw), "lines")
