@@ -69,10 +69,18 @@ def _placeholder_mask(
     """In-box samples whose window is the waiting placeholder text (guarded window test, spec 2.2)."""
     out = np.zeros(idx.size, dtype=np.bool_)
     cache: dict[tuple[str, int], bool] = {}
+    anywhere: dict[str, bool] = {}
     for i in np.flatnonzero(in_box).tolist():
-        w, k = windows[i], int(idx[i])
+        w = windows[i]
         if not w:
             continue
+        # Most windows are answer text that occurs nowhere in the placeholder: one lookup per window.
+        found = anywhere.get(w)
+        if found is None:
+            found = anywhere[w] = w.replace("\n", " ") in _PLACEHOLDER_FLAT
+        if not found:
+            continue
+        k = int(idx[i])
         key = (w, k)
         hit = cache.get(key)
         if hit is None:
@@ -204,10 +212,13 @@ def select(
     feature_set: FeatureSet,
     mode: str,
     previous: Mapping[str, float] | None = None,
+    *,
+    first_turn: bool = False,
 ) -> tuple[list[str], npt.NDArray[np.float64]]:
     """Order `values` by the set's names; `prev_*` names come from the previous question's values.
 
-    Raises KeyError naming the first feature that cannot be provided.
+    A conversation's first question has no previous answer (`first_turn`): its `prev_*` features are 0,
+    the reference's value for "no samples". Raises KeyError naming the first feature that cannot be provided.
     """
     names = feature_set.names(
         mode, [n for n in values if not n.startswith("prev_")] + ([n for n in values if n.startswith("prev_")])
@@ -218,8 +229,11 @@ def select(
             out[i] = values[name]
         elif name.startswith("prev_"):
             if previous is None:
-                raise KeyError(f"{name} needs the previous question of the conversation")
-            out[i] = previous[name[len("prev_") :]]
+                if not first_turn:
+                    raise KeyError(f"{name} needs the previous question of the conversation")
+                out[i] = 0.0
+            else:
+                out[i] = previous[name[len("prev_") :]]
         else:
             raise KeyError(f"{name} is not produced for {mode} questions")
     return names, out

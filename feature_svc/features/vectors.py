@@ -21,6 +21,11 @@ class FeatureError(ValueError):
         self.code = code
 
 
+def _first_turn(session: Session) -> bool:
+    """No earlier answer to compare with: turn 0, or a pointwise session without a previous response."""
+    return session.turn == 0 or (session.mode == "pointwise" and session.previous_response is None)
+
+
 def _vector(session: Session, feature_set: str, previous: Session | None) -> FeatureVector:
     try:
         fs = get_feature_set(feature_set)
@@ -30,9 +35,12 @@ def _vector(session: Session, feature_set: str, previous: Session | None) -> Fea
     values = compute(obs)
     prev_values = compute(from_session(previous)) if previous is not None else None
     try:
-        names, vector = select(values, fs, session.mode, prev_values)
+        names, vector = select(values, fs, session.mode, prev_values, first_turn=_first_turn(session))
     except KeyError as err:
-        raise FeatureError("feature_set", f"{feature_set}: {err.args[0]}", "needs_previous") from None
+        message = str(err.args[0])
+        if "previous" in message:
+            raise FeatureError("previous", f"{feature_set}: {message}", "needs_previous") from None
+        raise FeatureError("feature_set", f"{feature_set}: {message}", "unavailable") from None
     return FeatureVector(
         session_id=session.session_id,
         feature_set=fs.id,
@@ -62,7 +70,9 @@ def vectorize_batch(sessions: Sequence[Session], feature_set: str = "all") -> Fe
         try:
             vectors.append(_vector(session, feature_set, previous))
         except FeatureError as err:
-            raise FeatureError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
+            # Set-level problems name the request's feature_set; a missing previous turn names the session.
+            field = "feature_set" if err.field == "feature_set" else f"sessions[{i}]"
+            raise FeatureError(field, err.detail, err.code) from None
     first = vectors[0]
     return FeatureVectors(
         feature_set=first.feature_set,

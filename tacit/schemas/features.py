@@ -40,6 +40,8 @@ class FeatureRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     session: Session
     feature_set: FeatureSetId = "all"
+    previous: Session | None = None
+    """Pointwise: the conversation's preceding question, needed by sets with `prev_*` features."""
 
 
 class FeatureBatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

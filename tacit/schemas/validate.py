@@ -165,11 +165,7 @@ def validate_session(session: Session) -> None:
             field = f"responses[{i}].{modality}"
             if not getattr(consent, modality):
                 raise SessionError(field, f"{modality} stream sent without {modality} consent", "no_consent")
-            if (
-                stream.head_in_box is not None
-                and not consent.camera
-                and any(v != -1 for v in stream.head_in_box)
-            ):
+            if stream.head_in_box is not None and not consent.camera and any(v != -1 for v in stream.head_in_box):
                 raise SessionError(f"{field}.head_in_box", "head position sent without camera consent", "no_consent")
             _check_stream(stream, field, len(response.text))
     for name, modality in (("viewport_mouse", "mouse"), ("viewport_gaze", "gaze")):

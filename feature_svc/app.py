@@ -1,0 +1,343 @@
+"""HTTP edge of the feature service: decode the body, call the pure core, encode the answer.
+
+Bodies are decoded straight from bytes by cached msgspec decoders: litestar's default path decodes to builtins
+and converts them again (about 1.4x the decoding time for a 2,000-sample session) and converts laxly ("1.5" is
+accepted for a float), while the contract is strict. Every failure is an error value mapped to an HTTP status in
+`_problem`, the one place that does so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from feature_svc.features import FEATURE_SETS, FeatureError, vectorize, vectorize_batch
+from tacit.schemas import (
+    Consent,
+    FeatureBatchRequest,
+    FeatureRequest,
+    FeatureSetInfo,
+    FeatureVector,
+    FeatureVectors,
+    Session,
+    SessionError,
+    validate_session,
+)
+from tacit.schemas import Response as SessionResponse
+from tacit.settings import FeatureSettings, load_settings
+
+__all__ = ["Problem", "create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+MODES = ("pairwise", "pointwise")
+
+_REQUEST = msgspec.json.Decoder(FeatureRequest)
+_BATCH = msgspec.json.Decoder(FeatureBatchRequest)
+_ENCODER = msgspec.json.Encoder()
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """Every 4xx/5xx answer: a stable `code`, the offending `field` (a JSON path into the body) and a `detail`."""
+
+    code: str
+    field: str
+    detail: str
+
+
+def _body_error(err: msgspec.DecodeError | UnicodeError) -> SessionError:
+    """A msgspec failure as a SessionError whose field is the JSON path into the request body."""
+    if isinstance(err, UnicodeError):
+        return SessionError("$", f"body is not valid UTF-8 text: {err}", "malformed")
+    message = str(err)
+    if not isinstance(err, msgspec.ValidationError):
+        return SessionError("$", f"malformed JSON: {message}", "malformed")
+    match = _PATH.search(message)
+    path = match.group("path").lstrip(".") if match else ""
+    detail = message[: match.start()] if match else message
+    # A missing or unknown key is reported at its parent object; name the key itself.
+    named = _NAMED.match(detail)
+    if named is not None:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return SessionError(path or "$", detail, "invalid")
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeError) as err:  # ValidationError is a DecodeError
+        raise _body_error(err) from None
+
+
+def _validate(session: Session, prefix: str) -> None:
+    try:
+        validate_session(session)
+    except SessionError as err:
+        raise SessionError(f"{prefix}{err.field}", err.detail, err.code) from None
+
+
+# --- errors: the one place that maps an error value to an HTTP status --------------------------------------
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, SessionError):
+        status = 400 if exc.code == "malformed" else 422
+        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, FeatureError):
+        status = 422
+        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        field = {404: "path", 405: "method"}.get(status, "$")
+        problem = Problem(code=_HTTP_CODES.get(status, "http_error"), field=field, detail=exc.detail)
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status = 500
+        problem = Problem(code="internal", field="$", detail="internal error")
+    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON)
+
+
+# --- metrics ----------------------------------------------------------------------------------------------
+
+
+class Metrics:
+    """The app's Prometheus metrics, in a registry of its own (many apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tacit_features_http_requests",
+            "HTTP requests by method, route template and status.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tacit_features_http_request_duration_seconds",
+            "Time from request start to the last response byte, by method, route template and status.",
+            ("method", "route", "status"),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=self.registry,
+        )
+        self.samples = Histogram(
+            "tacit_features_samples_per_session",
+            "Samples (all streams) per session whose features were computed.",
+            buckets=(0, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000),
+            registry=self.registry,
+        )
+        self.extraction = Histogram(
+            "tacit_feature_extraction_seconds",
+            "Time spent in the feature core per request, by endpoint kind (single or batch).",
+            ("kind",),
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+
+
+class _MetricsMiddleware(ASGIMiddleware):
+    """Counts and times every HTTP request by its route template, so ids in paths do not explode the labels."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_and_record)
+        finally:
+            labels = (scope.get("method", ""), scope.get("path_template") or "unmatched", str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+
+
+# --- OpenAPI: bodies are documented from the msgspec contract, as the handlers decode raw bytes -----------
+
+_DOCUMENTED = (FeatureRequest, FeatureBatchRequest, FeatureVector, FeatureVectors, list[FeatureSetInfo], Problem)
+
+
+@cache
+def _contract() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """JSON schemas of `_DOCUMENTED` (by index) and the components they refer to."""
+    return msgspec.json.schema_components(_DOCUMENTED, ref_template="#/components/schemas/{name}")
+
+
+_ERRORS = {
+    "400": "Malformed JSON",
+    "413": "Body larger than the configured limit",
+    "422": "Body breaks the contract (type, unknown field, cross-field check) or the features cannot be computed",
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, OpenAPIMediaType]:
+    # Plain JSON-schema dicts pass through litestar's serializer unchanged.
+    return {JSON: OpenAPIMediaType(schema=schema)}  # type: ignore[arg-type]
+
+
+def _documented(body: int | None, answer: int) -> type[Operation]:
+    """An Operation class documenting request and answer by index into `_DOCUMENTED`."""
+
+    @dataclass
+    class _Documented(Operation):
+        def __post_init__(self) -> None:
+            schemas = _contract()[0]
+            self.responses = {"200": OpenAPIResponse(description="OK", content=_json(schemas[answer]))}
+            if body is not None:
+                self.request_body = RequestBody(content=_json(schemas[body]), required=True)
+                problem = _json({"$ref": "#/components/schemas/Problem"})
+                for code, text in _ERRORS.items():
+                    self.responses[code] = OpenAPIResponse(description=text, content=problem)
+
+    return _Documented
+
+
+# --- handlers -------------------------------------------------------------------------------------------
+
+
+@post("/v1/features", status_code=200, operation_class=_documented(0, 2), summary="Features of one session")
+async def features(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Feature vector of one session, for the named feature set."""
+    body = _decode(_REQUEST, await request.body())
+    _validate(body.session, "session.")
+    if body.previous is not None:
+        _validate(body.previous, "previous.")
+    metrics: Metrics = state.metrics
+    start = time.perf_counter()
+    vector = vectorize(body.session, body.feature_set, previous=body.previous)
+    metrics.extraction.labels("single").observe(time.perf_counter() - start)
+    metrics.samples.observe(vector.samples)
+    return Response(_ENCODER.encode(vector), media_type=JSON)
+
+
+@post("/v1/features:batch", status_code=200, operation_class=_documented(1, 3), summary="Features of many sessions")
+async def features_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Vectors for sessions of one mode, in order; pointwise `prev_*` features come from the batch's previous turn."""
+    body = _decode(_BATCH, await request.body())
+    settings: FeatureSettings = state.settings
+    if len(body.sessions) > settings.max_batch:
+        raise SessionError("sessions", f"at most {settings.max_batch} sessions per batch", "too_many")
+    for i, session in enumerate(body.sessions):
+        _validate(session, f"sessions[{i}].")
+    metrics: Metrics = state.metrics
+    start = time.perf_counter()
+    vectors = vectorize_batch(body.sessions, body.feature_set)
+    metrics.extraction.labels("batch").observe(time.perf_counter() - start)
+    for vector in vectors.vectors:
+        metrics.samples.observe(vector.samples)
+    return Response(_ENCODER.encode(vectors), media_type=JSON)
+
+
+@get("/v1/feature-sets", operation_class=_documented(None, 4), summary="Feature sets")
+async def feature_sets(state: State) -> Response[bytes]:
+    """Every feature set once per mode: id, version, description and the ordered feature names."""
+    return Response(state.feature_sets, media_type=JSON)
+
+
+@get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _probe(mode: str) -> Session:
+    """An empty session of `mode`: the `all` set's names are whatever the extractor computes for it."""
+    responses = [SessionResponse(text="")] * (2 if mode == "pairwise" else 1)
+    return Session(
+        session_id="probe",
+        user_id="probe",
+        task_id="probe",
+        mode=mode,  # type: ignore[arg-type]
+        query="",
+        responses=responses,
+        consent=Consent(mouse=False),
+    )
+
+
+def feature_set_infos() -> list[FeatureSetInfo]:
+    """Every feature set for each mode, with its version and names."""
+    infos = []
+    for mode in MODES:
+        available = vectorize(_probe(mode), "all").names
+        for fs in FEATURE_SETS.values():
+            names = fs.names(mode, available)
+            infos.append(
+                FeatureSetInfo(
+                    id=fs.id,
+                    version=fs.version(mode, available),
+                    mode=mode,  # type: ignore[arg-type]
+                    description=fs.description,
+                    names=names,
+                )
+            )
+    return infos
+
+
+def create_app(settings: FeatureSettings | None = None) -> Litestar:
+    """The feature service's ASGI app; settings from `TACIT_FEATURES_*` when not given."""
+    settings = settings if settings is not None else load_settings(FeatureSettings, "TACIT_FEATURES_")
+    metrics = Metrics()
+    state = State({"settings": settings, "metrics": metrics})
+
+    def on_startup(app: Litestar) -> None:
+        app.state.feature_sets = _ENCODER.encode(feature_set_infos())
+        # Litestar replaces configured schema components with the ones it generated itself (none: the bodies are
+        # raw bytes to it), so the contract's are added to the built document, which litestar keeps and serves.
+        app.openapi_schema.components.schemas.update(_contract()[1])
+
+    return Litestar(
+        route_handlers=[features, features_batch, feature_sets, healthz, metrics_endpoint],
+        state=state,
+        on_startup=[on_startup],
+        middleware=[_MetricsMiddleware(metrics)],
+        exception_handlers=dict.fromkeys((SessionError, FeatureError, HTTPException, Exception), _problem),
+        request_max_body_size=settings.max_body_bytes,
+        # Logging is the server's business (uvicorn in `serve`); an app must not reconfigure the root logger.
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="Tacit feature service",
+            version="1",
+            path="/schema",
+        ),
+    )
+
+
+def serve(settings: FeatureSettings | None = None) -> None:
+    """Run the service with uvicorn on `settings.host:settings.port` until interrupted."""
+    import uvicorn  # only the server process needs it
+
+    settings = settings if settings is not None else load_settings(FeatureSettings, "TACIT_FEATURES_")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
