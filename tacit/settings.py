@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-__all__ = ["FeatureSettings", "SettingsError", "data_home", "load_settings"]
+__all__ = ["FeatureSettings", "RewardSettings", "SettingsError", "WorkerSettings", "data_home", "load_settings"]
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -44,6 +44,39 @@ class FeatureSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"port {self.port} is not a TCP port")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
+
+
+class RewardSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """reward_svc settings (`TACIT_REWARD_*`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8102
+    database_url: str = ""
+    """SQLAlchemy URL of the model registry; empty = SQLite under the data home."""
+    models_dir: str = ""
+    """Where artifacts are written; empty = `<data home>/models`."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port {self.port} is not a TCP port")
+
+    def registry_url(self, environ: Mapping[str, str] | None = None) -> str:
+        return self.database_url or f"sqlite:///{data_home(environ) / 'reward.db'}"
+
+    def artifacts(self, environ: Mapping[str, str] | None = None) -> Path:
+        return Path(self.models_dir) if self.models_dir else data_home(environ) / "models"
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Celery worker settings (`TACIT_WORKER_*`)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout_s: int = 12 * 3600
+    """Above the longest job, so Redis does not redeliver a job that is still running."""
+    concurrency: int = 1
 
 
 def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:

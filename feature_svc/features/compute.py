@@ -220,9 +220,12 @@ def select(
     A conversation's first question has no previous answer (`first_turn`): its `prev_*` features are 0,
     the reference's value for "no samples". Raises KeyError naming the first feature that cannot be provided.
     """
-    names = feature_set.names(
-        mode, [n for n in values if not n.startswith("prev_")] + ([n for n in values if n.startswith("prev_")])
-    )
+    available = list(values)
+    if mode == "pointwise":
+        # Pointwise rows of a table carry every feature of the previous question under `prev_`.
+        # (`prev_response_length_left` is both: the current session knows the previous answer's length.)
+        available += [f"prev_{n}" for n in values if not n.startswith("prev_") and f"prev_{n}" not in values]
+    names = feature_set.names(mode, available)
     out = np.empty(len(names), dtype=np.float64)
     for i, name in enumerate(names):
         if name in values:

@@ -154,7 +154,8 @@ class FeatureSet:
         if chosen is None:
             if available is None:
                 raise ValueError(f"feature set {self.id!r} is defined by the extractor's output")
-            return list(available)
+            # Sorted, so a table's column order and a single session's computation order give one version.
+            return sorted(available)
         return list(chosen)
 
     def version(self, mode: str, available: list[str] | None = None) -> str:

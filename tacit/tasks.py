@@ -1,0 +1,13 @@
+"""Celery task and queue names: constants in the kernel, so any service can enqueue by name."""
+
+from __future__ import annotations
+
+__all__ = ["QUEUE_ALIGN", "QUEUE_CPU", "TASK_TRAIN_REWARD"]
+
+#: GPU alignment jobs (SFT, DPO, robust DPO).
+QUEUE_ALIGN = "align"
+#: CPU jobs: reward-model training, imports.
+QUEUE_CPU = "cpu"
+
+#: Train a reward model; args: (model_id: str, spec: dict from tacit.schemas.reward.TrainRewardModel).
+TASK_TRAIN_REWARD = "tacit.reward.train"
