@@ -34,9 +34,12 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## Benchmarks (print tables, compare against the baseline in the same run)
 	$(PY) bench/features.py
 
+results: $(STAMP) ## Reward-model evaluation (paper + grouped protocols) -> docs/results/reward.md and PNGs
+	$(PY) -m reward_svc.model.report --out docs/results
+
 up: run ## Alias of run
 
 down: ## Stop processes started by `make run`
 	-pkill -f "tacit serve" || true
 
-.PHONY: help install run test lint bench up down
+.PHONY: help install run test lint bench results up down

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import tarfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,47 @@ def ifllm_readme_counts() -> dict[str, int]:
         pytest.skip("IFLLM README does not state the counts")
     keys = ["questions", "workers", "tasks", "pairwise", "pairwise_labelled", "pointwise", "pointwise_labelled"]
     return dict(zip(keys, map(int, match.groups()), strict=True))
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("TACIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped afterwards); skips when none is reachable."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip("psycopg")
+    admin = sqlalchemy.create_engine(_postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    name = f"tacit_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except Exception as err:  # no server, no rights: the SQLite variant still runs
+        pytest.skip(f"PostgreSQL not available: {type(err).__name__}")
+    base = _postgres_admin_url().rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database for tests (flushed first); skips when no server answers."""
+    redis = pytest.importorskip("redis")
+    # One database per xdist worker, so one worker's flush never hits another's queue.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    url = os.environ.get("TACIT_TEST_REDIS", f"redis://127.0.0.1:6379/{10 + int(worker or 0) % 6}")
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except Exception as err:
+        pytest.skip(f"Redis not available: {type(err).__name__}")
+    client.flushdb()
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from feature_svc.features.compute import compute, from_segment
+from feature_svc.features.compute import compute, from_segment, from_session
 from feature_svc.features.reference import reference_rows
 from tacit.ifllm.reader import Dataset, TaskKey
+from tacit.schemas import Session
 
-__all__ = ["META_COLUMNS", "ExtractResult", "extract_table", "write_table"]
+__all__ = ["META_COLUMNS", "ExtractResult", "extract_table", "table_from_sessions", "write_table"]
 
 Mode = Literal["default", "reference"]
 META_COLUMNS = ["query_id", "user_id", "task_id", "mode", "label", "turn", "samples"]
@@ -152,6 +153,38 @@ def extract_table(
         mode=mode,
         tasks=len(jobs),
     )
+
+
+_LABELS = {"left": 0, "right": 1, "previous": 0, "current": 1}
+
+
+def table_from_sessions(sessions: list[Session]) -> pa.Table:
+    """The extractor's table for wire Sessions (stored or simulated): same columns, same `prev_*` rule."""
+    rows: list[dict[str, Any]] = []
+    for k, session in enumerate(sessions):
+        preference = session.feedback.preference if session.feedback else None
+        row: dict[str, Any] = {
+            "query_id": k if session.query_id is None or not session.query_id.isdigit() else int(session.query_id),
+            "user_id": session.user_id,
+            "task_id": session.task_id,
+            "mode": session.mode,
+            "label": None if preference is None else _LABELS[preference],
+            "turn": session.turn if session.turn is not None else 0,
+        }
+        obs = from_session(session)
+        row["samples"] = obs.samples
+        rows.append(row | compute(obs))
+    rows.sort(key=lambda r: (r["user_id"], r["task_id"], r["turn"]))
+    for _, group in _by_task(rows):
+        _add_previous(group)
+    return _to_table(rows)
+
+
+def _by_task(rows: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["user_id"], row["task_id"]), []).append(row)
+    yield from groups.items()
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pa.Table:

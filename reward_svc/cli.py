@@ -3,13 +3,216 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_reward_commands"]
+
+TASKS = ("pairwise", "pointwise")
+
+
+def _bar(total: int, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="fold", disable=quiet, file=sys.stderr, leave=False)
+
+
+def _frame(args: argparse.Namespace, feature_mode: str) -> Any:
+    from tqdm import tqdm
+
+    from reward_svc.model.data import load_frame
+
+    bar = tqdm(total=0, unit="task", desc=f"extract ({feature_mode})", disable=args.quiet, file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        return load_frame(args.data, feature_mode=feature_mode, workers=args.workers, progress=progress)
+    finally:
+        bar.close()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from reward_svc.model.estimators import BEST, MODELS
+    from reward_svc.model.evaluate import (
+        Setting,
+        compare,
+        format_table,
+        grouped_protocol,
+        paper_protocol,
+        table2_settings,
+    )
+    from reward_svc.model.report import comparison_plots
+
+    if args.model is not None and args.model not in MODELS:
+        print(f"tacit: unknown model {args.model!r}; known: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    if args.protocol == "paper":
+        protocol = paper_protocol(args.task, balance=args.balance)
+    else:
+        protocol = grouped_protocol(args.seeds)
+    if args.model is None and args.features is None:
+        settings = table2_settings(args.task)
+    else:
+        model = args.model or "reference_rf"
+        best_model, best_features = BEST[args.task]
+        features = args.features or (best_features if model == best_model else MODELS[model].default_features)
+        settings = [Setting(f"{model} + {features}", model, features)]
+    frame = _frame(args, args.feature_mode)
+    bar = _bar(len(settings) * len(protocol.seeds) * protocol.n_splits, f"{args.protocol} CV", args.quiet)
+    report, raw = compare(
+        frame,
+        args.task,
+        protocol,
+        settings=settings,
+        feature_mode=args.feature_mode,
+        n_jobs=args.n_jobs,
+        progress=bar.update,
+    )
+    bar.close()
+    if args.plots is not None:
+        paths = comparison_plots(
+            report,
+            raw,
+            args.task,
+            args.plots,
+            prefix=f"{args.task}_{args.protocol}_{args.feature_mode}",
+            n_jobs=args.n_jobs,
+        )
+        report["plots"] = [str(p) for p in paths]
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+    else:
+        print(format_table(report))
+        for path in report.get("plots", []):
+            print(f"plot: {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from reward_svc.model.artifact import train
+
+    frame = _frame(args, args.feature_mode)
+    bar = _bar(args.seeds * 5, "grouped CV", args.quiet)
+    model = train(
+        frame,
+        args.task,
+        model=args.model,
+        features=args.features,
+        feature_mode=args.feature_mode,
+        seeds=args.seeds,
+        n_jobs=args.n_jobs,
+        progress=bar.update,
+    )
+    bar.close()
+    out = model.save(args.out)
+    meta = model.metadata
+    summary = {
+        "out": str(out),
+        "task": meta["task"],
+        "model": meta["model"],
+        "feature_set": f"{meta['feature_set']} {meta['feature_set_version']} ({len(meta['feature_names'])} features)",
+        "feature_mode": meta["feature_mode"],
+        "rows": meta["n_rows"],
+        "workers": meta["n_workers"],
+        "data_hash": meta["data_hash"][:16],
+    }
+    if meta["scores"]:
+        s = meta["scores"]
+        summary["grouped_accuracy"] = f"{s['accuracy']['mean']:.4f} ± {s['accuracy']['std']:.4f} (std over seeds)"
+        summary["grouped_ece"] = round(s["ece"]["mean"], 4)
+        summary["grouped_accuracy_with_gate"] = (
+            f"{s['abstain']['accuracy']:.4f} at coverage {s['abstain']['coverage']:.3f}"
+        )
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from reward_svc.model.artifact import ArtifactError, load_artifact
+
+    try:
+        model = load_artifact(args.model)
+    except ArtifactError as err:
+        print(f"tacit: {err}", file=sys.stderr)
+        return 2
+    frame = _frame(args, model.metadata["feature_mode"])
+    try:
+        preds = model.score(frame)
+    except (ArtifactError, KeyError) as err:
+        print(f"tacit: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    preds.to_csv(out, index=False)
+    column = model.output_column
+    labelled = preds[preds["label"].notna()]
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "rows": len(preds),
+        "workers": int(preds["user_id"].nunique()),
+        "labelled": len(labelled),
+        "abstained": int(preds["abstained"].sum()),
+    }
+    if len(labelled):
+        y = labelled["label"].to_numpy(dtype=np.int64)
+        hit = (labelled[column].to_numpy() > 0.5) == y
+        kept = ~labelled["abstained"].to_numpy(dtype=bool)
+        summary["accuracy"] = round(float(hit.mean()), 4)
+        summary["accuracy_with_gate"] = round(float(hit[kept].mean()), 4) if kept.any() else None
+        summary["coverage"] = round(float(kept.mean()), 4)
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
+    p.add_argument("--n-jobs", type=int, default=2, help="threads per forest")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def add_reward_commands(sub: Any) -> None:
     """Add the `reward` command group to the top-level subparsers."""
     reward = sub.add_parser("reward", help="reward models: evaluate, train, predict")
-    reward.add_subparsers(dest="action", required=True)
-    _ = argparse  # subcommands are added by the reward-model work
+    actions = reward.add_subparsers(dest="action", required=True)
+
+    ev = actions.add_parser(
+        "evaluate",
+        help="cross-validate reward models (no --features/--model: the whole Table-2-shaped comparison)",
+    )
+    ev.add_argument("--data", type=Path, required=True, help="unpacked IFLLM folder (or a written feature table)")
+    ev.add_argument("--task", choices=TASKS, default="pairwise")
+    ev.add_argument("--features", default=None, help="feature set id (tacit features sets)")
+    ev.add_argument("--model", default=None, help="model name (default: the Table-2 comparison)")
+    ev.add_argument("--protocol", choices=["paper", "grouped"], default="grouped")
+    ev.add_argument("--seeds", type=int, default=5, help="grouped protocol: repetitions with seeds 0..N-1")
+    ev.add_argument("--feature-mode", choices=["default", "reference"], default="default")
+    ev.add_argument("--balance", action="store_true", help="paper protocol: the reference's 50/50 class subsample")
+    ev.add_argument("--plots", type=Path, default=None, help="write PNG plots into this folder")
+    _common(ev)
+    ev.set_defaults(func=_evaluate)
+
+    tr = actions.add_parser("train", help="fit a reward model on every labelled row and write an artifact")
+    tr.add_argument("--data", type=Path, required=True)
+    tr.add_argument("--task", choices=TASKS, default="pairwise")
+    tr.add_argument("--out", type=Path, required=True, help="artifact folder (model.joblib + metadata.json)")
+    tr.add_argument("--model", default=None, help="model name (default: the best one for the task)")
+    tr.add_argument("--features", default=None)
+    tr.add_argument("--feature-mode", choices=["default", "reference"], default="default")
+    tr.add_argument("--seeds", type=int, default=5, help="grouped-protocol seeds for the recorded scores (0: skip)")
+    _common(tr)
+    tr.set_defaults(func=_train)
+
+    pr = actions.add_parser("predict", help="score every question of the model's task in an IFLLM folder")
+    pr.add_argument("--model", type=Path, required=True, help="artifact folder written by `tacit reward train`")
+    pr.add_argument("--data", type=Path, required=True)
+    pr.add_argument("--out", type=Path, required=True, help="CSV to write")
+    _common(pr)
+    pr.set_defaults(func=_predict)

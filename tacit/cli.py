@@ -72,12 +72,23 @@ def _features_sets(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     if args.service == "features":
-        from feature_svc.app import serve
+        from feature_svc.app import serve as serve_features
 
-        serve()
-        return 0
-    print(f"unknown service {args.service!r}", file=sys.stderr)
-    return 2
+        serve_features()
+    elif args.service == "reward":
+        from reward_svc.app import serve as serve_reward
+
+        serve_reward()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """A Celery worker for the given queues (real Redis from TACIT_WORKER_REDIS_URL)."""
+    from align_worker.celery_app import app
+
+    argv = ["worker", "-Q", ",".join(args.queues), "--pool", "solo", "--loglevel", args.loglevel]
+    app.worker_main(argv)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,8 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     add_reward_commands(sub)
 
     serve = sub.add_parser("serve", help="run a service in the foreground")
-    serve.add_argument("service", choices=["features"])
+    serve.add_argument("service", choices=["features", "reward"])
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker (cpu queue by default)")
+    worker.add_argument("--queues", nargs="+", default=["cpu"], choices=["cpu", "align"])
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=_worker)
     return parser
 
 

@@ -1,6 +1,14 @@
 """Wire contracts: everything that crosses a process boundary."""
 
 from tacit.schemas.features import FeatureBatchRequest, FeatureRequest, FeatureSetInfo, FeatureVector, FeatureVectors
+from tacit.schemas.reward import (
+    ModelProgress,
+    RewardModelInfo,
+    Score,
+    ScoreRequest,
+    ScoreResponse,
+    TrainRewardModel,
+)
 from tacit.schemas.session import (
     MAX_SAMPLES,
     Consent,
@@ -21,10 +29,16 @@ __all__ = [
     "FeatureVector",
     "FeatureVectors",
     "Feedback",
+    "ModelProgress",
     "Response",
+    "RewardModelInfo",
+    "Score",
+    "ScoreRequest",
+    "ScoreResponse",
     "Session",
     "SessionError",
     "Stream",
+    "TrainRewardModel",
     "ViewportStream",
     "decode_session",
     "decode_sessions",

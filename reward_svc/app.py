@@ -1,0 +1,230 @@
+"""HTTP edge of the reward service: scoring, and the model registry with training as Celery jobs.
+
+`POST /v1/score` scores feature vectors with the active (or a named) model; `/v1/reward/models` lists,
+trains (a job on the `cpu` queue), shows and activates models. Bodies are decoded from bytes by msgspec;
+errors are values mapped to HTTP status in `_problem`, the one place that does so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from reward_svc.model.estimators import MODELS
+from reward_svc.registry import Registry
+from reward_svc.service import ScoreError, Scorer, model_info
+from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
+from tacit.settings import RewardSettings, load_settings
+from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
+
+__all__ = ["Problem", "create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+
+_SCORE = msgspec.json.Decoder(ScoreRequest)
+_TRAIN = msgspec.json.Decoder(TrainRewardModel)
+_ENCODER = msgspec.json.Encoder()
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """Every error answer: a stable `code`, the offending `field` and a human `detail`."""
+
+    code: str
+    field: str
+    detail: str
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, code: str, field: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.field, self.detail = status, code, field, detail
+        self.headers = headers or {}
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as err:
+        message = str(err)
+        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
+        raise RequestError(422, "invalid", field or "$", message.split(" - at ")[0]) from None
+    except (msgspec.DecodeError, UnicodeError) as err:
+        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
+
+
+def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RequestError):
+        status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
+    elif isinstance(exc, ScoreError):
+        status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        problem = Problem(
+            code={404: "not_found", 405: "method_not_allowed"}.get(status, "http_error"),
+            field="path",
+            detail=exc.detail,
+        )
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
+    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON, headers=headers)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "tacit_reward_score_seconds",
+            "Scoring latency",
+            ["batch"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+        )
+        self.scores = Histogram(
+            "tacit_preference_score",
+            "Preference probabilities served",
+            ["mode"],
+            registry=self.registry,
+            buckets=tuple(i / 10 for i in range(1, 11)),
+        )
+        self.abstained = Counter("tacit_abstentions", "Scores abstained on", ["mode"], registry=self.registry)
+        self.active = Gauge(
+            "tacit_active_reward_model", "1 for the active model", ["mode", "model_id"], registry=self.registry
+        )
+
+
+def _json(value: Any, status: int = 200) -> Response[bytes]:
+    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
+
+
+@post("/v1/score", status_code=200, summary="Score feature vectors")
+async def score(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    body: ScoreRequest = _decode(_SCORE, await request.body())
+    start = time.perf_counter()
+    scores = state.scorer.score(body.vectors, body.mode, body.model_id)
+    metrics: Metrics = state.metrics
+    metrics.latency.labels(str(len(scores) > 1)).observe(time.perf_counter() - start)
+    for item in scores:
+        metrics.scores.labels(body.mode).observe(item.p)
+        if item.abstained:
+            metrics.abstained.labels(body.mode).inc()
+    return _json(ScoreResponse(scores=scores))
+
+
+@get("/v1/reward/models", summary="List reward models")
+async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
+    return _json([model_info(row) for row in state.registry.list(task)])
+
+
+@get("/v1/reward/models/{model_id:str}", summary="One reward model")
+async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    row = state.registry.get(model_id)
+    if row is None:
+        raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}")
+    return _json(model_info(row))
+
+
+@post("/v1/reward/models", status_code=202, summary="Train a reward model (a job on the cpu queue)")
+async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    spec: TrainRewardModel = _decode(_TRAIN, await request.body())
+    if spec.model is not None and spec.model not in MODELS:
+        raise RequestError(422, "unknown_model", "model", f"unknown model {spec.model!r}; known: {', '.join(MODELS)}")
+    registry: Registry = state.registry
+    row = registry.create(
+        task=spec.task,
+        model_name=spec.model or "",
+        feature_set=spec.feature_set or "",
+        spec=msgspec.to_builtins(spec),
+        demo=spec.demo,
+    )
+    try:
+        state.celery.send_task(
+            TASK_TRAIN_REWARD, args=[row.id, msgspec.to_builtins(spec)], queue=QUEUE_CPU, task_id=f"reward-{row.id}"
+        )
+    except Exception as err:  # broker down: nothing is queued, so nothing stays registered
+        with registry.session() as session:
+            session.delete(registry.get(row.id))
+            session.commit()
+        raise RequestError(
+            503, "queue_unavailable", "$", f"job queue unavailable: {type(err).__name__}", {"Retry-After": "5"}
+        ) from None
+    return _json(model_info(row), 202)
+
+
+@post("/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Make a model the active one")
+async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    try:
+        row = state.registry.activate(model_id)
+    except KeyError:
+        raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}") from None
+    except ValueError as err:
+        raise RequestError(409, "not_ready", "model_id", str(err)) from None
+    state.scorer.invalidate()
+    metrics: Metrics = state.metrics
+    metrics.active.clear()
+    metrics.active.labels(row.task, row.id).set(1)
+    return _json(model_info(row))
+
+
+@get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: RewardSettings | None = None, *, celery: Any = None) -> Litestar:
+    """The reward service. `celery`: the app used to enqueue training (default: align_worker's)."""
+    settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
+    registry = Registry(settings.registry_url())
+
+    def startup(app: Litestar) -> None:
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.scorer = Scorer(registry)
+        app.state.metrics = Metrics()
+        if celery is None:
+            from align_worker.celery_app import create_celery
+            from tacit.settings import WorkerSettings
+
+            app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
+        else:
+            app.state.celery = celery
+        for task in ("pairwise", "pointwise"):
+            active = registry.active(task)
+            if active is not None:
+                app.state.metrics.active.labels(task, active.id).set(1)
+
+    def shutdown(app: Litestar) -> None:
+        registry.close()
+
+    return Litestar(
+        route_handlers=[score, list_models, get_model, train_model, activate_model, healthz, metrics_endpoint],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        exception_handlers={Exception: _problem},
+        openapi_config=OpenAPIConfig(title="Tacit reward service", version="1"),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+
+
+def serve(settings: RewardSettings | None = None) -> None:
+    import uvicorn
+
+    settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

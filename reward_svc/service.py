@@ -1,0 +1,248 @@
+"""Reward service core: training runs against the registry, and scoring of feature vectors (no web imports)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
+from reward_svc.model.data import load_frame
+from reward_svc.registry import ModelRow, Registry
+from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel
+
+__all__ = ["ScoreError", "Scorer", "model_info", "run_training"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+class ScoreError(ValueError):
+    """A score request that cannot be served; `status` is the HTTP status the edge should use."""
+
+    def __init__(self, field: str, detail: str, code: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field, self.detail, self.code, self.status = field, detail, code, status
+
+
+def model_info(row: ModelRow) -> RewardModelInfo:
+    return RewardModelInfo(
+        id=row.id,
+        task=row.task,
+        model=row.model_name,
+        feature_set=row.feature_set,
+        feature_set_version=row.feature_set_version,
+        feature_mode=row.feature_mode,
+        status=row.status,  # type: ignore[arg-type]
+        progress=ModelProgress(stage=row.stage, done=row.done, total=row.total),
+        error=row.error,
+        scores=row.metrics,
+        data_hash=row.data_hash,
+        demo=row.demo,
+        active=row.active,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def run_training(
+    registry: Registry,
+    model_id: str,
+    spec: TrainRewardModel,
+    models_dir: Path,
+    on_progress: Progress | None = None,
+) -> ModelRow:
+    """Train the registry entry `model_id` from `spec`; idempotent (a succeeded entry is returned as is)."""
+    row = registry.get(model_id)
+    if row is None:
+        raise KeyError(f"no reward model {model_id}")
+    if row.status == "succeeded":
+        return row
+
+    def progress(stage: str, done: int, total: int) -> None:
+        registry.update(model_id, stage=stage, done=done, total=total)
+        if on_progress is not None:
+            on_progress(stage, done, total)
+
+    try:
+        registry.update(model_id, status="running", error="", demo=spec.demo)
+        progress("features", 0, 1)
+        frame = load_frame(spec.data, spec.feature_mode)
+        progress("features", 1, 1)
+        folds = spec.seeds * 5
+        counter = {"done": 0}
+
+        def fold_done(step: int = 1) -> None:
+            counter["done"] += step
+            progress("cross-validation", min(counter["done"], folds), folds)
+
+        model = train(
+            frame,
+            spec.task,
+            model=spec.model,
+            features=spec.feature_set,
+            feature_mode=spec.feature_mode,
+            seeds=spec.seeds,
+            progress=fold_done if folds else None,
+        )
+        model.metadata["demo"] = spec.demo
+        progress("saving", 0, 1)
+        path = model.save(models_dir / model_id)
+        meta = model.metadata
+        row = registry.update(
+            model_id,
+            status="succeeded",
+            stage="done",
+            done=1,
+            total=1,
+            artifact=str(path),
+            model_name=meta["model"],
+            feature_set=meta["feature_set"],
+            feature_set_version=meta["feature_set_version"],
+            feature_mode=meta["feature_mode"],
+            metrics_json=json.dumps(meta.get("scores") or {}, default=float),
+            data_hash=meta["data_hash"],
+            finished_at=dt.datetime.now(dt.UTC),
+        )
+        if spec.activate:
+            row = registry.activate(model_id)
+        return row
+    except Exception as err:
+        log.exception("training reward model %s failed", model_id)
+        return registry.update(
+            model_id, status="failed", error=f"{type(err).__name__}: {err}", finished_at=dt.datetime.now(dt.UTC)
+        )
+
+
+class Scorer:
+    """Scores feature vectors with registry models, loaded once and kept compiled."""
+
+    #: Seconds an active-model lookup is reused (activation through this service invalidates at once).
+    ACTIVE_TTL = 2.0
+    #: Above this many rows scikit-learn's batch path is faster than the compiled arrays.
+    COMPILED_MAX_ROWS = 100
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._models: dict[str, RewardModel] = {}
+        self._rows: dict[str, tuple[float, ModelRow | None]] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        self._rows.clear()
+
+    def _active(self, mode: str) -> ModelRow | None:
+        now = time.monotonic()
+        cached = self._rows.get(mode)
+        if cached is not None and now - cached[0] < self.ACTIVE_TTL:
+            return cached[1]
+        row = self.registry.active(mode)
+        self._rows[mode] = (now, row)
+        return row
+
+    def model(self, mode: str, model_id: str | None) -> tuple[ModelRow, RewardModel]:
+        row = self.registry.get(model_id) if model_id else self._active(mode)
+        if row is None:
+            if model_id:
+                raise ScoreError("model_id", f"no reward model {model_id}", "not_found", 404)
+            raise ScoreError("mode", f"no active {mode} reward model: train and activate one first", "no_model", 409)
+        if row.status != "succeeded":
+            raise ScoreError("model_id", f"reward model {row.id} is {row.status}", "not_ready", 409)
+        if row.task != mode:
+            raise ScoreError("mode", f"reward model {row.id} scores {row.task}, not {mode}", "mode_mismatch")
+        with self._lock:
+            model = self._models.get(row.id)
+            if model is None:
+                try:
+                    model = load_artifact(row.artifact)
+                except ArtifactError as err:
+                    raise ScoreError("model_id", str(err), "bad_artifact", 409) from None
+                _ = model.compiled  # compile now, not on the first request
+                self._models[row.id] = model
+        return row, model
+
+    def score(self, vectors: Sequence[FeatureVector], mode: str, model_id: str | None = None) -> list[Score]:
+        row, model = self.model(mode, model_id)
+        meta = model.metadata
+        names = list(meta["feature_names"])
+        for i, vector in enumerate(vectors):
+            if vector.feature_set != meta["feature_set"] or vector.feature_set_version != meta["feature_set_version"]:
+                raise ScoreError(
+                    f"vectors[{i}].feature_set_version",
+                    f"model {row.id} was trained on {meta['feature_set']} {meta['feature_set_version']}, "
+                    f"not {vector.feature_set} {vector.feature_set_version}",
+                    "feature_set_mismatch",
+                    409,
+                )
+            if vector.names != names:
+                raise ScoreError(f"vectors[{i}].names", "feature names differ from the model's", "feature_mismatch")
+        X = np.asarray([v.values for v in vectors], dtype=np.float64)  # noqa: N806
+        compiled = model.compiled
+        if len(vectors) == 1:
+            p = np.array([compiled.predict_one(X[0])])
+        elif len(vectors) <= self.COMPILED_MAX_ROWS:
+            p = compiled.predict_proba(X)[:, 1]
+        else:  # scikit-learn's own tree code wins on big batches (bench/reward.py)
+            p = model.estimator.predict_proba(X)[:, 1]
+        quality, keep = self._quality(model, vectors, names, X)
+        pairwise = mode == "pairwise"
+        return [
+            Score(
+                session_id=v.session_id,
+                p=float(p[i]),
+                preferred=("right" if p[i] >= 0.5 else "left")
+                if pairwise
+                else ("current" if p[i] >= 0.5 else "previous"),
+                confidence=float(max(p[i], 1 - p[i])),
+                abstained=not bool(keep[i]),
+                quality=None if np.isnan(quality[i]) else float(quality[i]),
+                model_id=row.id,
+                demo=row.demo,
+            )
+            for i, v in enumerate(vectors)
+        ]
+
+    @staticmethod
+    def _quality(
+        model: RewardModel,
+        vectors: Sequence[FeatureVector],
+        names: list[str],
+        X: np.ndarray[Any, Any],  # noqa: N803
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The model's session-quality gate, each vector being its own session (numpy, no pandas per call).
+
+        Components the vector does not carry count as neutral (0.5), as in SessionQuality.
+        """
+        gate = model.quality
+        column = {n: i for i, n in enumerate(names)}
+        sides = ["left", "right"] if model.task == "pairwise" else ["left"]
+
+        def col(name: str) -> np.ndarray[Any, Any]:
+            return X[:, column[name]] if name in column else np.full(len(X), np.nan)
+
+        onscreen = sum(col(f"gaze_onscreen_points_{s}") for s in sides)
+        entries = sum(col(f"gaze_total_entries_{s}") for s in sides)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            in_box = np.where(entries == 0, 0.0, onscreen / entries)
+        samples = np.asarray([v.samples for v in vectors], dtype=np.float64)
+        components = {
+            "in_box": in_box,
+            "head_in_box": col("camera_green_ratio"),
+            "coverage": np.mean([np.clip(col(f"gaze_max_idx_ratio_{s}"), 0.0, 1.0) for s in sides], axis=0),
+            "samples": np.log1p(samples),
+        }
+        parts = []
+        for name, reference in gate.reference_.items():
+            values = components[name]
+            pct = np.searchsorted(reference, values, side="right") / max(len(reference), 1)
+            parts.append(np.where(np.isnan(values), 0.5, pct))
+        score = np.mean(parts, axis=0) if parts else np.ones(len(vectors))
+        return score, (score >= gate.threshold_) & (samples > 0)
