@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-__all__ = ["FeatureSettings", "RewardSettings", "SettingsError", "WorkerSettings", "data_home", "load_settings"]
+__all__ = [
+    "FeatureSettings",
+    "GatewaySettings",
+    "RewardSettings",
+    "SettingsError",
+    "WorkerSettings",
+    "data_home",
+    "load_settings",
+]
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -68,6 +76,35 @@ class RewardSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def artifacts(self, environ: Mapping[str, str] | None = None) -> Path:
         return Path(self.models_dir) if self.models_dir else data_home(environ) / "models"
+
+
+class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """gateway settings (`TACIT_GATEWAY_*`; the database also from `TACIT_DATABASE_URL`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8100
+    database_url: str = ""
+    """SQLAlchemy URL; empty = SQLite under the data home (`gateway.db`)."""
+    feature_url: str = "http://127.0.0.1:8101"
+    reward_url: str = "http://127.0.0.1:8102"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    feature_set: str = "all"
+    """Feature set sessions are vectorised with (the active reward model's set wins when it differs)."""
+    timeout_s: float = 5.0
+    retries: int = 2
+    rescore_interval_s: float = 2.0
+    """How often sessions whose scoring is pending are retried."""
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port {self.port} is not a TCP port")
+        if self.retries < 0 or self.timeout_s <= 0:
+            raise SettingsError("retries must be >= 0 and timeout_s > 0")
+
+    def db_url(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.database_url or env.get("TACIT_DATABASE_URL") or f"sqlite:///{data_home(env) / 'gateway.db'}"
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
