@@ -79,6 +79,10 @@ def _serve(args: argparse.Namespace) -> int:
         from reward_svc.app import serve as serve_reward
 
         serve_reward()
+    elif args.service == "gateway":
+        from gateway.app import serve as serve_gateway
+
+        serve_gateway()
     return 0
 
 
@@ -118,8 +122,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_reward_commands(sub)
 
+    from gateway.keys import add_keys_commands
+
+    add_keys_commands(sub)
+
     serve = sub.add_parser("serve", help="run a service in the foreground")
-    serve.add_argument("service", choices=["features", "reward"])
+    serve.add_argument("service", choices=["gateway", "features", "reward"])
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker (cpu queue by default)")

@@ -1,0 +1,529 @@
+"""The public API: ingest reading sessions and answer preference scores; sessions, users and reward models.
+
+A session is stored first (atomically, idempotent on its id), then vectorised by feature_svc and scored by
+reward_svc over HTTP. If either is down the answer is `status: pending` and a background loop scores it
+when they return: a stored session is never lost. Errors are values mapped to HTTP status in `_problem`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
+from gateway.db import PayloadPurgedError, SessionConflict, Store
+from gateway.keys import allowed, authenticate
+from tacit.schemas import Session, SessionError, validate_session
+from tacit.schemas.gateway import Erasure, Problem, SessionBatch, SessionPage, SessionRecord, SessionScore
+from tacit.schemas.validate import decode_session
+from tacit.settings import GatewaySettings, load_settings
+
+__all__ = ["create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+_ENCODER = msgspec.json.Encoder()
+_BATCH = msgspec.json.Decoder(SessionBatch)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, field: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.field, self.detail = status, code, field, detail
+        self.headers = headers or {}
+
+
+def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApiError):
+        status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
+    elif isinstance(exc, SessionError):
+        status = 400 if exc.code == "malformed" else 422
+        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, SessionConflict):
+        status, problem = 409, Problem(code="conflict", field="session_id", detail=str(exc))
+    elif isinstance(exc, DependencyError):
+        status, problem = exc.status, exc.problem
+    elif isinstance(exc, DependencyDownError):
+        status = 503
+        problem = Problem(code="unavailable", field="$", detail=str(exc))
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }.get(status, "http_error")
+        problem = Problem(code=code, field="path" if status in (404, 405) else "$", detail=exc.detail)
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
+    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON, headers=headers)
+
+
+def _json(value: Any, status: int = 200) -> Response[bytes]:
+    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
+
+
+# --- access -------------------------------------------------------------------------------------------------
+
+
+async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard: a valid `Authorization: Bearer <key>` whose scopes include the route's `scope` option."""
+    header = connection.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise ApiError(401, "unauthorized", "authorization", "send an API key as 'Authorization: Bearer <key>'")
+    token = header[7:].strip()
+    state = connection.app.state
+    cached = state.key_cache.get(token)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > 30:
+        key = await anyio.to_thread.run_sync(authenticate, state.store, token)
+        cached = (now, None if key is None else list(key.scopes))
+        state.key_cache[token] = cached
+    scopes = cached[1]
+    if scopes is None:
+        raise ApiError(401, "unauthorized", "authorization", "unknown or revoked API key")
+    needed = handler.opt.get("scope", "admin")
+    if not allowed(scopes, needed):
+        raise ApiError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
+
+
+def _scoped(scope: str) -> dict[str, Any]:
+    return {"guards": [require_scope], "opt": {"scope": scope}}
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ingested = Counter("tacit_sessions_ingested", "Sessions stored", ["mode", "gaze_consent"], registry=r)
+        self.scored = Counter("tacit_sessions_scored", "Sessions scored", ["mode", "abstained"], registry=r)
+        self.pending = Counter(
+            "tacit_sessions_pending", "Ingests answered with a pending score", ["reason"], registry=r
+        )
+        self.scores = Histogram(
+            "tacit_gateway_preference_score",
+            "Probabilities answered",
+            ["mode"],
+            registry=r,
+            buckets=tuple(i / 10 for i in range(1, 11)),
+        )
+        self.agreement = Counter(
+            "tacit_implicit_explicit",
+            "Scored sessions with an explicit label, by agreement",
+            ["mode", "agree"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tacit_gateway_ingest_seconds",
+            "Ingest latency (store + features + score)",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+
+# --- the ingest pipeline ------------------------------------------------------------------------------------
+
+
+_LABEL = {"left": 0, "right": 1, "previous": 0, "current": 1}
+
+
+class Pipeline:
+    """Store -> features -> score, with the pending path when a dependency is down."""
+
+    def __init__(
+        self, store: Store, features: FeatureClient, reward: RewardClient, settings: GatewaySettings, metrics: Metrics
+    ) -> None:
+        self.store, self.features, self.reward = store, features, reward
+        self.settings, self.metrics = settings, metrics
+        self._sets: dict[str, tuple[float, str]] = {}
+
+    async def feature_set(self, mode: str) -> str:
+        cached = self._sets.get(mode)
+        if cached is not None and time.monotonic() - cached[0] < 5:
+            return cached[1]
+        chosen = await self.reward.active_feature_set(mode) or self.settings.feature_set
+        self._sets[mode] = (time.monotonic(), chosen)
+        return chosen
+
+    async def previous(self, session: Session) -> Session | None:
+        if session.mode != "pointwise" or not session.turn:
+            return None
+        row = await anyio.to_thread.run_sync(self.store.find_turn, session.user_id, session.task_id, session.turn - 1)
+        return None if row is None else self.store.load_payload(row)
+
+    async def score(self, session: Session) -> SessionScore:
+        """Vectorise and score a stored session; raises DependencyDownError / DependencyError."""
+        feature_set = await self.feature_set(session.mode)
+        vector = await self.features.vectorize(session, feature_set, await self.previous(session))
+        [score] = await self.reward.score([vector], session.mode)
+        await anyio.to_thread.run_sync(self.store.set_result, vector, score)  # features + score, one transaction
+        self.metrics.scored.labels(session.mode, str(score.abstained).lower()).inc()
+        self.metrics.scores.labels(session.mode).observe(score.p)
+        if session.feedback is not None and session.feedback.preference is not None:
+            agree = (score.p >= 0.5) == bool(_LABEL[session.feedback.preference])
+            self.metrics.agreement.labels(session.mode, str(agree).lower()).inc()
+        return _score_of(
+            session.mode,
+            session.session_id,
+            "scored",
+            score.p,
+            score.preferred,
+            score.confidence,
+            score.model_id,
+            score.demo,
+            score.quality,
+            score.abstained,
+        )
+
+    async def ingest(self, session: Session) -> SessionScore:
+        row, created = await anyio.to_thread.run_sync(self.store.put_session, session)
+        if created:
+            self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower()).inc()
+        if not created and row.score_status == "scored":
+            return _record_score(row, created=False)
+        try:
+            result = await self.score(session)
+        except (DependencyDownError, DependencyError) as err:
+            reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.problem.code}"
+            self.metrics.pending.labels(reason).inc()
+            # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
+            retryable = isinstance(err, DependencyDownError) or err.status == 409
+            mark = self.store.defer_score if retryable else self.store.mark_score_failed
+            await anyio.to_thread.run_sync(mark, session.session_id, str(err))
+            refreshed = await anyio.to_thread.run_sync(self.store.get_session, session.session_id)
+            return _record_score(refreshed or row, created=created)
+        return msgspec.structs.replace(result, created=created)
+
+    async def rescore_pending(self, limit: int = 50) -> int:
+        """Score sessions left pending; stops at the first dependency that is still down."""
+        done = 0
+        rows = await anyio.to_thread.run_sync(self.store.pending, limit)
+        for row in rows:
+            try:
+                session = await anyio.to_thread.run_sync(self.store.load_payload, row)
+            except PayloadPurgedError:  # retention removed the trajectories before a score came
+                await anyio.to_thread.run_sync(self.store.mark_score_failed, row.session_id, "payload purged")
+                continue
+            try:
+                await self.score(session)
+            except DependencyDownError:
+                break
+            except DependencyError as err:
+                if err.status == 409:  # e.g. no active model yet: keep waiting, stop this pass
+                    break
+                await anyio.to_thread.run_sync(self.store.mark_score_failed, row.session_id, str(err))
+            else:
+                done += 1
+        return done
+
+
+def _score_of(
+    mode: str,
+    session_id: str,
+    status: str,
+    p: float | None,
+    preferred: str | None,
+    confidence: float | None,
+    model_id: str | None,
+    demo: bool,
+    quality: float | None,
+    abstained: bool | None,
+    created: bool = True,
+) -> SessionScore:
+    return SessionScore(
+        session_id=session_id,
+        status=status,  # type: ignore[arg-type]
+        preferred=preferred,  # type: ignore[arg-type]
+        p_right=p if mode == "pairwise" else None,
+        p_current=p if mode == "pointwise" else None,
+        confidence=confidence,
+        model_version=model_id,
+        demo_model=demo,
+        quality=quality,
+        abstained=abstained,
+        created=created,
+    )
+
+
+def _record_score(row: Any, created: bool = True) -> SessionScore:
+    return _score_of(
+        row.mode,
+        row.session_id,
+        row.score_status,
+        row.p,
+        row.preferred,
+        row.confidence,
+        row.model_id,
+        bool(row.model_demo),
+        row.quality,
+        row.abstained,
+        created,
+    )
+
+
+def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:
+    return SessionRecord(
+        session_id=row.session_id,
+        user_id=row.user_id,
+        task_id=row.task_id,
+        query_id=row.query_id,
+        mode=row.mode,
+        turn=row.turn,
+        received_at=row.received_at,
+        consent={"mouse": row.consent_mouse, "gaze": row.consent_gaze, "camera": row.consent_camera},
+        label=row.label,
+        samples=row.samples or 0,
+        feature_set=row.feature_set,
+        feature_set_version=row.feature_set_version,
+        score=_record_score(row, created=False),
+        session=store.load_payload(row) if include_payload and row.payload else None,
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------------------
+
+
+@post(
+    "/v1/sessions", status_code=200, summary="Ingest one session and answer its preference score", **_scoped("ingest")
+)
+async def post_session(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    start = time.perf_counter()
+    session = decode_session(await request.body())
+    result = await state.pipeline.ingest(session)
+    state.metrics.latency.observe(time.perf_counter() - start)
+    return _json(result, 200 if result.status == "scored" else 202)
+
+
+@post("/v1/sessions:batch", status_code=200, summary="Ingest many sessions", **_scoped("ingest"))
+async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    try:
+        batch: SessionBatch = _BATCH.decode(await request.body())
+    except msgspec.ValidationError as err:
+        message = str(err)
+        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
+        raise ApiError(422, "invalid", field, message.split(" - at ")[0]) from None
+    except (msgspec.DecodeError, UnicodeError) as err:
+        raise ApiError(400, "malformed", "$", f"malformed JSON: {err}") from None
+    for i, session in enumerate(batch.sessions):  # validate all before storing any
+        try:
+            validate_session(session)
+        except SessionError as err:
+            raise SessionError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
+    results = [await state.pipeline.ingest(s) for s in sorted(batch.sessions, key=lambda s: s.turn or 0)]
+    by_id = {r.session_id: r for r in results}
+    return _json({"results": [by_id[s.session_id] for s in batch.sessions]})
+
+
+@get("/v1/sessions/{session_id:str}", summary="One stored session", **_scoped("read"))
+async def get_session(
+    state: State, session_id: FromPath[str], include: FromQuery[str | None] = None
+) -> Response[bytes]:
+    row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
+    if row is None:
+        raise ApiError(404, "not_found", "session_id", f"no session {session_id}")
+    return _json(_record(state.store, row, include == "payload"))
+
+
+@get("/v1/sessions", summary="Stored sessions, newest last, paginated", **_scoped("read"))
+async def list_sessions(
+    state: State,
+    user_id: FromQuery[str | None] = None,
+    since: FromQuery[dt.datetime | None] = None,
+    limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> Response[bytes]:
+    if not 1 <= limit <= 500:
+        raise ApiError(422, "invalid", "limit", "limit must be between 1 and 500")
+    try:
+        rows, next_cursor = await anyio.to_thread.run_sync(
+            lambda: state.store.list_sessions(user_id=user_id, since=since, limit=limit, cursor=cursor)
+        )
+    except ValueError as err:
+        raise ApiError(422, "invalid", "cursor", str(err)) from None
+    return _json(SessionPage(items=[_record(state.store, r, False) for r in rows], next_cursor=next_cursor))
+
+
+@delete("/v1/users/{user_id:str}", status_code=200, summary="Erase everything stored for a user", **_scoped("admin"))
+async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
+    erasure = await anyio.to_thread.run_sync(state.store.erase_user, user_id)
+    return _json(
+        Erasure(user_id=user_id, rows_deleted=dict(erasure.rows_deleted), models_affected=list(erasure.models_affected))
+    )
+
+
+# Reward models: the gateway is the one public API; reward_svc holds the registry.
+
+
+async def _proxy(
+    state: State, method: str, path: str, body: bytes | None = None, params: dict[str, Any] | None = None
+) -> Response[bytes]:
+    response = await state.reward.request(method, path, content=body, params=params, retry=method == "GET")
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@get("/v1/reward/models", summary="Reward models", **_scoped("read"))
+async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
+    return await _proxy(state, "GET", "/v1/reward/models", params={"task": task} if task else None)
+
+
+@get("/v1/reward/models/{model_id:str}", summary="One reward model", **_scoped("read"))
+async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    return await _proxy(state, "GET", f"/v1/reward/models/{model_id}")
+
+
+@post("/v1/reward/models", status_code=202, summary="Train a reward model (background job)", **_scoped("train"))
+async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    return await _proxy(state, "POST", "/v1/reward/models", await request.body())
+
+
+@post(
+    "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **_scoped("train")
+)
+async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    response = await _proxy(state, "POST", f"/v1/reward/models/{model_id}/activate")
+    state.pipeline._sets.clear()  # the feature set follows the active model
+    return response
+
+
+@get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Readiness: database, Redis and each service")
+async def readyz(state: State) -> Response[bytes]:
+    checks = {
+        "database": await anyio.to_thread.run_sync(state.store.ping),
+        "redis": await anyio.to_thread.run_sync(_redis_ok, state.settings.redis_url),
+        "feature_svc": await state.features.healthy(),
+        "reward_svc": await state.reward.healthy(),
+    }
+    ready = all(checks.values())
+    return Response(
+        _ENCODER.encode({"ready": ready, "checks": checks}),
+        status_code=200 if ready else 503,
+        media_type=JSON,
+        headers={} if ready else {"Retry-After": "5"},
+    )
+
+
+def _redis_ok(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- the app ------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    store: Store | None = None,
+    feature_transport: Any = None,
+    reward_transport: Any = None,
+) -> Litestar:
+    """The gateway. Transports are for tests that put a named double in place of a service."""
+    settings = settings or load_settings(GatewaySettings, "TACIT_GATEWAY_")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own_store = store is None
+        app.state.store = db = store or Store(settings.db_url())
+        await anyio.to_thread.run_sync(db.migrate)
+        app.state.settings = settings
+        app.state.metrics = metrics = Metrics()
+        app.state.key_cache = {}
+        app.state.features = FeatureClient(
+            settings.feature_url, timeout=settings.timeout_s, retries=settings.retries, transport=feature_transport
+        )
+        app.state.reward = RewardClient(
+            settings.reward_url, timeout=settings.timeout_s, retries=settings.retries, transport=reward_transport
+        )
+        app.state.pipeline = pipeline = Pipeline(db, app.state.features, app.state.reward, settings, metrics)
+        task = asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await app.state.features.close()
+            await app.state.reward.close()
+            if own_store:
+                db.close()
+
+    return Litestar(
+        route_handlers=[
+            post_session,
+            post_sessions,
+            get_session,
+            list_sessions,
+            delete_user,
+            list_models,
+            get_model,
+            train_model,
+            activate_model,
+            healthz,
+            readyz,
+            metrics_endpoint,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={Exception: _problem},
+        openapi_config=OpenAPIConfig(title="Tacit", version="1", path="/schema"),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+
+
+async def _rescore_loop(pipeline: Pipeline, interval: float) -> None:
+    """Score sessions stored while a dependency was down, once it is back."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await pipeline.rescore_pending()
+        except Exception:  # keep the loop alive whatever one pass hits
+            logger.exception("rescoring pass failed")
+
+
+def serve(settings: GatewaySettings | None = None) -> None:
+    import uvicorn
+
+    settings = settings or load_settings(GatewaySettings, "TACIT_GATEWAY_")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,142 @@
+"""Pooled HTTP clients for feature_svc and reward_svc: timeouts, retries with backoff, clear failures.
+
+Only idempotent calls are retried (vectorising and scoring are pure functions of the body; GETs). When a
+dependency stays unreachable the call raises `DependencyDownError`, which the gateway turns into "stored, score
+pending" for ingestion and into 503 + Retry-After where nothing can be stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from tacit.schemas import FeatureVector, Score, ScoreResponse, Session
+from tacit.schemas.gateway import Problem
+
+__all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "RewardClient"]
+
+
+class DependencyDownError(Exception):
+    """A service did not answer (connection refused, timeout, 5xx) after the retries."""
+
+    def __init__(self, service: str, detail: str, retry_after: int = 5) -> None:
+        super().__init__(f"{service} unavailable: {detail}")
+        self.service, self.detail, self.retry_after = service, detail, retry_after
+
+
+class DependencyError(Exception):
+    """A service refused the request (4xx): the problem is passed on to the caller."""
+
+    def __init__(self, service: str, status: int, problem: Problem) -> None:
+        super().__init__(f"{service}: {problem.code} {problem.field}: {problem.detail}")
+        self.service, self.status, self.problem = service, status, problem
+
+
+_PROBLEM = msgspec.json.Decoder(Problem)
+
+
+class _Service:
+    name = "service"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=transport,
+        )
+        self.retries = retries
+        self.down_until = 0.0
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send, retrying idempotent calls with jittered exponential backoff; raise on failure."""
+        if time.monotonic() < self.down_until:  # circuit open: fail fast instead of piling up timeouts
+            raise DependencyDownError(self.name, "recently unreachable", retry_after=2)
+        attempts = self.retries + 1 if retry else 1
+        last = ""
+        for attempt in range(attempts):
+            try:
+                response = await self.client.request(
+                    method, path, content=content, params=params, headers={"content-type": "application/json"}
+                )
+            except httpx.TransportError as err:
+                last = type(err).__name__
+            else:
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        try:
+                            problem = _PROBLEM.decode(response.content)
+                        except msgspec.DecodeError:
+                            problem = Problem(code="error", field="$", detail=response.text[:200])
+                        raise DependencyError(self.name, response.status_code, problem)
+                    return response
+                last = f"HTTP {response.status_code}"
+            if attempt + 1 < attempts:
+                await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
+        self.down_until = time.monotonic() + 1.0
+        raise DependencyDownError(self.name, last)
+
+
+class FeatureClient(_Service):
+    name = "feature_svc"
+    _VECTOR = msgspec.json.Decoder(FeatureVector)
+
+    async def vectorize(self, session: Session, feature_set: str, previous: Session | None = None) -> FeatureVector:
+        body: dict[str, Any] = {"session": session, "feature_set": feature_set}
+        if previous is not None:
+            body["previous"] = previous
+        response = await self.request("POST", "/v1/features", content=msgspec.json.encode(body))
+        return self._VECTOR.decode(response.content)
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self.client.get("/healthz", timeout=1.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class RewardClient(_Service):
+    name = "reward_svc"
+    _SCORES = msgspec.json.Decoder(ScoreResponse)
+
+    async def score(self, vectors: list[FeatureVector], mode: str) -> list[Score]:
+        body = msgspec.json.encode({"vectors": vectors, "mode": mode})
+        response = await self.request("POST", "/v1/score", content=body)
+        return self._SCORES.decode(response.content).scores
+
+    async def active_feature_set(self, mode: str) -> str | None:
+        """Feature set of the active model of `mode` (None when there is none)."""
+        response = await self.request("GET", "/v1/reward/models", params={"task": mode})
+        for model in msgspec.json.decode(response.content):
+            if model.get("active"):
+                return str(model["feature_set"])
+        return None
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self.client.get("/healthz", timeout=1.0)).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,44 @@
+"""Gateway storage: sqlmodel tables, versioned migrations and the Store (SQLite default, PostgreSQL in production)."""
+
+from gateway.db.migrations import LATEST, SchemaTooNewError
+from gateway.db.models import (
+    JOB_STATES,
+    SCOPES,
+    SCORE_STATES,
+    Erasure,
+    FeatureNamesRow,
+    JobRow,
+    KeyRow,
+    SessionRow,
+    TrainingSetRow,
+)
+from gateway.db.payload import strip_unconsented
+from gateway.db.store import (
+    MAX_SCORE_ATTEMPTS,
+    USER_TABLES,
+    InvalidCursorError,
+    PayloadPurgedError,
+    SessionConflict,
+    Store,
+)
+
+__all__ = [
+    "JOB_STATES",
+    "LATEST",
+    "MAX_SCORE_ATTEMPTS",
+    "SCOPES",
+    "SCORE_STATES",
+    "USER_TABLES",
+    "Erasure",
+    "FeatureNamesRow",
+    "InvalidCursorError",
+    "JobRow",
+    "KeyRow",
+    "PayloadPurgedError",
+    "SchemaTooNewError",
+    "SessionConflict",
+    "SessionRow",
+    "Store",
+    "TrainingSetRow",
+    "strip_unconsented",
+]

@@ -1,0 +1,228 @@
+"""Versioned schema migrations without alembic: an ordered list of steps and a `schema_version` table.
+
+Each step is a function of a Connection that runs inside one transaction together with the insert of its
+row in `schema_version`, so a step is either fully applied and recorded or not at all (PostgreSQL has
+transactional DDL; on SQLite the Store opens `BEGIN IMMEDIATE` itself, see `gateway.db.store`). Steps
+are frozen once released: they spell out the tables they create instead of importing the current models,
+so a new column is a new step, never an edit of an old one. Concurrent start-ups serialise on a lock
+(an advisory lock on PostgreSQL, the write lock on SQLite) and re-read the version inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+    text,
+)
+
+__all__ = ["LATEST", "MIGRATIONS", "Migration", "SchemaTooNewError", "current_version", "migrate"]
+
+#: pg_advisory_xact_lock key shared by every gateway process migrating the same database ("tacitgw").
+_PG_LOCK_KEY = 0x74616369_7467_77
+
+_VERSION_META = MetaData()
+schema_version = Table(
+    "schema_version",
+    _VERSION_META,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer tacit than this one: refuse to touch it."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(
+            f"the database schema is at version {found} but this tacit only knows versions up to {known}: "
+            "upgrade tacit, or point TACIT_DATABASE_URL at another database"
+        )
+        self.found = found
+        self.known = known
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    meta = MetaData()
+    ts = DateTime(timezone=True)
+    Table(
+        "sessions",
+        meta,
+        Column("session_id", String(128), primary_key=True),
+        Column("user_id", String(128), nullable=False, index=True),
+        Column("task_id", String(128), nullable=False),
+        Column("query_id", String(128)),
+        Column("mode", String(16), nullable=False),
+        Column("turn", Integer),
+        Column("received_at", ts, nullable=False, index=True),
+        Column("consent_mouse", Boolean, nullable=False),
+        Column("consent_gaze", Boolean, nullable=False),
+        Column("consent_camera", Boolean, nullable=False),
+        Column("label", Integer),
+        Column("payload", LargeBinary),
+        Column("payload_sha256", String(64), nullable=False),
+        Column("samples", Integer, nullable=False),
+        Column("feature_set", String(64)),
+        Column("feature_set_version", String(64)),
+        Column("features", JSON),
+        Column("score_status", String(16), nullable=False),
+        Column("score_attempts", Integer, nullable=False),
+        Column("score_error", Text, nullable=False),
+        Column("p", Float),
+        Column("preferred", String(16)),
+        Column("confidence", Float),
+        Column("quality", Float),
+        Column("abstained", Boolean),
+        Column("model_id", String(128)),
+        Column("model_demo", Boolean),
+        Column("scored_at", ts),
+    )
+    Table(
+        "feature_names",
+        meta,
+        Column("feature_set", String(64), primary_key=True),
+        Column("version", String(64), primary_key=True),
+        Column("names", JSON, nullable=False),
+    )
+    Table(
+        "api_keys",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("name", String(200), nullable=False),
+        Column("prefix", String(32), nullable=False, index=True),
+        Column("hash", String(256), nullable=False),
+        Column("scopes", JSON, nullable=False),
+        Column("created_at", ts, nullable=False),
+        Column("last_used_at", ts),
+        Column("revoked_at", ts),
+    )
+    Table(
+        "erasures",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("user_hash", String(64), nullable=False, index=True),
+        Column("at", ts, nullable=False),
+        Column("rows_deleted", JSON, nullable=False),
+        Column("models_affected", JSON, nullable=False),
+    )
+    Table(
+        "training_sets",
+        meta,
+        Column("model_id", String(128), primary_key=True),
+        Column("user_id", String(128), primary_key=True, index=True),
+    )
+    Table(
+        "jobs",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("kind", String(64), nullable=False, index=True),
+        Column("status", String(16), nullable=False),
+        Column("stage", String(200), nullable=False),
+        Column("done", Integer, nullable=False),
+        Column("total", Integer, nullable=False),
+        Column("error", Text, nullable=False),
+        Column("spec", JSON, nullable=False),
+        Column("result", JSON),
+        Column("created_at", ts, nullable=False),
+        Column("updated_at", ts, nullable=False),
+    )
+    meta.create_all(conn, checkfirst=False)
+
+
+def _v2_session_indexes(conn: Connection) -> None:
+    # list_sessions(user_id=...) and pending() page on (received_at, session_id) within a user or a status;
+    # composite indexes let both read in index order. The user_id index is a prefix of the new one.
+    sessions = Table(
+        "sessions",
+        MetaData(),
+        Column("session_id", String(128)),
+        Column("user_id", String(128)),
+        Column("received_at", DateTime(timezone=True)),
+        Column("score_status", String(16)),
+    )
+    c = sessions.c
+    Index("ix_sessions_user_received", c.user_id, c.received_at, c.session_id).create(conn)
+    Index("ix_sessions_status_received", c.score_status, c.received_at, c.session_id).create(conn)
+    conn.execute(text("DROP INDEX ix_sessions_user_id"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables", _v1_initial),
+    Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+
+
+def _read_version(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(schema_version.c.version), 0))).scalar_one())
+
+
+def current_version(engine: Engine) -> int:
+    """The database's schema version (0 when it was never migrated)."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, "schema_version"):
+            return 0
+        return _read_version(conn)
+
+
+def migrate(engine: Engine, *, target: int | None = None, steps: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the steps above the database's version (up to `target`), one transaction each; the versions applied.
+
+    Raises SchemaTooNewError when the database is at a version newer than the last step known.
+    """
+    known = steps[-1].version if steps else 0
+    target = known if target is None else target
+    if not 0 <= target <= known:
+        raise ValueError(f"target version {target} is not between 0 and {known}")
+    with engine.begin() as conn:
+        _lock(conn)
+        schema_version.create(conn, checkfirst=True)
+        found = _read_version(conn)
+    if found > known:
+        raise SchemaTooNewError(found, known)
+    applied = []
+    for step in steps:
+        if step.version <= found or step.version > target:
+            continue
+        with engine.begin() as conn:
+            _lock(conn)
+            found = _read_version(conn)  # another process may have applied it meanwhile
+            if found > known:
+                raise SchemaTooNewError(found, known)
+            if step.version <= found:
+                continue
+            step.apply(conn)
+            conn.execute(schema_version.insert().values(version=step.version, name=step.name))
+        applied.append(step.version)
+        found = step.version
+    return applied

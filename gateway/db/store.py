@@ -1,0 +1,726 @@
+"""The gateway's storage: sessions with their payload, features and score; API keys; erasures; jobs.
+
+Every method is synchronous and runs one short transaction, so the HTTP layer calls them from a thread
+pool. SQLite (the default) runs in WAL mode with transactions begun explicitly (`BEGIN IMMEDIATE` for
+writes, so two writers queue on the busy timeout instead of failing on a stale snapshot); PostgreSQL
+runs at its default READ COMMITTED isolation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session as DbSession
+from sqlmodel import col, select
+
+from gateway.db.migrations import current_version, migrate
+from gateway.db.models import (
+    JOB_STATES,
+    Erasure,
+    FeatureNamesRow,
+    JobRow,
+    KeyRow,
+    SessionRow,
+    TrainingSetRow,
+    utcnow,
+)
+from gateway.db.payload import Prepared, decode_payload, prepare
+from tacit.schemas.features import FeatureVector
+from tacit.schemas.reward import Score
+from tacit.schemas.session import Session
+
+__all__ = [
+    "MAX_SCORE_ATTEMPTS",
+    "USER_TABLES",
+    "InvalidCursorError",
+    "PayloadPurgedError",
+    "SessionConflict",
+    "Store",
+]
+
+#: Scoring attempts that failed for the session itself (not for a dependency being down) before giving up.
+MAX_SCORE_ATTEMPTS = 5
+#: Tables that hold rows keyed by a raw user id; erasure empties them for the user.
+USER_TABLES = ("sessions", "training_sets")
+_JOB_FIELDS = frozenset({"status", "stage", "done", "total", "error", "spec", "result"})
+_MAX_ERROR_CHARS = 2000
+# Listings and score updates never need the (large) payload; load_payload fetches it on demand.
+_PAYLOAD_COLUMN: Any = SessionRow.payload
+_LAZY_PAYLOAD = defer(_PAYLOAD_COLUMN)
+_SESSION_TABLE: Table = SessionRow.__table__  # type: ignore[attr-defined]
+_SESSION_COLUMNS = tuple(_SESSION_TABLE.columns)
+
+
+class SessionConflict(Exception):  # noqa: N818 (the name the HTTP layer was promised)
+    """A session id that is already stored with different content."""
+
+    code = "conflict"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is already stored with different content")
+        self.session_id = session_id
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this store did not make."""
+
+    code = "invalid_cursor"
+
+
+class PayloadPurgedError(LookupError):
+    """The raw session was dropped by retention (features and score are still stored)."""
+
+    code = "payload_purged"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"the raw data of session {session_id!r} was purged by retention")
+        self.session_id = session_id
+
+
+def _encode_cursor(row: SessionRow) -> str:
+    raw = msgspec.json.encode([row.received_at.isoformat(), row.session_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, session_id = msgspec.json.decode(raw, type=tuple[str, str])
+        when = dt.datetime.fromisoformat(at)
+    except (binascii.Error, msgspec.DecodeError, ValueError):
+        raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}") from None
+    if when.tzinfo is None:
+        raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}")
+    return when, session_id
+
+
+def _is_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def _use_wal(cursor: sqlite3.Cursor, timeout_s: float = 30.0) -> None:
+    # WAL is a property of the file: set once, then only read. Switching needs an exclusive lock and SQLite
+    # does not wait for it, so a connection racing the first one retries instead of failing.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    memory = _is_memory(url)
+    if not memory and parsed.database is not None:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        # One shared connection for an in-memory database (each connection would otherwise see its own).
+        **({"poolclass": StaticPool} if memory else {}),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite (it would not BEGIN before DDL), as SQLAlchemy documents.
+        dbapi_conn.isolation_level = None
+        if not memory:
+            cursor = dbapi_conn.cursor()
+            _use_wal(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('tacit_begin', '')}".strip())
+
+    return engine
+
+
+class Store:
+    """Access to the gateway database; `migrate()` once at start-up, `close()` at shutdown."""
+
+    def __init__(self, url: str, *, max_score_attempts: int = MAX_SCORE_ATTEMPTS) -> None:
+        if max_score_attempts < 1:
+            raise ValueError("max_score_attempts must be >= 1")
+        self.url = url
+        self.max_score_attempts = max_score_attempts
+        backend = make_url(url).get_backend_name()
+        if backend == "sqlite":
+            self.engine = _sqlite_engine(url)
+            self._insert: Any = sqlite_insert
+        elif backend == "postgresql":
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            self._insert = postgresql_insert
+        else:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
+        self._writer = self.engine.execution_options(tacit_begin="IMMEDIATE")
+        self._names: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._names_lock = threading.Lock()
+        # An in-memory SQLite database is one connection: its transactions must take turns.
+        self._serial: AbstractContextManager[Any] = threading.RLock() if _is_memory(url) else nullcontext()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def migrate(self, target: int | None = None) -> list[int]:
+        """Bring the schema to the latest version (or `target`); returns the versions applied (none if current)."""
+        return migrate(self._writer, target=target)
+
+    def schema_version(self) -> int:
+        return current_version(self.engine)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    @contextmanager
+    def _read(self) -> Iterator[DbSession]:
+        with self._serial, DbSession(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    @contextmanager
+    def _write(self) -> Iterator[DbSession]:
+        with self._serial, DbSession(self._writer, expire_on_commit=False) as s:
+            yield s
+
+    # -- sessions --------------------------------------------------------------------------------------
+
+    def _new_row(self, prepared: Prepared, received_at: dt.datetime | None) -> SessionRow:
+        session = prepared.session
+        return SessionRow(
+            session_id=session.session_id,
+            user_id=session.user_id,
+            task_id=session.task_id,
+            query_id=session.query_id,
+            mode=session.mode,
+            turn=session.turn,
+            received_at=received_at or utcnow(),
+            consent_mouse=session.consent.mouse,
+            consent_gaze=session.consent.gaze,
+            consent_camera=session.consent.camera,
+            label=prepared.label,
+            payload=prepared.payload,
+            payload_sha256=prepared.sha256,
+            samples=prepared.samples,
+        )
+
+    @staticmethod
+    def _same(row: SessionRow, prepared: Prepared) -> SessionRow:
+        if row.payload_sha256 != prepared.sha256:
+            raise SessionConflict(row.session_id)
+        return row
+
+    def put_session(self, session: Session, *, received_at: dt.datetime | None = None) -> tuple[SessionRow, bool]:
+        """Store a session (unconsented signals stripped); (row, created). Same id and content: the stored row.
+
+        Raises SessionConflict when the id is stored with different content. `received_at` (default now)
+        is for imports of past sessions.
+        """
+        prepared = prepare(session)
+        row = self._new_row(prepared, received_at)
+        values = {column.name: getattr(row, column.name) for column in _SESSION_COLUMNS}
+        statement = (
+            self._insert(SessionRow)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["session_id"])
+            .returning(_SESSION_TABLE.c.session_id)
+        )
+        for _ in range(3):
+            with self._write() as s:
+                if s.connection().execute(statement).first() is not None:  # no row back: the id was taken
+                    s.commit()
+                    return row, True
+                # Already stored (on PostgreSQL possibly by a concurrent put that just committed).
+                existing = s.get(SessionRow, session.session_id)
+            if existing is not None:
+                return self._same(existing, prepared), False
+        raise RuntimeError(f"session {session.session_id!r} was deleted while it was being stored")
+
+    def put_sessions(
+        self, sessions: Sequence[Session], *, received_at: dt.datetime | None = None
+    ) -> list[tuple[SessionRow, bool] | SessionConflict]:
+        """Many sessions in one transaction; per item (row, created) or the SessionConflict it raised."""
+        prepared = [prepare(session) for session in sessions]
+        ids = list({p.session.session_id for p in prepared})
+        results: list[tuple[SessionRow, bool] | SessionConflict] = []
+        try:
+            with self._write() as s:
+                known = {
+                    row.session_id: row for row in s.exec(select(SessionRow).where(col(SessionRow.session_id).in_(ids)))
+                }
+                for item in prepared:
+                    sid = item.session.session_id
+                    if sid in known:
+                        try:
+                            results.append((self._same(known[sid], item), False))
+                        except SessionConflict as conflict:
+                            results.append(conflict)
+                        continue
+                    row = self._new_row(item, received_at)
+                    s.add(row)
+                    known[sid] = row
+                    results.append((row, True))
+                s.commit()
+        except IntegrityError:
+            return [self._put_one(session, received_at) for session in sessions]
+        return results
+
+    def _put_one(self, session: Session, received_at: dt.datetime | None) -> tuple[SessionRow, bool] | SessionConflict:
+        try:
+            return self.put_session(session, received_at=received_at)
+        except SessionConflict as conflict:
+            return conflict
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        with self._read() as s:
+            return s.get(SessionRow, session_id)
+
+    def find_turn(self, user_id: str, task_id: str, turn: int) -> SessionRow | None:
+        """The user's session at `turn` of conversation `task_id` (the latest received if several), with payload."""
+        query = (
+            select(SessionRow)
+            .where(SessionRow.user_id == user_id, SessionRow.task_id == task_id, SessionRow.turn == turn)
+            .order_by(col(SessionRow.received_at).desc(), col(SessionRow.session_id).desc())
+            .limit(1)
+        )
+        with self._read() as s:
+            return s.exec(query).first()
+
+    def load_payload(self, row: SessionRow) -> Session:
+        """The stored (consent-stripped) Session of a row; raises PayloadPurgedError after retention dropped it."""
+        if "payload" in row.__dict__:
+            payload = row.payload
+        else:  # listings do not load the payload
+            with self._read() as s:
+                payload = s.exec(select(SessionRow.payload).where(SessionRow.session_id == row.session_id)).first()
+        if payload is None:
+            raise PayloadPurgedError(row.session_id)
+        return decode_payload(payload)
+
+    def list_sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[SessionRow], str | None]:
+        """Sessions oldest first by (received_at, session_id), without payload; and the next page's cursor.
+
+        `since` keeps sessions received at or after it; the cursor is None on the last page. Raises
+        InvalidCursorError for a cursor this store did not make.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        query = select(SessionRow).options(_LAZY_PAYLOAD)
+        received, sid = col(SessionRow.received_at), col(SessionRow.session_id)
+        if user_id is not None:
+            query = query.where(SessionRow.user_id == user_id)
+        if since is not None:
+            query = query.where(received >= since)
+        if cursor is not None:
+            after_at, after_id = _decode_cursor(cursor)
+            query = query.where(or_(received > after_at, and_(received == after_at, sid > after_id)))
+        query = query.order_by(received, sid).limit(limit + 1)
+        with self._read() as s:
+            rows = list(s.exec(query))
+        if len(rows) > limit:
+            rows = rows[:limit]
+            return rows, _encode_cursor(rows[-1])
+        return rows, None
+
+    # -- features and scores ---------------------------------------------------------------------------
+
+    def _ensure_names(self, feature_set: str, version: str, names: Sequence[str]) -> None:
+        key, wanted = (feature_set, version), tuple(names)
+        with self._names_lock:
+            cached = self._names.get(key)
+        if cached is None:
+            row: FeatureNamesRow | None = None
+            for _ in range(3):  # a concurrent first writer may win the insert; then compare with it
+                try:
+                    with self._write() as s:
+                        row = s.get(FeatureNamesRow, key)
+                        if row is None:
+                            row = FeatureNamesRow(feature_set=feature_set, version=version, names=list(wanted))
+                            s.add(row)
+                            s.commit()
+                    break
+                except IntegrityError:
+                    row = None
+            if row is None:
+                raise RuntimeError(f"could not store the names of feature set {feature_set!r} version {version!r}")
+            cached = tuple(row.names)
+            with self._names_lock:
+                self._names[key] = cached
+        if cached != wanted:
+            raise ValueError(f"feature set {feature_set!r} version {version!r} is stored with other names")
+
+    def feature_names(self, feature_set: str, version: str) -> list[str] | None:
+        """The names of a stored (feature set, version), in value order."""
+        with self._read() as s:
+            row = s.get(FeatureNamesRow, (feature_set, version))
+            return None if row is None else list(row.names)
+
+    @staticmethod
+    def _checked_values(names: Sequence[str], values: Sequence[float]) -> list[float]:
+        if len(names) != len(values):
+            raise ValueError(f"{len(names)} names but {len(values)} values")
+        floats = [float(v) for v in values]
+        if not all(math.isfinite(v) for v in floats):
+            raise ValueError("feature values must be finite")
+        return floats
+
+    def set_features(
+        self, session_id: str, feature_set: str, version: str, names: Sequence[str], values: Sequence[float]
+    ) -> SessionRow:
+        """Store a session's feature vector (names once per set and version). KeyError for an unknown session."""
+        floats = self._checked_values(names, values)
+        self._ensure_names(feature_set, version, names)
+        with self._write() as s:
+            row = s.get(SessionRow, session_id, options=[_LAZY_PAYLOAD])
+            if row is None:
+                raise KeyError(session_id)
+            row.feature_set, row.feature_set_version, row.features = feature_set, version, floats
+            s.add(row)
+            s.commit()
+            return row
+
+    def set_feature_vectors(self, vectors: Iterable[FeatureVector]) -> int:
+        """`set_features` for each vector (e.g. a feature service batch answer); sessions updated."""
+        count = 0
+        for vector in vectors:
+            self.set_features(
+                vector.session_id, vector.feature_set, vector.feature_set_version, vector.names, vector.values
+            )
+            count += 1
+        return count
+
+    def features_of(self, row: SessionRow) -> FeatureVector | None:
+        """The stored feature vector of a row, with its names; None before features were set."""
+        if row.features is None or row.feature_set is None or row.feature_set_version is None:
+            return None
+        names = self._names.get((row.feature_set, row.feature_set_version))
+        if names is None:
+            stored = self.feature_names(row.feature_set, row.feature_set_version)
+            if stored is None:
+                return None
+            names = tuple(stored)
+            with self._names_lock:
+                self._names[(row.feature_set, row.feature_set_version)] = names
+        return FeatureVector(
+            session_id=row.session_id,
+            feature_set=row.feature_set,
+            feature_set_version=row.feature_set_version,
+            names=list(names),
+            values=list(row.features),
+            samples=row.samples,
+        )
+
+    def set_score(
+        self,
+        session_id: str,
+        *,
+        p: float,
+        preferred: str,
+        confidence: float,
+        quality: float | None,
+        abstained: bool,
+        model_id: str,
+        model_demo: bool,
+    ) -> SessionRow:
+        """Record a session's score (status 'scored'). KeyError for an unknown session."""
+        with self._write() as s:
+            row = s.get(SessionRow, session_id, options=[_LAZY_PAYLOAD])
+            if row is None:
+                raise KeyError(session_id)
+            self._apply_score(row, p, preferred, confidence, quality, abstained, model_id, model_demo)
+            s.add(row)
+            s.commit()
+            return row
+
+    @staticmethod
+    def _apply_score(
+        row: SessionRow,
+        p: float,
+        preferred: str,
+        confidence: float,
+        quality: float | None,
+        abstained: bool,
+        model_id: str,
+        model_demo: bool,
+    ) -> None:
+        row.p, row.preferred, row.confidence, row.quality = p, preferred, confidence, quality
+        row.abstained, row.model_id, row.model_demo = abstained, model_id, model_demo
+        row.score_status, row.score_error, row.scored_at = "scored", "", utcnow()
+
+    def set_scores(self, scores: Iterable[Score]) -> int:
+        """Record many scores (a reward service answer) in one transaction; sessions updated (unknown ids skipped)."""
+        by_id = {score.session_id: score for score in scores}
+        if not by_id:
+            return 0
+        with self._write() as s:
+            query = select(SessionRow).options(_LAZY_PAYLOAD)
+            rows = list(s.exec(query.where(col(SessionRow.session_id).in_(list(by_id)))))
+            for row in rows:
+                sc = by_id[row.session_id]
+                self._apply_score(
+                    row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo
+                )
+                s.add(row)
+            s.commit()
+        return len(rows)
+
+    def set_result(self, vector: FeatureVector, score: Score) -> SessionRow:
+        """`set_features` and `set_score` in one transaction (the ingest hot path). KeyError for an unknown session."""
+        if vector.session_id != score.session_id:
+            raise ValueError(f"vector of {vector.session_id!r} but score of {score.session_id!r}")
+        floats = self._checked_values(vector.names, vector.values)
+        self._ensure_names(vector.feature_set, vector.feature_set_version, vector.names)
+        with self._write() as s:
+            row = s.get(SessionRow, vector.session_id, options=[_LAZY_PAYLOAD])
+            if row is None:
+                raise KeyError(vector.session_id)
+            row.feature_set, row.feature_set_version, row.features = (
+                vector.feature_set,
+                vector.feature_set_version,
+                floats,
+            )
+            sc = score
+            self._apply_score(row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo)
+            s.add(row)
+            s.commit()
+            return row
+
+    def mark_score_failed(self, session_id: str, error: str) -> SessionRow:
+        """Count a failed scoring attempt; after `max_score_attempts` the status becomes 'failed'.
+
+        Only for failures caused by the session itself: while a dependency is down, leave it pending.
+        A session that is no longer pending is returned unchanged. KeyError for an unknown session.
+        """
+        with self._write() as s:
+            row = s.get(SessionRow, session_id, options=[_LAZY_PAYLOAD])
+            if row is None:
+                raise KeyError(session_id)
+            if row.score_status == "pending":
+                row.score_attempts += 1
+                row.score_error = error[:_MAX_ERROR_CHARS]
+                if row.score_attempts >= self.max_score_attempts:
+                    row.score_status = "failed"
+                s.add(row)
+                s.commit()
+            return row
+
+    def defer_score(self, session_id: str, reason: str) -> SessionRow:
+        """Note why a session is still unscored (a dependency is down) without counting an attempt."""
+        with self._write() as s:
+            row = s.get(SessionRow, session_id, options=[_LAZY_PAYLOAD])
+            if row is None:
+                raise KeyError(session_id)
+            if row.score_status == "pending":
+                row.score_error = reason[:_MAX_ERROR_CHARS]
+                s.add(row)
+                s.commit()
+            return row
+
+    def pending(self, limit: int = 100) -> list[SessionRow]:
+        """Sessions waiting for a score, oldest first (without payload)."""
+        query = (
+            select(SessionRow)
+            .options(_LAZY_PAYLOAD)
+            .where(SessionRow.score_status == "pending")
+            .order_by(col(SessionRow.received_at), col(SessionRow.session_id))
+            .limit(limit)
+        )
+        with self._read() as s:
+            return list(s.exec(query))
+
+    # -- users: training sets and erasure --------------------------------------------------------------
+
+    def record_training_set(self, model_id: str, user_ids: Iterable[str]) -> int:
+        """Remember the users a reward model was trained on (added to any recorded before); rows added."""
+        wanted = set(user_ids)
+        with self._write() as s:
+            query = select(TrainingSetRow.user_id).where(TrainingSetRow.model_id == model_id)
+            known: set[str] = set(s.exec(query).all())
+            new = sorted(wanted - known)
+            s.add_all(TrainingSetRow(model_id=model_id, user_id=user) for user in new)
+            s.commit()
+        return len(new)
+
+    def count_user_rows(self, user_id: str) -> dict[str, int]:
+        """Rows holding this user id, per table of USER_TABLES."""
+        with self._read() as s:
+            return {
+                "sessions": s.exec(select(func.count()).where(SessionRow.user_id == user_id)).one(),
+                "training_sets": s.exec(select(func.count()).where(TrainingSetRow.user_id == user_id)).one(),
+            }
+
+    def erase_user(self, user_id: str) -> Erasure:
+        """Delete every row of the user in one transaction and record it (hashed id, counts, affected models)."""
+        with self._write() as s:
+            models = sorted(s.exec(select(TrainingSetRow.model_id).where(TrainingSetRow.user_id == user_id)))
+            deleted = {
+                "sessions": s.exec(delete(SessionRow).where(col(SessionRow.user_id) == user_id)).rowcount,
+                "training_sets": s.exec(delete(TrainingSetRow).where(col(TrainingSetRow.user_id) == user_id)).rowcount,
+            }
+            record = Erasure(
+                id=uuid.uuid4().hex,
+                user_hash=hashlib.sha256(user_id.encode()).hexdigest(),
+                rows_deleted=deleted,
+                models_affected=models,
+            )
+            s.add(record)
+            s.commit()
+            return record
+
+    def erasures(self, user_id: str | None = None) -> list[Erasure]:
+        """Erasure records, newest first; only those of `user_id` (matched by its hash) when given."""
+        query = select(Erasure).order_by(col(Erasure.at).desc(), col(Erasure.id))
+        if user_id is not None:
+            query = query.where(Erasure.user_hash == hashlib.sha256(user_id.encode()).hexdigest())
+        with self._read() as s:
+            return list(s.exec(query))
+
+    # -- retention -------------------------------------------------------------------------------------
+
+    def purge_payloads(self, older_than: dt.timedelta) -> int:
+        """Drop the raw trajectories of sessions received before now - `older_than`; rows purged.
+
+        Features and scores stay. A session still pending without features keeps its payload (it is
+        needed to score it).
+        """
+        cutoff = utcnow() - older_than
+        unscoreable = and_(col(SessionRow.score_status) == "pending", col(SessionRow.features).is_(None))
+        statement = (
+            update(SessionRow)
+            .where(col(SessionRow.received_at) < cutoff, col(SessionRow.payload).is_not(None), ~unscoreable)
+            .values(payload=None)
+        )
+        with self._write() as s:
+            count = s.exec(statement).rowcount
+            s.commit()
+        return int(count)
+
+    # -- API keys (the hashing lives in gateway.keys) --------------------------------------------------
+
+    def add_key(self, row: KeyRow) -> KeyRow:
+        with self._write() as s:
+            s.add(row)
+            s.commit()
+            return row
+
+    def get_key(self, key_id: str) -> KeyRow | None:
+        with self._read() as s:
+            return s.get(KeyRow, key_id)
+
+    def keys_with_prefix(self, prefix: str) -> list[KeyRow]:
+        """Unrevoked keys whose token starts with `prefix`."""
+        query = select(KeyRow).where(KeyRow.prefix == prefix, col(KeyRow.revoked_at).is_(None))
+        with self._read() as s:
+            return list(s.exec(query))
+
+    def list_keys(self) -> list[KeyRow]:
+        with self._read() as s:
+            return list(s.exec(select(KeyRow).order_by(col(KeyRow.created_at), col(KeyRow.id))))
+
+    def touch_key(self, key_id: str, *, at: dt.datetime, not_since: dt.datetime) -> bool:
+        """Set last_used_at = `at` unless it was already set at or after `not_since`; whether it was set."""
+        statement = (
+            update(KeyRow)
+            .where(
+                col(KeyRow.id) == key_id,
+                or_(col(KeyRow.last_used_at).is_(None), col(KeyRow.last_used_at) < not_since),
+            )
+            .values(last_used_at=at)
+        )
+        with self._write() as s:
+            count = s.exec(statement).rowcount
+            s.commit()
+        return bool(count)
+
+    def revoke_key(self, key_id: str) -> KeyRow | None:
+        """Mark a key revoked (kept for the audit trail); None for an unknown id."""
+        with self._write() as s:
+            row = s.get(KeyRow, key_id)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                s.add(row)
+                s.commit()
+            return row
+
+    # -- jobs ------------------------------------------------------------------------------------------
+
+    def create_job(self, kind: str, spec: dict[str, Any]) -> JobRow:
+        row = JobRow(id=uuid.uuid4().hex[:16], kind=kind, spec=dict(spec))
+        with self._write() as s:
+            s.add(row)
+            s.commit()
+            return row
+
+    def update_job(self, job_id: str, **fields: Any) -> JobRow:
+        """Set status/stage/done/total/error/spec/result of a job; KeyError for an unknown job."""
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"not job fields: {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in JOB_STATES:
+            raise ValueError(f"job status must be one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(job_id)
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+            s.add(row)
+            s.commit()
+            return row
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._read() as s:
+            return s.get(JobRow, job_id)
+
+    def list_jobs(self, kind: str | None = None, *, limit: int = 100) -> list[JobRow]:
+        """Jobs, newest first."""
+        query = select(JobRow).order_by(col(JobRow.created_at).desc(), col(JobRow.id).desc()).limit(limit)
+        if kind is not None:
+            query = query.where(JobRow.kind == kind)
+        with self._read() as s:
+            return list(s.exec(query))

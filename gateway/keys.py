@@ -1,0 +1,276 @@
+"""API keys: creation, hashing, authentication, revocation, scopes, and the `tacit keys` command.
+
+A token is `tacit_` plus 43 url-safe characters (32 random bytes). Only a salted scrypt hash is stored,
+with the token's first 14 characters (`tacit_` and 8 of the secret) as a non-secret prefix that listings
+show and lookups use. scrypt costs ~50 ms, so a verified token is remembered in this process (keyed by a
+sha256 of the token, for ten minutes); every request still reads the key row, so a revocation takes
+effect at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from gateway.db import SCOPES, KeyRow, Store
+from gateway.db.models import utcnow
+
+__all__ = [
+    "SCOPES",
+    "TOKEN_PREFIX",
+    "add_keys_commands",
+    "allowed",
+    "authenticate",
+    "create_key",
+    "keys_command",
+    "list_keys",
+    "revoke",
+]
+
+TOKEN_PREFIX = "tacit_"
+#: Characters of the token kept in clear: `tacit_` and 8 characters of the secret (48 of its 256 bits).
+PREFIX_CHARS = len(TOKEN_PREFIX) + 8
+#: last_used_at is written at most this often per key.
+TOUCH_INTERVAL = dt.timedelta(minutes=1)
+# scrypt parameters (n=2**14, r=8: 16 MiB, ~50 ms); stored with each hash so they can change later.
+_N, _R, _P, _DKLEN = 2**14, 8, 1, 32
+_CACHE_SECONDS = 600.0
+_CACHE_SIZE = 1024
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_token(token: str, *, salt: bytes | None = None) -> str:
+    """`scrypt$n$r$p$salt$hash` of a token with a fresh (or the given) 16-byte salt."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(token.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN)
+    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_token(token: str, stored: str) -> bool:
+    """Whether `token` hashes to `stored` (constant-time comparison)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = _unb64(digest)
+        actual = hashlib.scrypt(token.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+class _Verified:
+    """Tokens verified recently in this process: sha256(token) -> (key id, stored hash, when)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, tuple[str, str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> tuple[str, str] | None:
+        with self._lock:
+            item = self._items.get(digest)
+            if item is None or time.monotonic() - item[2] > _CACHE_SECONDS:
+                return None
+            self._items.move_to_end(digest)
+            return item[0], item[1]
+
+    def put(self, digest: bytes, key_id: str, stored: str) -> None:
+        with self._lock:
+            self._items[digest] = (key_id, stored, time.monotonic())
+            self._items.move_to_end(digest)
+            while len(self._items) > _CACHE_SIZE:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_verified = _Verified()
+
+
+def _check_scopes(scopes: Iterable[str]) -> list[str]:
+    requested = set(scopes)
+    unknown = sorted(requested - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    if not requested:
+        raise ValueError(f"a key needs at least one scope ({', '.join(SCOPES)})")
+    return [scope for scope in SCOPES if scope in requested]
+
+
+def create_key(store: Store, scopes: Sequence[str], name: str = "") -> tuple[str, KeyRow]:
+    """A new key: (token, row). The token is shown once and cannot be recovered."""
+    chosen = _check_scopes(scopes)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = KeyRow(
+        id=uuid.uuid4().hex[:12],
+        name=name,
+        prefix=token[:PREFIX_CHARS],
+        hash=hash_token(token),
+        scopes=chosen,
+    )
+    return token, store.add_key(row)
+
+
+def authenticate(store: Store, token: str) -> KeyRow | None:
+    """The key a token belongs to; None for an unknown, malformed or revoked token."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) < PREFIX_CHARS + 8 or len(token) > 256:
+        return None
+    digest = hashlib.sha256(token.encode()).digest()
+    row: KeyRow | None = None
+    cached = _verified.get(digest)
+    if cached is not None:
+        candidate = store.get_key(cached[0])
+        if candidate is not None and hmac.compare_digest(candidate.hash, cached[1]):
+            row = candidate
+    if row is None:
+        for candidate in store.keys_with_prefix(token[:PREFIX_CHARS]):
+            if verify_token(token, candidate.hash):
+                row = candidate
+                _verified.put(digest, candidate.id, candidate.hash)
+                break
+    if row is None or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
+        store.touch_key(row.id, at=now, not_since=now - TOUCH_INTERVAL)
+        row.last_used_at = now
+    return row
+
+
+def revoke(store: Store, key_id: str) -> KeyRow | None:
+    """Revoke a key (it stays listed, marked revoked); None for an unknown id."""
+    return store.revoke_key(key_id)
+
+
+def list_keys(store: Store) -> list[KeyRow]:
+    """All keys, oldest first (revoked ones included)."""
+    return store.list_keys()
+
+
+def allowed(key_scopes: Iterable[str], needed: str) -> bool:
+    """Whether a key with `key_scopes` may do what needs scope `needed` (`admin` may do everything)."""
+    if needed not in SCOPES:
+        raise ValueError(f"unknown scope {needed!r}")
+    granted = set(key_scopes)
+    return "admin" in granted or needed in granted
+
+
+# -- `tacit keys ...` -------------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Store:
+    if args.database_url:
+        url = args.database_url
+    else:
+        from tacit.settings import GatewaySettings, load_settings
+
+        url = load_settings(GatewaySettings, "TACIT_GATEWAY_").db_url()
+    store = Store(url)
+    store.migrate()
+    return store
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _create(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        token, row = create_key(store, args.scope, args.name)
+    finally:
+        store.close()
+    print(f"key: {token}")
+    print(f"id: {row.id}")
+    print(f"scopes: {' '.join(row.scopes)}")
+    print("The key is shown only once; store it now.", file=sys.stderr)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        rows = list_keys(store)
+    finally:
+        store.close()
+    header = ("id", "name", "prefix", "scopes", "created", "last used", "revoked")
+    table = [header] + [
+        (
+            row.id,
+            row.name or "-",
+            row.prefix + "…",
+            ",".join(row.scopes),
+            _when(row.created_at),
+            _when(row.last_used_at),
+            _when(row.revoked_at),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        row = revoke(store, args.id)
+    finally:
+        store.close()
+    if row is None:
+        print(f"tacit: no key with id {args.id!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {row.id} ({row.prefix}…) at {_when(row.revoked_at)}")
+    return 0
+
+
+def _add_parsers(keys: argparse.ArgumentParser) -> None:
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url", default="", help="gateway database (default: TACIT_DATABASE_URL or SQLite in the data home)"
+    )
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=[database], help="create a key and print it once")
+    create.add_argument(
+        "--scope", action="append", required=True, choices=SCOPES, help="repeat for several; admin implies all"
+    )
+    create.add_argument("--name", default="", help="a label shown in listings")
+    create.set_defaults(func=_create)
+    listing = actions.add_parser("list", parents=[database], help="list keys (never the tokens)")
+    listing.set_defaults(func=_list)
+    revoking = actions.add_parser("revoke", parents=[database], help="revoke a key by id")
+    revoking.add_argument("id")
+    revoking.set_defaults(func=_revoke)
+
+
+def add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `tacit keys ...` on the main parser's subcommands (each action sets `func`)."""
+    _add_parsers(sub.add_parser("keys", help="API keys of the gateway"))
+
+
+def keys_command(argv: Sequence[str]) -> int:
+    """`tacit keys <create|list|revoke> ...`; `argv` is what follows `keys`. Returns the exit status."""
+    parser = argparse.ArgumentParser(prog="tacit keys", description="API keys of the gateway.")
+    _add_parsers(parser)
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))

@@ -1,0 +1,79 @@
+"""Gateway wire types: what POST /v1/sessions answers and what the session listing returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+
+from tacit.schemas.session import Session
+
+__all__ = ["Erasure", "Problem", "SessionBatch", "SessionPage", "SessionRecord", "SessionScore"]
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """Every error answer: a stable `code`, the offending `field` (a JSON path into the body) and a `detail`."""
+
+    code: str
+    field: str
+    detail: str
+
+
+class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an ingested session. `status` is `pending` while a dependency is down (stored, scored later)."""
+
+    session_id: str
+    status: Literal["scored", "pending", "failed"]
+    preferred: Literal["left", "right", "current", "previous"] | None = None
+    p_right: float | None = None
+    """Pairwise: P(right preferred)."""
+    p_current: float | None = None
+    """Pointwise: P(current answer better than the previous one)."""
+    confidence: float | None = None
+    model_version: str | None = None
+    """Reward model id that produced the score."""
+    demo_model: bool = False
+    """The score comes from a demo model trained on simulated readers."""
+    quality: float | None = None
+    abstained: bool | None = None
+    created: bool = True
+    """False when this session id was already stored (idempotent re-post)."""
+
+
+class SessionBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/sessions:batch body."""
+
+    sessions: Annotated[list[Session], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored session: identity, consent, score and (on request) the trajectories."""
+
+    session_id: str
+    user_id: str
+    task_id: str
+    query_id: str | None
+    mode: str
+    turn: int | None
+    received_at: dt.datetime
+    consent: dict[str, bool]
+    label: int | None
+    samples: int
+    feature_set: str | None
+    feature_set_version: str | None
+    score: SessionScore
+    session: Session | None = None
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SessionRecord]
+    next_cursor: str | None
+
+
+class Erasure(msgspec.Struct, frozen=True, kw_only=True):
+    """What DELETE /v1/users/{user_id} removed, and which reward models had been trained on that user."""
+
+    user_id: str
+    rows_deleted: dict[str, int]
+    models_affected: list[str]
