@@ -30,7 +30,16 @@ from gateway.clients import DependencyDownError, DependencyError, FeatureClient,
 from gateway.db import PayloadPurgedError, SessionConflict, Store
 from gateway.keys import allowed, authenticate
 from tacit.schemas import Session, SessionError, validate_session
-from tacit.schemas.gateway import Erasure, Problem, SessionBatch, SessionPage, SessionRecord, SessionScore
+from tacit.schemas.gateway import (
+    Erasure,
+    ImportIfllm,
+    JobInfo,
+    Problem,
+    SessionBatch,
+    SessionPage,
+    SessionRecord,
+    SessionScore,
+)
 from tacit.schemas.validate import decode_session
 from tacit.settings import GatewaySettings, load_settings
 
@@ -409,6 +418,89 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     return response
 
 
+# --- imports ------------------------------------------------------------------------------------------------
+
+_IMPORT = msgspec.json.Decoder(ImportIfllm)
+
+
+def _job_info(row: Any) -> JobInfo:
+    return JobInfo(
+        id=row.id,
+        kind=row.kind,
+        status=row.status,
+        stage=row.stage,
+        done=row.done,
+        total=row.total,
+        error=row.error,
+        result=row.result,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
+    """Store every question of an IFLLM folder as a session (pending score), one task folder at a time.
+
+    Scoring is left to the rescoring loop, so an import never waits on (or fails with) the other services.
+    """
+    from tacit.ifllm.reader import Dataset
+    from tacit.ifllm.sessions import segment_to_session
+
+    try:
+        dataset = Dataset(data)
+        folders = dataset.task_dirs()
+        store.update_job(job_id, status="running", stage="sessions", done=0, total=len(folders))
+        stored = existing = conflicts = 0
+        for done, (key, folder) in enumerate(folders, 1):
+            recording = dataset.load(key, folder)
+            sessions = [segment_to_session(segment) for segment in recording.segments()]
+            for outcome in store.put_sessions(sessions):
+                if isinstance(outcome, SessionConflict):
+                    conflicts += 1
+                elif outcome[1]:
+                    stored += 1
+                else:
+                    existing += 1
+            store.update_job(job_id, done=done)
+        store.update_job(
+            job_id,
+            status="succeeded",
+            stage="done",
+            result={"stored": stored, "already_stored": existing, "conflicts": conflicts},
+        )
+    except Exception as err:
+        logger.exception("IFLLM import %s failed", job_id)
+        store.update_job(job_id, status="failed", error=f"{type(err).__name__}: {err}")
+
+
+@post("/v1/imports/ifllm", status_code=202, summary="Import an IFLLM folder (background job)", **_scoped("admin"))
+async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    try:
+        spec: ImportIfllm = _IMPORT.decode(await request.body())
+    except msgspec.ValidationError as err:
+        raise ApiError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
+    except (msgspec.DecodeError, UnicodeError) as err:
+        raise ApiError(400, "malformed", "$", f"malformed JSON: {err}") from None
+    from pathlib import Path
+
+    root = Path(spec.data)
+    if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():
+        raise ApiError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
+    job = await anyio.to_thread.run_sync(state.store.create_job, "import_ifllm", {"data": spec.data})
+    task = asyncio.create_task(anyio.to_thread.run_sync(run_ifllm_import, state.store, job.id, spec.data))
+    state.jobs.add(task)
+    task.add_done_callback(state.jobs.discard)
+    return _json(_job_info(job), 202)
+
+
+@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **_scoped("read"))
+async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
+    if row is None:
+        raise ApiError(404, "not_found", "job_id", f"no job {job_id}")
+    return _json(_job_info(row))
+
+
 @get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -470,6 +562,7 @@ def create_app(
         app.state.settings = settings
         app.state.metrics = metrics = Metrics()
         app.state.key_cache = {}
+        app.state.jobs = set()
         app.state.features = FeatureClient(
             settings.feature_url, timeout=settings.timeout_s, retries=settings.retries, transport=feature_transport
         )
@@ -500,6 +593,8 @@ def create_app(
             get_model,
             train_model,
             activate_model,
+            import_ifllm,
+            get_import,
             healthz,
             readyz,
             metrics_endpoint,
@@ -517,7 +612,8 @@ async def _rescore_loop(pipeline: Pipeline, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await pipeline.rescore_pending()
+            while await pipeline.rescore_pending() > 0:  # drain a backlog (e.g. after an import) before sleeping
+                pass
         except Exception:  # keep the loop alive whatever one pass hits
             logger.exception("rescoring pass failed")
 

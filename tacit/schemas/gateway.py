@@ -9,7 +9,16 @@ import msgspec
 
 from tacit.schemas.session import Session
 
-__all__ = ["Erasure", "Problem", "SessionBatch", "SessionPage", "SessionRecord", "SessionScore"]
+__all__ = [
+    "Erasure",
+    "ImportIfllm",
+    "JobInfo",
+    "Problem",
+    "SessionBatch",
+    "SessionPage",
+    "SessionRecord",
+    "SessionScore",
+]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,3 +86,24 @@ class Erasure(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     rows_deleted: dict[str, int]
     models_affected: list[str]
+
+
+class ImportIfllm(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/imports/ifllm: import an IFLLM release folder readable by the server."""
+
+    data: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A background job of the gateway, with its progress."""
+
+    id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str
+    done: int
+    total: int
+    error: str
+    result: dict[str, int] | None
+    created_at: dt.datetime
+    updated_at: dt.datetime

@@ -186,3 +186,37 @@ def test_malformed_sessions_are_refused_and_not_stored(stack: Stack, case: str, 
         assert sum(store.count_user_rows(user).values()) == 0
     finally:
         store.close()
+
+
+def test_import_an_ifllm_folder_then_every_question_is_scored(stack: Stack, ifllm_small: Path) -> None:
+    with stack.client("admin") as client:
+        refused = client.post("/v1/imports/ifllm", json={"data": str(ifllm_small / "nowhere")})
+        assert (refused.status_code, refused.json()["field"]) == (422, "data")
+        job = client.post("/v1/imports/ifllm", json={"data": str(ifllm_small)}).json()
+        deadline = time.monotonic() + 120
+        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.3)
+            job = client.get(f"/v1/imports/{job['id']}").json()
+    assert job["status"] == "succeeded", job
+    assert job["done"] == job["total"] > 0
+    stored = Dataset(ifllm_small).summary()["questions_with_behaviour"]
+    assert job["result"]["stored"] + job["result"]["already_stored"] == stored
+    with stack.client("read") as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            items = []
+            cursor = None
+            while True:
+                page = client.get(
+                    "/v1/sessions", params={"limit": 500, **({"cursor": cursor} if cursor else {})}
+                ).json()
+                items += [i for i in page["items"] if i["session_id"].startswith("ifllm-")]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            statuses = {i["score"]["status"] for i in items}
+            if len(items) >= stored and statuses <= {"scored", "failed"}:
+                break
+            time.sleep(0.5)
+    scored = [i for i in items if i["score"]["status"] == "scored"]
+    assert len(scored) >= stored * 0.9, statuses
