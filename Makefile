@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install Tacit with the dev extras
 
-run: $(STAMP) ## Set up and start the stack on embedded defaults (feature service on :8101)
-	$(VENV)/bin/tacit serve features
+TACIT_HOME ?= $(HOME)/.local/share/tacit
+
+run: $(STAMP) ## Set up and start the whole stack on embedded defaults (gateway on :8100; Ctrl-C stops it)
+	$(VENV)/bin/tacit up --home $(TACIT_HOME)
 
 test: $(STAMP) ## Set up and run the test suite
 	$(PY) -m pytest -q -n 2 -m "not gpu and not browser"
@@ -33,13 +35,15 @@ lint: $(STAMP) ## ruff and mypy
 
 bench: $(STAMP) ## Benchmarks (print tables, compare against the baseline in the same run)
 	$(PY) bench/features.py
+	$(PY) bench/reward.py
+	$(PY) bench/gateway.py
 
 results: $(STAMP) ## Reward-model evaluation (paper + grouped protocols) -> docs/results/reward.md and PNGs
 	$(PY) -m reward_svc.model.report --out docs/results
 
 up: run ## Alias of run
 
-down: ## Stop processes started by `make run`
-	-pkill -f "tacit serve" || true
+down: ## Stop a stack started by `make run` in another terminal
+	-@test -f $(TACIT_HOME)/up.json && kill -INT $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" $(TACIT_HOME)/up.json) || echo "no stack running in $(TACIT_HOME)"
 
 .PHONY: help install run test lint bench results up down

@@ -123,8 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     add_reward_commands(sub)
 
     from gateway.keys import add_keys_commands
+    from tacit.ifllm.sessions import add_sessions_command
+    from tacit.up import add_up_command
 
     add_keys_commands(sub)
+    add_up_command(sub)
+    add_sessions_command(sub)
 
     serve = sub.add_parser("serve", help="run a service in the foreground")
     serve.add_argument("service", choices=["gateway", "features", "reward"])

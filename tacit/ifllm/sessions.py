@@ -13,16 +13,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    # Imported where used at run time: the schemas pull in numpy, and `tacit --help` must not pay for it.
+    import numpy.typing as npt
 
-from tacit.ifllm.reader import Dataset, Recording, Segment
-from tacit.ifllm.rel import RelFile
-from tacit.ifllm.tables import Query
-from tacit.schemas.session import MAX_ID_CHARS, Consent, Feedback, Response, Session, Stream
+    from tacit.ifllm.reader import Dataset, Recording, Segment
+    from tacit.ifllm.rel import RelFile
+    from tacit.ifllm.tables import Query
+    from tacit.schemas.session import Feedback, Session, Stream
 
 __all__ = [
     "ConversionCounts",
@@ -36,9 +36,6 @@ __all__ = [
 
 #: Longest window string the contract accepts.
 MAX_WINDOW_CHARS = 64
-#: IFLLM workers consented to mouse, gaze and webcam recording before their first task.
-IFLLM_CONSENT = Consent(mouse=True, gaze=True, camera=True)
-T = TypeVar("T", bound=np.generic)
 _PAIRWISE = {1: "left", 2: "right"}
 _POINTWISE = {1: "current", 0: "previous"}
 
@@ -59,6 +56,10 @@ class ConversionCounts:
 
 
 def _stream(rel: RelFile, rows: slice, text: str, *, gaze: bool, counts: ConversionCounts) -> Stream:
+    import numpy as np
+
+    from tacit.schemas.session import Stream
+
     x, y, t = rel.x[rows], rel.y[rows], rel.t[rows]
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(t) & (t >= 0)
     all_kept = bool(keep.all())
@@ -66,7 +67,7 @@ def _stream(rel: RelFile, rows: slice, text: str, *, gaze: bool, counts: Convers
         counts.dropped_samples += int((~keep).sum())
         x, y, t = x[keep], y[keep], t[keep]
 
-    def take(values: npt.NDArray[T]) -> npt.NDArray[T]:
+    def take(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return values if all_kept else values[keep]
 
     idx = take(rel.idx[rows])
@@ -102,6 +103,8 @@ def _likert(value: int | None) -> int | None:
 
 
 def _feedback(query: Query, mode: str, previous: str | None) -> Feedback | None:
+    from tacit.schemas.session import Feedback
+
     likert = [_likert(query.likert_1)]
     if mode == "pairwise":
         likert.append(_likert(query.likert_2))
@@ -117,6 +120,8 @@ def _feedback(query: Query, mode: str, previous: str | None) -> Feedback | None:
 
 
 def _model(name: str | None) -> str | None:
+    from tacit.schemas.session import MAX_ID_CHARS
+
     return name[:MAX_ID_CHARS] if name else None
 
 
@@ -131,6 +136,8 @@ def query_to_session(
     counts: ConversionCounts | None = None,
 ) -> Session:
     """One question as a Session; streams from `recording` rows when given (none for unrecorded questions)."""
+    from tacit.schemas.session import Consent, Response, Session
+
     counts = counts if counts is not None else ConversionCounts()
     mode = query.mode
     texts = [query.response_1] + ([query.response_2 or ""] if mode == "pairwise" else [])
@@ -157,7 +164,8 @@ def query_to_session(
         responses=responses,
         previous_response=previous_response,
         turn=turn,
-        consent=IFLLM_CONSENT,
+        # IFLLM workers consented to mouse, gaze and webcam recording before their first task.
+        consent=Consent(mouse=True, gaze=True, camera=True),
         feedback=_feedback(query, mode, previous_response),
         calibration_accuracy=calibration_accuracy,
     )
@@ -189,6 +197,8 @@ def sessions_from_ifllm(
     data_dir: Path | str, *, unrecorded: bool = False, counts: ConversionCounts | None = None
 ) -> Iterator[Session]:
     """Every question with a behaviour folder as a Session, task by task (`unrecorded`: the others too, no streams)."""
+    from tacit.ifllm.reader import Dataset
+
     dataset = Dataset(data_dir)
     accuracy = _accuracies(dataset)
     recorded = set()
@@ -209,6 +219,8 @@ def session_for_query(
     data_dir: Path | str | Dataset, query_id: int, *, counts: ConversionCounts | None = None
 ) -> Session:
     """The Session of one IFLLM question; KeyError when the folder has no such question."""
+    from tacit.ifllm.reader import Dataset
+
     dataset = data_dir if isinstance(data_dir, Dataset) else Dataset(data_dir)
     query = next((q for q in dataset.queries if q.query_id == query_id), None)
     if query is None:
@@ -242,6 +254,8 @@ def _from_ifllm(args: argparse.Namespace) -> int:
     except KeyError as err:
         print(f"tacit: {err.args[0]}", file=sys.stderr)
         return 2
+    import msgspec
+
     sys.stdout.buffer.write(msgspec.json.encode(session) + b"\n")
     sys.stdout.flush()
     if session.responses[0].mouse is None:

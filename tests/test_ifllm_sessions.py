@@ -217,3 +217,14 @@ def test_served_features_equal_table_features_unless_a_value_was_repaired(ifllm_
             assert not different, (segment.query.query_id, different)
             compared += 1
     assert compared > 0.9 * total
+
+
+def test_add_sessions_command_wires_into_a_cli_parser() -> None:
+    import argparse
+
+    from tacit.ifllm.sessions import add_sessions_command
+
+    parser = argparse.ArgumentParser(prog="tacit")
+    add_sessions_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sessions", "from-ifllm", "--data", "/d", "--query-id", "12"])
+    assert (args.data, args.query_id, callable(args.func)) == (Path("/d"), 12, True)

