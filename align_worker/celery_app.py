@@ -9,7 +9,7 @@ job id (see each task).
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from tacit.settings import WorkerSettings, load_settings
 from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU, TASK_TRAIN_REWARD
@@ -26,7 +26,7 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        task_queues=[Queue(QUEUE_CPU), Queue(QUEUE_ALIGN)],
+        task_queues=[Queue(QUEUE_CPU), Queue(QUEUE_ALIGN)],  # type: ignore[no-untyped-call]
         task_default_queue=QUEUE_CPU,
         task_routes={TASK_TRAIN_REWARD: {"queue": QUEUE_CPU}},
         task_serializer="json",

@@ -65,7 +65,8 @@ class Registry:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-        SQLModel.metadata.create_all(self.engine, tables=[ModelRow.__table__])  # type: ignore[list-item]
+        table = ModelRow.__table__  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(self.engine, tables=[table])
 
     def close(self) -> None:
         """Close pooled connections (tests, shutdown)."""
