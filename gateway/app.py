@@ -1,8 +1,9 @@
 """The public API: ingest reading sessions and answer preference scores; sessions, users and reward models.
 
-A session is stored first (atomically, idempotent on its id), then vectorised by feature_svc and scored by
-reward_svc over HTTP. If either is down the answer is `status: pending` and a background loop scores it
-when they return: a stored session is never lost. Errors are values mapped to HTTP status in `_problem`.
+A session is vectorised by feature_svc and scored by reward_svc over HTTP, then stored with its score in one
+write (atomic, idempotent on its id) before the answer is sent. If either service is down it is stored alone
+and answered `status: pending`; a background loop scores it when they return: a session is never lost.
+Errors are values mapped to HTTP status in `_problem`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
 from gateway.db import PayloadPurgedError, SessionConflict, Store
 from gateway.keys import allowed, authenticate
-from tacit.schemas import Session, SessionError, validate_session
+from tacit.schemas import FeatureVector, Score, Session, SessionError, validate_session
 from tacit.schemas.gateway import (
     Erasure,
     ImportIfllm,
@@ -184,48 +185,57 @@ class Pipeline:
         row = await anyio.to_thread.run_sync(self.store.find_turn, session.user_id, session.task_id, session.turn - 1)
         return None if row is None else self.store.load_payload(row)
 
-    async def score(self, session: Session) -> SessionScore:
-        """Vectorise and score a stored session; raises DependencyDownError / DependencyError."""
+    async def compute(self, session: Session) -> tuple[FeatureVector, Score]:
+        """Vector (feature_svc) and score (reward_svc) of a session; raises DependencyDownError / DependencyError."""
         feature_set = await self.feature_set(session.mode)
         vector = await self.features.vectorize(session, feature_set, await self.previous(session))
         [score] = await self.reward.score([vector], session.mode)
-        await anyio.to_thread.run_sync(self.store.set_result, vector, score)  # features + score, one transaction
+        return vector, score
+
+    def _observe(self, session: Session, score: Score) -> None:
         self.metrics.scored.labels(session.mode, str(score.abstained).lower()).inc()
         self.metrics.scores.labels(session.mode).observe(score.p)
         if session.feedback is not None and session.feedback.preference is not None:
             agree = (score.p >= 0.5) == bool(_LABEL[session.feedback.preference])
             self.metrics.agreement.labels(session.mode, str(agree).lower()).inc()
-        return _score_of(
-            session.mode,
-            session.session_id,
-            "scored",
-            score.p,
-            score.preferred,
-            score.confidence,
-            score.model_id,
-            score.demo,
-            score.quality,
-            score.abstained,
-        )
+
+    async def score(self, session: Session) -> SessionScore:
+        """Score an already stored session (the rescoring path)."""
+        vector, score = await self.compute(session)
+        row = await anyio.to_thread.run_sync(self.store.set_result, vector, score)
+        self._observe(session, score)
+        return _record_score(row, created=False)
 
     async def ingest(self, session: Session) -> SessionScore:
-        row, created = await anyio.to_thread.run_sync(self.store.put_session, session)
-        if created:
-            self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower()).inc()
-        if not created and row.score_status == "scored":
+        """Answer a session's score; it is stored before the answer is sent, whatever the services do.
+
+        A new session is scored first and stored together with its score in one write; when a service is
+        down it is stored alone, pending, and the rescoring loop scores it later.
+        """
+        existing = await anyio.to_thread.run_sync(self.store.get_session, session.session_id)
+        if existing is not None and existing.score_status == "scored":
+            row, _ = await anyio.to_thread.run_sync(self.store.put_session, session)  # raises on a conflict
             return _record_score(row, created=False)
         try:
-            result = await self.score(session)
+            vector, score = await self.compute(session)
         except (DependencyDownError, DependencyError) as err:
+            row, created = await anyio.to_thread.run_sync(self.store.put_session, session)
+            self._count(session, created)
             reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.problem.code}"
             self.metrics.pending.labels(reason).inc()
             # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
             retryable = isinstance(err, DependencyDownError) or err.status == 409
             mark = self.store.defer_score if retryable else self.store.mark_score_failed
-            await anyio.to_thread.run_sync(mark, session.session_id, str(err))
-            refreshed = await anyio.to_thread.run_sync(self.store.get_session, session.session_id)
-            return _record_score(refreshed or row, created=created)
-        return msgspec.structs.replace(result, created=created)
+            row = await anyio.to_thread.run_sync(mark, session.session_id, str(err))
+            return _record_score(row, created=created)
+        row, created = await anyio.to_thread.run_sync(lambda: self.store.put_session(session, result=(vector, score)))
+        self._count(session, created)
+        self._observe(session, score)
+        return _record_score(row, created=created)
+
+    def _count(self, session: Session, created: bool) -> None:
+        if created:
+            self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower()).inc()
 
     async def rescore_pending(self, limit: int = 50) -> int:
         """Score sessions left pending; stops at the first dependency that is still down."""
