@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tacit.ifllm.archive import find_shared, unpack_release
 
 ROOT = Path(__file__).resolve().parent
 
@@ -20,28 +19,7 @@ def shared_dir() -> Path | None:
     """The team's `shared/` folder: $TACIT_SHARED, else the nearest `shared/` beside an ancestor."""
     if os.environ.get("TACIT_SHARED"):
         return Path(os.environ["TACIT_SHARED"])
-    for parent in ROOT.parents:
-        candidate = parent / "shared"
-        if (candidate / "ifllm").is_dir() or (candidate / "spec").is_dir():
-            return candidate
-    return None
-
-
-def _unpack(tarball: Path, cache: Path) -> Path:
-    target = cache / "ifllm"
-    if (target / "query_logs_table.csv").exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers: one unpacks, the others wait
-        if not (target / "query_logs_table.csv").exists():
-            tmp = cache / "unpacking"
-            shutil.rmtree(tmp, ignore_errors=True)
-            with tarfile.open(tarball) as tar:
-                tar.extractall(tmp, filter="data")
-            (tmp / "ifllm").rename(target)
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return find_shared(ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +32,7 @@ def ifllm_dir() -> Path:
     if tarball is None or not tarball.exists():
         pytest.skip("IFLLM dev subset not available (set TACIT_IFLLM_DIR or provide ../shared/ifllm)")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tacit" / "ifllm-dev"
-    return _unpack(tarball, cache)
+    return unpack_release(tarball, cache)
 
 
 @pytest.fixture(scope="session")

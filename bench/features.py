@@ -16,11 +16,8 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +25,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from _tables import print_table
+
+from tacit.ifllm.archive import find_release, unpack_release
 
 REPO = Path(__file__).resolve().parents[1]
 TARBALL = REPO.parent / "shared" / "ifllm" / "ifllm-dev.tar.xz"
@@ -37,17 +37,6 @@ TARGET_MS = 5.0
 REFERENCE_ROWS_PER_S = 10.0
 REFERENCE_SECONDS = 200.0
 REFERENCE_SAMPLES = 5_900_000
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\n{title}\n{line}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    print(line)
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    print(line)
 
 
 # --- (a) latency --------------------------------------------------------------------------------------------
@@ -216,7 +205,7 @@ def bench_latency(n: int, samples: int) -> None:
             ]
         )
     streams = sum(s is not None for r in session.responses for s in (r.mouse, r.gaze))
-    _table(
+    print_table(
         f"(a) latency, ms: pairwise session, {streams} streams x {samples} samples, {len(body) / 1e6:.2f} MB JSON, "
         f"{n} rounds (paths interleaved); target median < {TARGET_MS:g} ms",
         ["path", "median", "p95", "p99", "vs app", f"<{TARGET_MS:g}ms"],
@@ -227,39 +216,10 @@ def bench_latency(n: int, samples: int) -> None:
 # --- (b) extraction throughput --------------------------------------------------------------------------
 
 
-def _find_data(root: Path) -> Path | None:
-    for candidate in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        if (candidate / "query_logs_table.csv").is_file():
-            return candidate
-    return None
-
-
-def _unpacked(tarball: Path) -> Path:
-    """Unpack `tarball` into the cache once (atomically, so an interrupted run does not leave half a folder)."""
-    if CACHE.is_dir() and (found := _find_data(CACHE)) is not None:
-        return found
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    print(f"unpacking {tarball} into {CACHE} (once) ...", flush=True)
-    staging = Path(tempfile.mkdtemp(prefix="ifllm-dev.", dir=CACHE.parent))
-    try:
-        with tarfile.open(tarball, "r:xz") as archive:
-            archive.extractall(staging, filter="data")
-        if CACHE.exists():
-            shutil.rmtree(CACHE)
-        staging.rename(CACHE)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    found = _find_data(CACHE)
-    if found is None:
-        raise SystemExit(f"{tarball} holds no query_logs_table.csv")
-    return found
-
-
 def resolve_data(arg: str | None) -> Path | None:
     """The unpacked IFLLM folder to use, or None (with a message) when there is none."""
     if arg is not None and not arg.endswith((".tar.xz", ".txz")):
-        found = _find_data(Path(arg).expanduser())
+        found = find_release(Path(arg).expanduser())
         if found is None:
             raise SystemExit(f"--data {arg}: no query_logs_table.csv in it or one level down")
         return found
@@ -267,7 +227,8 @@ def resolve_data(arg: str | None) -> Path | None:
     if not tarball.is_file():
         print(f"\n(b) skipped: no --data folder and no tarball at {tarball}")
         return None
-    return _unpacked(tarball)
+    print(f"unpacking {tarball} into {CACHE} (once) ...", flush=True)
+    return unpack_release(tarball, CACHE)
 
 
 def _peak_rss_mb() -> float:
@@ -341,7 +302,7 @@ def bench_extraction(data: Path, workers: int) -> None:
             "1x",
         ]
     )
-    _table(
+    print_table(
         f"(b) extraction throughput: {data}, mode=default; peak RSS = own + largest child, MB",
         ["run", "rows", "samples", "rows/s", "samples/s", "seconds", "wall s", "peak RSS", "vs 1 worker", "vs ref"],
         table,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _tables import print_table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,17 +30,6 @@ sys.path.insert(0, str(REPO))
 TARGET_SPEEDUP = 10.0
 BATCH = 1000
 MODELS = ("reference_rf", "swap_et", "swap_et_sigmoid")
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\n{title}\n{line}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    print(line)
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    print(line)
 
 
 def _latencies(fn: Callable[[], Any], calls: int) -> list[float]:
@@ -117,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 "PASS" if ok else "FAIL",
             ]
         )
-    _table(
+    print_table(
         f"Reward scoring, one row and a {BATCH:,}-row batch ({source}; {args.calls} single-row calls; ms)",
         [
             "model",

@@ -38,6 +38,7 @@ from tacit.schemas import (
     validate_session,
 )
 from tacit.schemas import Response as SessionResponse
+from tacit.schemas.problem import Problem
 from tacit.settings import FeatureSettings, load_settings
 
 __all__ = ["Problem", "create_app", "serve"]
@@ -52,14 +53,6 @@ _BATCH = msgspec.json.Decoder(FeatureBatchRequest)
 _ENCODER = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """Every 4xx/5xx answer: a stable `code`, the offending `field` (a JSON path into the body) and a `detail`."""
-
-    code: str
-    field: str
-    detail: str
 
 
 def _body_error(err: msgspec.DecodeError | UnicodeError) -> SessionError:

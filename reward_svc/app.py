@@ -23,6 +23,7 @@ from reward_svc.model.estimators import MODELS
 from reward_svc.registry import Registry
 from reward_svc.service import ScoreError, Scorer, model_info
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
+from tacit.schemas.problem import Problem
 from tacit.settings import RewardSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
 
@@ -34,14 +35,6 @@ JSON = "application/json"
 _SCORE = msgspec.json.Decoder(ScoreRequest)
 _TRAIN = msgspec.json.Decoder(TrainRewardModel)
 _ENCODER = msgspec.json.Encoder()
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """Every error answer: a stable `code`, the offending `field` and a human `detail`."""
-
-    code: str
-    field: str
-    detail: str
 
 
 class RequestError(Exception):

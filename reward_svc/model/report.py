@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from reward_svc.model.evaluate import (
     table2_settings,
 )
 from reward_svc.model.plots import length_tercile_accuracy, write_plots
+from tacit.ifllm.archive import find_release, unpack_release
 
 __all__ = ["comparison_plots", "main", "resolve_data"]
 
@@ -37,42 +35,20 @@ TARBALL = REPO.parent / "shared" / "ifllm" / "ifllm-dev.tar.xz"
 CACHE = Path.home() / ".cache" / "tacit" / "ifllm-dev"
 
 
-def _find(root: Path) -> Path | None:
-    if not root.is_dir():
-        return None
-    for candidate in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        if (candidate / "query_logs_table.csv").is_file():
-            return candidate
-    return None
-
-
 def resolve_data(arg: str | None) -> Path:
     """An unpacked IFLLM folder: --data (folder or .tar.xz), else $TACIT_IFLLM_DIR, else the dev tarball unpacked."""
     arg = arg or os.environ.get("TACIT_IFLLM_DIR")
     if arg and not arg.endswith((".tar.xz", ".txz")):
-        found = _find(Path(arg).expanduser())
+        found = find_release(Path(arg).expanduser())
         if found is None:
             raise SystemExit(f"{arg}: no query_logs_table.csv in it or one level down")
         return found
-    if (found := _find(CACHE)) is not None and not arg:
+    if (found := find_release(CACHE)) is not None and not arg:
         return found
     tarball = Path(arg).expanduser() if arg else TARBALL
     if not tarball.is_file():
         raise SystemExit(f"no IFLLM data: pass --data or provide {tarball}")
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="ifllm-dev.", dir=CACHE.parent))
-    try:
-        with tarfile.open(tarball, "r:xz") as archive:
-            archive.extractall(staging, filter="data")
-        if CACHE.exists():
-            shutil.rmtree(CACHE)
-        staging.rename(CACHE)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    found = _find(CACHE)
-    if found is None:
-        raise SystemExit(f"{tarball} holds no query_logs_table.csv")
-    return found
+    return unpack_release(tarball, CACHE)
 
 
 def _lengths(data: TaskData) -> np.ndarray[Any, Any]:

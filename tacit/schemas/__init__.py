@@ -1,6 +1,7 @@
 """Wire contracts: everything that crosses a process boundary."""
 
 from tacit.schemas.features import FeatureBatchRequest, FeatureRequest, FeatureSetInfo, FeatureVector, FeatureVectors
+from tacit.schemas.problem import Problem
 from tacit.schemas.reward import (
     ModelProgress,
     RewardModelInfo,
@@ -30,6 +31,7 @@ __all__ = [
     "FeatureVectors",
     "Feedback",
     "ModelProgress",
+    "Problem",
     "Response",
     "RewardModelInfo",
     "Score",

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tacit.schemas.problem import Problem
 from tacit.schemas.session import Session
 
 __all__ = [
@@ -19,14 +20,6 @@ __all__ = [
     "SessionRecord",
     "SessionScore",
 ]
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """Every error answer: a stable `code`, the offending `field` (a JSON path into the body) and a `detail`."""
-
-    code: str
-    field: str
-    detail: str
 
 
 class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
