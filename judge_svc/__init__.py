@@ -1,1 +1,11 @@
-"""LLM-as-judge service; built in the judge issue."""
+"""LLM-as-judge service: pairwise judgments in both orders, versioned verdicts, a Redis cache.
+
+`prompts` holds the template and its strict parser, `backends` the judges (OpenAI-compatible HTTP, local
+transformers), `protocol` the order swapping and caching, `app` the HTTP edge, `testing` a loopback
+OpenAI-compatible server for tests.
+"""
+
+from judge_svc.prompts import TEMPLATE_HASH, Judgment, ParseError, build_messages, parse_judgment
+from judge_svc.protocol import Judge, VerdictCache
+
+__all__ = ["TEMPLATE_HASH", "Judge", "Judgment", "ParseError", "VerdictCache", "build_messages", "parse_judgment"]

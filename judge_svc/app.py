@@ -1,0 +1,173 @@
+"""HTTP edge of the judge service: one pairwise judgment per request, health and Prometheus metrics.
+
+`POST /v1/judgments` decodes a `JudgeRequest` from bytes with msgspec, judges it (both orders by default)
+and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and the error recorded: the
+request was served, the judge did not give a usable answer. Errors are mapped to status in `_problem`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from judge_svc.backends import Backend
+from judge_svc.protocol import Judge, VerdictCache
+from judge_svc.settings import JudgeSettings, load_judge_settings
+from tacit.schemas.judge import JudgeRequest, Sampling, Verdict
+from tacit.schemas.problem import Problem
+
+__all__ = ["create_app", "make_backend", "serve"]
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+
+_REQUEST = msgspec.json.Decoder(JudgeRequest)
+_ENCODER = msgspec.json.Encoder()
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, code: str, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.field, self.detail = status, code, field, detail
+
+
+def _decode(body: bytes) -> JudgeRequest:
+    try:
+        return _REQUEST.decode(body)
+    except msgspec.ValidationError as err:
+        message = str(err)
+        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
+        raise RequestError(422, "invalid", field or "$", message.split(" - at ")[0]) from None
+    except (msgspec.DecodeError, UnicodeError) as err:
+        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
+
+
+def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, RequestError):
+        status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        problem = Problem(
+            code={404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(status, "http_error"),
+            field="path" if status in (404, 405) else "$",
+            detail=exc.detail,
+        )
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
+    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter("tacit_judge_calls", "Judgments served", ["outcome"], registry=self.registry)
+        self.latency = Histogram(
+            "tacit_judge_seconds",
+            "Judgment latency",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+        )
+        self.tokens = Counter("tacit_judge_tokens", "Judge tokens spent", ["direction"], registry=self.registry)
+        self.cache_hits = Counter("tacit_judge_cache_hits", "Per-order outcomes from the cache", registry=self.registry)
+        self.failures = Counter(
+            "tacit_judge_failures", "Orders the judge failed on", ["reason"], registry=self.registry
+        )
+        self.inconsistent = Counter(
+            "tacit_judge_inconsistent", "Verdicts whose two orders disagreed", registry=self.registry
+        )
+
+    def record(self, verdict: Verdict, seconds: float) -> None:
+        self.calls.labels("failed" if verdict.winner is None else "ok").inc()
+        self.latency.observe(seconds)
+        self.tokens.labels("in").inc(verdict.tokens_in)
+        self.tokens.labels("out").inc(verdict.tokens_out)
+        for outcome in verdict.outcomes:
+            if outcome.cached:
+                self.cache_hits.inc()
+            if outcome.error is not None:
+                self.failures.labels(outcome.error.split(":")[0].split(" ")[0]).inc()
+        if verdict.consistent is False:
+            self.inconsistent.inc()
+
+
+@post("/v1/judgments", status_code=200, summary="Judge one pair of answers")
+async def judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    body = _decode(await request.body())
+    start = time.perf_counter()
+    verdict = await state.judge.judge(body)
+    state.metrics.record(verdict, time.perf_counter() - start)
+    return Response(_ENCODER.encode(verdict), status_code=200, media_type=JSON)
+
+
+@get("/healthz", summary="Liveness")
+async def healthz(state: State) -> dict[str, str]:
+    return {"status": "ok", "backend": state.judge.backend.name, "model": state.judge.backend.model}
+
+
+@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def make_backend(settings: JudgeSettings) -> Backend:
+    """The backend the settings name (the local one imports torch, lazily)."""
+    sampling = Sampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
+    if settings.backend == "local":
+        from judge_svc.backends.local import LocalBackend
+
+        return LocalBackend(settings.model, sampling=sampling)
+    from judge_svc.backends.openai_compat import OpenAICompatBackend
+
+    return OpenAICompatBackend(
+        settings.base_url,
+        settings.model,
+        settings.api_key,
+        concurrency=settings.concurrency,
+        timeout_s=settings.timeout_s,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+        sampling=sampling,
+    )
+
+
+def create_app(settings: JudgeSettings | None = None) -> Litestar:
+    """The judge service."""
+    settings = settings or load_judge_settings()
+
+    async def startup(app: Litestar) -> None:
+        cache = VerdictCache.from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
+        app.state.settings = settings
+        app.state.judge = Judge(make_backend(settings), cache)
+        app.state.metrics = Metrics()
+
+    async def shutdown(app: Litestar) -> None:
+        judge: Judge = app.state.judge
+        await judge.backend.aclose()
+        if judge.cache is not None:
+            await judge.cache.aclose()
+
+    return Litestar(
+        route_handlers=[judgments, healthz, metrics_endpoint],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        exception_handlers={Exception: _problem},
+        openapi_config=OpenAPIConfig(title="Tacit judge service", version="1"),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+
+
+def serve(settings: JudgeSettings | None = None) -> None:
+    import uvicorn
+
+    settings = settings or load_judge_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

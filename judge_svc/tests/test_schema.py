@@ -1,0 +1,38 @@
+"""The judge wire contract: a JSON-schema snapshot so that changes show up in review."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tacit.schemas.judge import JudgeRequest, Verdict
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "judge.schema.json"
+
+
+def test_json_schema_matches_the_committed_snapshot() -> None:
+    (_, raw) = msgspec.json.schema_components([JudgeRequest, Verdict])
+    components = json.loads(json.dumps(raw))  # tuples (defaults, enums) compare as the lists JSON stores
+    if not SNAPSHOT.exists():
+        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(components, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
+        pytest.fail(f"no schema snapshot: wrote {SNAPSHOT}; review and commit it, then rerun")
+    committed = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert components == committed, (
+        f"the judge wire contract changed: if intended, delete {SNAPSHOT.name}, rerun, review the diff and commit it"
+    )
+
+
+def test_request_forbids_unknown_fields_and_verdict_round_trips() -> None:
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.json.decode(b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "x": 1}', type=JudgeRequest)
+    request = msgspec.json.decode(b'{"prompt": "q", "answer_a": "a", "answer_b": "b"}', type=JudgeRequest)
+    assert (request.both_orders, request.winner_rule, request.rubric, request.reference) == (
+        True,
+        "from_scores",
+        (),
+        None,
+    )

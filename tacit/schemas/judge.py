@@ -1,0 +1,111 @@
+"""Judge-service wire types: a pairwise judgment request and the versioned verdict it produces."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "CRITERIA",
+    "RUBRIC_DIMS",
+    "JudgeRequest",
+    "OrderOutcome",
+    "Sampling",
+    "Verdict",
+    "Winner",
+]
+
+CRITERIA = ("instruction_following", "informativeness", "factuality", "clarity", "helpfulness")
+"""The paper's five criteria, each scored 1 to 10 per answer (spec 8.6)."""
+RUBRIC_DIMS = ("factuality", "informativeness", "relevance", "overall")
+"""Optional extra rubric dimensions (the human check's scales, here scored 1 to 10 by the judge)."""
+
+Winner = Literal["A", "B", "tie"]
+RubricDim = Literal["factuality", "informativeness", "relevance", "overall"]
+Text = Annotated[str, msgspec.Meta(max_length=200_000)]
+
+
+class JudgeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/judgments: judge answer A against answer B for one prompt."""
+
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
+    """The user's query (the conversation prompt both answers reply to)."""
+    answer_a: Text
+    answer_b: Text
+    reference: Text | None = None
+    """An optional reference answer shown to the judge."""
+    both_orders: bool = True
+    """Judge A/B and then B/A (position debiasing); disagreement between the orders is a tie."""
+    winner_rule: Literal["from_scores", "from_winner_line"] = "from_scores"
+    """`from_scores`: the higher overall score wins (equal = tie); `from_winner_line`: the judge's WINNER line
+    (what the reference code does)."""
+    rubric: tuple[RubricDim, ...] = ()
+    """Extra rubric dimensions scored beside the five criteria, reported as `rubric_<dim>`."""
+    use_cache: bool = True
+    """Read cached per-order outcomes; new outcomes are cached either way."""
+
+
+class Sampling(msgspec.Struct, frozen=True, kw_only=True):
+    """Sampling parameters the judge was called with (part of a verdict's version)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+
+
+class OrderOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The judge's answer for one presentation order, mapped back to the request's A/B labels.
+
+    Also the value cached in Redis, so it carries nothing that depends on the winner rule.
+    """
+
+    order: Literal["ab", "ba"]
+    """`ab`: answer A shown first; `ba`: answers swapped."""
+    winner_line: Winner | None = None
+    """The WINNER line, mapped back to the request's labels."""
+    score_a: int | None = None
+    """Overall score (SCORE line) of the request's answer A."""
+    score_b: int | None = None
+    criteria_a: dict[str, int] = {}
+    """Per-criterion scores of answer A (the five criteria and any `rubric_<dim>`)."""
+    criteria_b: dict[str, int] = {}
+    reasoning: str = ""
+    raw: str = ""
+    """The judge's last reply, verbatim."""
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached: bool = False
+    error: str | None = None
+    """Why no judgment was obtained (after retries); None on success."""
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a judgment request, with everything needed to reproduce it."""
+
+    winner: Winner | None
+    """None when the judge failed (never guessed)."""
+    winner_rule: Literal["from_scores", "from_winner_line"]
+    consistent: bool | None
+    """Both orders named the same winner; None with a single order or on failure."""
+    order_winners: tuple[Winner | None, ...]
+    """Winner of each order under `winner_rule`, in the request's labels (same order as `outcomes`)."""
+    score_a: float | None
+    """Overall score of A, averaged over the orders."""
+    score_b: float | None
+    criteria_a: dict[str, float]
+    """Per-criterion scores of A, averaged over the orders."""
+    criteria_b: dict[str, float]
+    outcomes: tuple[OrderOutcome, ...]
+    backend: str
+    model: str
+    template_hash: str
+    """sha256 of the prompt template (system text, user layout, examples)."""
+    sampling: Sampling
+    tokens_in: int
+    """Tokens spent on this request (cached outcomes cost nothing)."""
+    tokens_out: int
+    cached: bool
+    """Every outcome came from the cache."""
+    error: str | None = None
