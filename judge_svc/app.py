@@ -3,12 +3,21 @@
 `POST /v1/judgments` decodes a `JudgeRequest` from bytes with msgspec, judges it (both orders by default)
 and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and the error recorded: the
 request was served, the judge did not give a usable answer. Errors are mapped to status in `_problem`.
+
+`POST /v1/judgments:batch` takes up to 1000 pairs and answers 202 with a job id at once; the job runs as an
+asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total) and, once
+done, the verdicts in request order and (with `evaluation: true`, answer_a = SFT, answer_b = aligned) the
+`judge_svc.evaluation` summary. Jobs live in memory only (`JobStore`): they are lost on restart, are not shared
+between replicas, and only the newest `max_jobs` are kept; running jobs are cancelled on shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -16,12 +25,13 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from judge_svc.backends import Backend
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
-from tacit.schemas.judge import JudgeRequest, Sampling, Verdict
+from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import Problem
 
 __all__ = ["create_app", "make_backend", "serve"]
@@ -30,6 +40,7 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 
 _REQUEST = msgspec.json.Decoder(JudgeRequest)
+_BATCH = msgspec.json.Decoder(BatchRequest)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -39,9 +50,9 @@ class RequestError(Exception):
         self.status, self.code, self.field, self.detail = status, code, field, detail
 
 
-def _decode(body: bytes) -> JudgeRequest:
+def _decode(body: bytes, decoder: msgspec.json.Decoder[Any] = _REQUEST) -> Any:
     try:
-        return _REQUEST.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as err:
         message = str(err)
         field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
@@ -108,6 +119,86 @@ async def judgments(request: Request[Any, Any, Any], state: State) -> Response[b
     return Response(_ENCODER.encode(verdict), status_code=200, media_type=JSON)
 
 
+class JobStore:
+    """Batch jobs in this process's memory (see the module docstring): the newest `max_jobs`, running ones kept."""
+
+    def __init__(self, max_jobs: int = 100, concurrency: int = 16) -> None:
+        self.max_jobs, self.concurrency = max_jobs, concurrency
+        self.jobs: OrderedDict[str, BatchJob] = OrderedDict()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, batch: BatchRequest, judge: Judge, metrics: Metrics) -> BatchJob:
+        job = BatchJob(
+            job_id=uuid.uuid4().hex, status="running", done=0, total=len(batch.items), created_at=time.time()
+        )
+        self.jobs[job.job_id] = job
+        self._evict()
+        task = asyncio.create_task(self._run(job, batch, judge, metrics), name=f"judge-batch-{job.job_id}")
+        self.tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(job.job_id, None))
+        return job
+
+    def _evict(self) -> None:
+        for job_id in [j for j, job in self.jobs.items() if job.status != "running"]:
+            if len(self.jobs) <= self.max_jobs:
+                break
+            del self.jobs[job_id]
+
+    async def _run(self, job: BatchJob, batch: BatchRequest, judge: Judge, metrics: Metrics) -> None:
+        limit = asyncio.Semaphore(self.concurrency)
+        verdicts: list[Verdict | None] = [None] * job.total
+
+        async def one(i: int, item: JudgeRequest) -> None:
+            async with limit:
+                start = time.perf_counter()
+                verdict = await judge.judge(item)
+                metrics.record(verdict, time.perf_counter() - start)
+            verdicts[i] = verdict
+            job.done += 1
+            job.failures += verdict.winner is None
+
+        try:
+            await asyncio.gather(*(one(i, item) for i, item in enumerate(batch.items)))
+            done = [v for v in verdicts if v is not None]
+            if batch.evaluation:
+                from judge_svc.evaluation import evaluate
+
+                job.evaluation = evaluate(
+                    (r.prompt, r.answer_a, r.answer_b, v) for r, v in zip(batch.items, done, strict=True)
+                )
+            job.verdicts, job.status = done, "done"
+        except asyncio.CancelledError:
+            job.status, job.error = "cancelled", "service shut down"
+            raise
+        except Exception as err:
+            logger.exception("batch job %s failed", job.job_id)
+            job.status, job.error = "failed", f"{type(err).__name__}: {err}"
+        finally:
+            job.finished_at = time.time()
+
+    async def aclose(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@post("/v1/judgments:batch", status_code=202, summary="Judge up to 1000 pairs in a background job")
+async def judgments_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    batch: BatchRequest = _decode(await request.body(), _BATCH)
+    job = state.jobs.start(batch, state.judge, state.metrics)
+    accepted = BatchAccepted(job_id=job.job_id, total=job.total, status_url=f"/v1/judgments/jobs/{job.job_id}")
+    return Response(_ENCODER.encode(accepted), status_code=202, media_type=JSON)
+
+
+@get("/v1/judgments/jobs/{job_id:str}", summary="A batch job's progress and, when done, its verdicts")
+async def judgment_job(job_id: FromPath[str], state: State) -> Response[bytes]:
+    job = state.jobs.jobs.get(job_id)
+    if job is None:
+        raise RequestError(404, "not_found", "job_id", f"no job {job_id} (jobs are kept in memory only)")
+    return Response(_ENCODER.encode(job), status_code=200, media_type=JSON)
+
+
 @get("/healthz", summary="Liveness")
 async def healthz(state: State) -> dict[str, str]:
     return {"status": "ok", "backend": state.judge.backend.name, "model": state.judge.backend.model}
@@ -148,15 +239,17 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.judge = Judge(make_backend(settings), cache)
         app.state.metrics = Metrics()
+        app.state.jobs = JobStore(concurrency=4 * settings.concurrency)
 
     async def shutdown(app: Litestar) -> None:
+        await app.state.jobs.aclose()
         judge: Judge = app.state.judge
         await judge.backend.aclose()
         if judge.cache is not None:
             await judge.cache.aclose()
 
     return Litestar(
-        route_handlers=[judgments, healthz, metrics_endpoint],
+        route_handlers=[judgments, judgments_batch, judgment_job, healthz, metrics_endpoint],
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers={Exception: _problem},

@@ -20,7 +20,7 @@ from typing import Any
 from judge_svc.prompts import format_judgment
 from tacit.schemas.judge import CRITERIA
 
-__all__ = ["FakeOpenAIServer", "Reply", "judgment_text"]
+__all__ = ["FakeOpenAIServer", "Reply", "judgment_text", "prefer_longer", "shown_answers"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,19 @@ def judgment_text(score_a: int, score_b: int, winner: str | None = None, criteri
     return format_judgment(
         dict.fromkeys(criteria, score_a), dict.fromkeys(criteria, score_b), score_a, score_b, winner, "Scripted."
     )
+
+
+def shown_answers(body: dict[str, Any]) -> tuple[str, str]:
+    """The two answers a chat-completions request shows the judge, as (first = A, second = B)."""
+    user = body["messages"][-1]["content"]
+    first = user.split("[Response A]\n", 1)[1].split("\n\n[Response B]\n", 1)
+    return first[0], first[1].rsplit("\n\nCompare the two responses", 1)[0]
+
+
+def prefer_longer(body: dict[str, Any]) -> Reply:
+    """A responder that scores the answer with more words 8 and the other 4 (equal lengths: a 6/6 tie)."""
+    a, b = (len(text.split()) for text in shown_answers(body))
+    return Reply.ok(judgment_text(6, 6) if a == b else (judgment_text(8, 4) if a > b else judgment_text(4, 8)))
 
 
 def _default(_: dict[str, Any]) -> Reply:

@@ -83,6 +83,10 @@ def _serve(args: argparse.Namespace) -> int:
         from gateway.app import serve as serve_gateway
 
         serve_gateway()
+    elif args.service == "judge":
+        from judge_svc.app import serve as serve_judge
+
+        serve_judge()
     return 0
 
 
@@ -123,15 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     add_reward_commands(sub)
 
     from gateway.keys import add_keys_commands
+    from judge_svc.cli import add_judge_commands
     from tacit.ifllm.sessions import add_sessions_command
     from tacit.up import add_up_command
 
     add_keys_commands(sub)
+    add_judge_commands(sub)
     add_up_command(sub)
     add_sessions_command(sub)
 
     serve = sub.add_parser("serve", help="run a service in the foreground")
-    serve.add_argument("service", choices=["gateway", "features", "reward"])
+    serve.add_argument("service", choices=["gateway", "features", "reward", "judge"])
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run a Celery worker (cpu queue by default)")

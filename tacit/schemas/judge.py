@@ -9,7 +9,13 @@ import msgspec
 __all__ = [
     "CRITERIA",
     "RUBRIC_DIMS",
+    "BatchAccepted",
+    "BatchJob",
+    "BatchRequest",
+    "EvaluationSlice",
+    "EvaluationSummary",
     "JudgeRequest",
+    "MeanSE",
     "OrderOutcome",
     "Sampling",
     "Verdict",
@@ -108,4 +114,82 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     tokens_out: int
     cached: bool
     """Every outcome came from the cache."""
+    error: str | None = None
+
+
+class MeanSE(msgspec.Struct, frozen=True, kw_only=True):
+    """A mean with its standard error (`sd(ddof=1) / sqrt(n)`); None where undefined (n = 0, or n = 1 for se)."""
+
+    mean: float | None
+    se: float | None
+    n: int
+
+
+class EvaluationSlice(msgspec.Struct, frozen=True, kw_only=True):
+    """Aligned-vs-SFT figures over a set of judged pairs (paper Tables 3 and 5)."""
+
+    name: str
+    """`all`, or a length tercile: `short`, `medium`, `long`."""
+    n: int
+    """Judged pairs (failures excluded); ties count in the denominator of every rate."""
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float | None
+    tie_rate: float | None
+    loss_rate: float | None
+    score_diff: MeanSE
+    """Judge's overall score of the aligned answer minus the SFT answer's."""
+    sft_length: MeanSE
+    """Whitespace word count of the SFT answers."""
+    aligned_length: MeanSE
+    mean_length_range: tuple[float, float] | None = None
+    """Terciles only: the smallest and largest mean-of-both-answers length in the slice."""
+
+
+class EvaluationSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The evaluation of aligned vs SFT answers by the judge (see `judge_svc.evaluation`)."""
+
+    pairs: int
+    """Pairs given, failures included."""
+    failures: int
+    """Pairs the judge failed on (winner None): counted here, left out of every figure."""
+    overall: EvaluationSlice
+    terciles: tuple[EvaluationSlice, ...]
+    lc_win_rate: float | None
+    """Length-controlled win rate: the logistic fit of win on length difference, at zero difference."""
+    lc_slope_per_100_words: float | None
+    """The fit's log-odds change per 100 words of (aligned - SFT) length difference."""
+    lc_method: str
+
+
+class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/judgments:batch: judge many pairs in a background job."""
+
+    items: Annotated[list[JudgeRequest], msgspec.Meta(min_length=1, max_length=1000)]
+    evaluation: bool = False
+    """Also summarise the verdicts, reading answer_a as the SFT answer and answer_b as the aligned one."""
+
+
+class BatchAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """202 answer to a batch: where to poll."""
+
+    job_id: str
+    total: int
+    status_url: str
+
+
+class BatchJob(msgspec.Struct, kw_only=True):
+    """GET /v1/judgments/jobs/{id}: a batch job's state; verdicts (request order) once it is done."""
+
+    job_id: str
+    status: Literal["running", "done", "failed", "cancelled"]
+    done: int
+    total: int
+    failures: int = 0
+    """Verdicts so far with winner None."""
+    created_at: float = 0.0
+    finished_at: float | None = None
+    verdicts: list[Verdict] | None = None
+    evaluation: EvaluationSummary | None = None
     error: str | None = None
