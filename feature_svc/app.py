@@ -333,4 +333,23 @@ def serve(settings: FeatureSettings | None = None) -> None:
     import uvicorn  # only the server process needs it
 
     settings = settings if settings is not None else load_settings(FeatureSettings, "TACIT_FEATURES_")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        **_fast_server(),
+    )
+
+
+def _fast_server() -> dict[str, str]:
+    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
+    import importlib.util
+
+    fast = {}
+    if importlib.util.find_spec("httptools") is not None:
+        fast["http"] = "httptools"
+    if importlib.util.find_spec("uvloop") is not None:
+        fast["loop"] = "uvloop"
+    return fast

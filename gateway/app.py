@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -185,10 +186,13 @@ class Pipeline:
         row = await anyio.to_thread.run_sync(self.store.find_turn, session.user_id, session.task_id, session.turn - 1)
         return None if row is None else self.store.load_payload(row)
 
-    async def compute(self, session: Session) -> tuple[FeatureVector, Score]:
-        """Vector (feature_svc) and score (reward_svc) of a session; raises DependencyDownError / DependencyError."""
+    async def compute(self, session: Session, raw: bytes | None = None) -> tuple[FeatureVector, Score]:
+        """Vector (feature_svc) and score (reward_svc) of a session; raises DependencyDownError / DependencyError.
+
+        `raw`: the validated JSON the session was decoded from, passed to feature_svc without re-encoding.
+        """
         feature_set = await self.feature_set(session.mode)
-        vector = await self.features.vectorize(session, feature_set, await self.previous(session))
+        vector = await self.features.vectorize(session, feature_set, await self.previous(session), raw=raw)
         [score] = await self.reward.score([vector], session.mode)
         return vector, score
 
@@ -206,18 +210,19 @@ class Pipeline:
         self._observe(session, score)
         return _record_score(row, created=False)
 
-    async def ingest(self, session: Session) -> SessionScore:
+    async def ingest(self, session: Session, raw: bytes | None = None) -> SessionScore:
         """Answer a session's score; it is stored before the answer is sent, whatever the services do.
 
         A new session is scored first and stored together with its score in one write; when a service is
-        down it is stored alone, pending, and the rescoring loop scores it later.
+        down it is stored alone, pending, and the rescoring loop scores it later. `raw`: the JSON the session
+        was decoded and validated from (sent on to feature_svc as it is).
         """
-        existing = await anyio.to_thread.run_sync(self.store.get_session, session.session_id)
-        if existing is not None and existing.score_status == "scored":
+        status = await anyio.to_thread.run_sync(self.store.score_status, session.session_id)
+        if status == "scored":
             row, _ = await anyio.to_thread.run_sync(self.store.put_session, session)  # raises on a conflict
             return _record_score(row, created=False)
         try:
-            vector, score = await self.compute(session)
+            vector, score = await self.compute(session, raw)
         except (DependencyDownError, DependencyError) as err:
             row, created = await anyio.to_thread.run_sync(self.store.put_session, session)
             self._count(session, created)
@@ -331,8 +336,9 @@ def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:
 )
 async def post_session(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     start = time.perf_counter()
-    session = decode_session(await request.body())
-    result = await state.pipeline.ingest(session)
+    body = await request.body()
+    session = decode_session(body)
+    result = await state.pipeline.ingest(session, body)
     state.metrics.latency.observe(time.perf_counter() - start)
     return _json(result, 200 if result.status == "scored" else 202)
 
@@ -632,4 +638,20 @@ def serve(settings: GatewaySettings | None = None) -> None:
     import uvicorn
 
     settings = settings or load_settings(GatewaySettings, "TACIT_GATEWAY_")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings)
+    # The modules and app built at start-up live as long as the process: keep the collector from rescanning them.
+    gc.freeze()
+    # No access log (a line per request on the hot path); httptools and uvloop when installed.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False, **_fast_server())
+
+
+def _fast_server() -> dict[str, str]:
+    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
+    import importlib.util
+
+    fast = {}
+    if importlib.util.find_spec("httptools") is not None:
+        fast["http"] = "httptools"
+    if importlib.util.find_spec("uvloop") is not None:
+        fast["loop"] = "uvloop"
+    return fast

@@ -104,11 +104,25 @@ class FeatureClient(_Service):
     name = "feature_svc"
     _VECTOR = msgspec.json.Decoder(FeatureVector)
 
-    async def vectorize(self, session: Session, feature_set: str, previous: Session | None = None) -> FeatureVector:
-        body: dict[str, Any] = {"session": session, "feature_set": feature_set}
-        if previous is not None:
-            body["previous"] = previous
-        response = await self.request("POST", "/v1/features", content=msgspec.json.encode(body))
+    async def vectorize(
+        self, session: Session, feature_set: str, previous: Session | None = None, *, raw: bytes | None = None
+    ) -> FeatureVector:
+        """The session's vector. `raw`: the JSON the session was decoded (and validated) from, sent as it is.
+
+        Wrapping the client's bytes saves re-encoding the session; they must decode to `session`.
+        """
+        if raw is None:
+            body: dict[str, Any] = {"session": session, "feature_set": feature_set}
+            if previous is not None:
+                body["previous"] = previous
+            content = msgspec.json.encode(body)
+        else:
+            parts = [b'{"session":', raw, b',"feature_set":', msgspec.json.encode(feature_set)]
+            if previous is not None:
+                parts += [b',"previous":', msgspec.json.encode(previous)]
+            parts.append(b"}")
+            content = b"".join(parts)
+        response = await self.request("POST", "/v1/features", content=content)
         return self._VECTOR.decode(response.content)
 
     async def healthy(self) -> bool:

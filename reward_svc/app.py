@@ -220,4 +220,23 @@ def serve(settings: RewardSettings | None = None) -> None:
     import uvicorn
 
     settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        **_fast_server(),
+    )
+
+
+def _fast_server() -> dict[str, str]:
+    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
+    import importlib.util
+
+    fast = {}
+    if importlib.util.find_spec("httptools") is not None:
+        fast["http"] = "httptools"
+    if importlib.util.find_spec("uvloop") is not None:
+        fast["loop"] = "uvloop"
+    return fast

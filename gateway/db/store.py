@@ -181,10 +181,22 @@ class Store:
         else:
             raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
         self._writer = self.engine.execution_options(tacit_begin="IMMEDIATE")
+        # Built once, values bound per call: building `.values(row)` each time cost more than the write itself.
+        self._put_statement = (
+            self._insert(_SESSION_TABLE)
+            .on_conflict_do_nothing(index_elements=["session_id"])
+            .returning(_SESSION_TABLE.c.session_id)
+        )
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
         self._names_lock = threading.Lock()
         # An in-memory SQLite database is one connection: its transactions must take turns.
         self._serial: AbstractContextManager[Any] = threading.RLock() if _is_memory(url) else nullcontext()
+        # A SQLite file has one writer at a time. Writers of this process queue on a lock (woken at once when it
+        # is released) rather than in SQLite's busy handler, which polls with sleeps of up to 100 ms; readers
+        # never wait (WAL). Other processes still meet at BEGIN IMMEDIATE and the busy timeout.
+        self._writers: AbstractContextManager[Any] = (
+            threading.RLock() if backend == "sqlite" and not _is_memory(url) else nullcontext()
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -215,7 +227,7 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[DbSession]:
-        with self._serial, DbSession(self._writer, expire_on_commit=False) as s:
+        with self._serial, self._writers, DbSession(self._writer, expire_on_commit=False) as s:
             yield s
 
     # -- sessions --------------------------------------------------------------------------------------
@@ -271,15 +283,10 @@ class Store:
             )
             self._apply_score(row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo)
         values = {column.name: getattr(row, column.name) for column in _SESSION_COLUMNS}
-        statement = (
-            self._insert(SessionRow)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["session_id"])
-            .returning(_SESSION_TABLE.c.session_id)
-        )
         for _ in range(3):
             with self._write() as s:
-                if s.connection().execute(statement).first() is not None:  # no row back: the id was taken
+                # A row back: inserted. None: the id was taken.
+                if s.connection().execute(self._put_statement, values).first() is not None:
                     s.commit()
                     return row, True
                 # Already stored (on PostgreSQL possibly by a concurrent put that just committed).
@@ -329,6 +336,17 @@ class Store:
     def get_session(self, session_id: str) -> SessionRow | None:
         with self._read() as s:
             return s.get(SessionRow, session_id)
+
+    def score_status(self, session_id: str) -> str | None:
+        """The score status of a stored session ('pending', 'scored', 'failed'); None when it is not stored.
+
+        One indexed column read, without the payload (the ingest hot path asks it of every session).
+        """
+        query = select(SessionRow.score_status).where(SessionRow.session_id == session_id)
+        with self._serial, self.engine.connect() as conn:
+            status = conn.execute(query).scalar_one_or_none()
+            conn.rollback()
+        return status
 
     def find_turn(self, user_id: str, task_id: str, turn: int) -> SessionRow | None:
         """The user's session at `turn` of conversation `task_id` (the latest received if several), with payload."""
