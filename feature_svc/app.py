@@ -39,6 +39,7 @@ from tacit.schemas import (
 )
 from tacit.schemas import Response as SessionResponse
 from tacit.schemas.problem import Problem
+from tacit.serving import fast_server_options
 from tacit.settings import FeatureSettings, load_settings
 
 __all__ = ["Problem", "create_app", "serve"]
@@ -338,18 +339,5 @@ def serve(settings: FeatureSettings | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,
-        **_fast_server(),
+        **fast_server_options(),
     )
-
-
-def _fast_server() -> dict[str, str]:
-    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
-    import importlib.util
-
-    fast = {}
-    if importlib.util.find_spec("httptools") is not None:
-        fast["http"] = "httptools"
-    if importlib.util.find_spec("uvloop") is not None:
-        fast["loop"] = "uvloop"
-    return fast

@@ -28,7 +28,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
+from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.db import PayloadPurgedError, SessionConflict, Store
 from gateway.keys import allowed, authenticate
 from tacit.schemas import FeatureVector, Score, Session, SessionError, validate_session
@@ -43,6 +43,7 @@ from tacit.schemas.gateway import (
     SessionScore,
 )
 from tacit.schemas.validate import decode_session
+from tacit.serving import fast_server_options
 from tacit.settings import GatewaySettings, load_settings
 
 __all__ = ["create_app", "serve"]
@@ -517,6 +518,31 @@ async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     return _json(_job_info(row))
 
 
+# Judgments: judge_svc does the work; the gateway is the one public API (judging is not idempotent: no retry).
+
+
+@post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **_scoped("train"))
+async def post_judgment(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@post("/v1/judgments:batch", status_code=202, summary="Judge many pairs (a job with progress)", **_scoped("train"))
+async def post_judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@get(
+    ["/v1/judgments/{job_id:str}", "/v1/judgments/jobs/{job_id:str}"],
+    summary="A judgment job: progress, verdicts, evaluation",
+    **_scoped("read"),
+)
+async def get_judgments(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    response = await state.judge.request("GET", f"/v1/judgments/jobs/{job_id}")
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
 @get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -585,6 +611,8 @@ def create_app(
         app.state.reward = RewardClient(
             settings.reward_url, timeout=settings.timeout_s, retries=settings.retries, transport=reward_transport
         )
+        # A judgment can take a minute (an LLM answering twice): its own, longer timeout.
+        app.state.judge = JudgeClient(settings.judge_url, timeout=max(settings.timeout_s, 180.0), retries=0)
         app.state.pipeline = pipeline = Pipeline(db, app.state.features, app.state.reward, settings, metrics)
         task = asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))
         try:
@@ -595,6 +623,7 @@ def create_app(
                 await task
             await app.state.features.close()
             await app.state.reward.close()
+            await app.state.judge.close()
             if own_store:
                 db.close()
 
@@ -611,6 +640,9 @@ def create_app(
             activate_model,
             import_ifllm,
             get_import,
+            post_judgment,
+            post_judgments,
+            get_judgments,
             healthz,
             readyz,
             metrics_endpoint,
@@ -642,16 +674,4 @@ def serve(settings: GatewaySettings | None = None) -> None:
     # The modules and app built at start-up live as long as the process: keep the collector from rescanning them.
     gc.freeze()
     # No access log (a line per request on the hot path); httptools and uvloop when installed.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False, **_fast_server())
-
-
-def _fast_server() -> dict[str, str]:
-    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
-    import importlib.util
-
-    fast = {}
-    if importlib.util.find_spec("httptools") is not None:
-        fast["http"] = "httptools"
-    if importlib.util.find_spec("uvloop") is not None:
-        fast["loop"] = "uvloop"
-    return fast
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **fast_server_options())

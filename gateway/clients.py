@@ -18,7 +18,7 @@ import msgspec
 from tacit.schemas import FeatureVector, Score, ScoreResponse, Session
 from tacit.schemas.gateway import Problem
 
-__all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "RewardClient"]
+__all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "JudgeClient", "RewardClient"]
 
 
 class DependencyDownError(Exception):
@@ -148,6 +148,16 @@ class RewardClient(_Service):
             if model.get("active"):
                 return str(model["feature_set"])
         return None
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self.client.get("/healthz", timeout=1.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class JudgeClient(_Service):
+    name = "judge_svc"
 
     async def healthy(self) -> bool:
         try:

@@ -33,6 +33,7 @@ from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import Problem
+from tacit.serving import fast_server_options
 
 __all__ = ["create_app", "make_backend", "serve"]
 
@@ -263,4 +264,4 @@ def serve(settings: JudgeSettings | None = None) -> None:
     import uvicorn
 
     settings = settings or load_judge_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", **fast_server_options())

@@ -24,6 +24,7 @@ from reward_svc.registry import Registry
 from reward_svc.service import ScoreError, Scorer, model_info
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem
+from tacit.serving import fast_server_options
 from tacit.settings import RewardSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
 
@@ -225,18 +226,5 @@ def serve(settings: RewardSettings | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        access_log=False,
-        **_fast_server(),
+        **fast_server_options(),
     )
-
-
-def _fast_server() -> dict[str, str]:
-    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise."""
-    import importlib.util
-
-    fast = {}
-    if importlib.util.find_spec("httptools") is not None:
-        fast["http"] = "httptools"
-    if importlib.util.find_spec("uvloop") is not None:
-        fast["loop"] = "uvloop"
-    return fast

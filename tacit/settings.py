@@ -87,6 +87,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     """SQLAlchemy URL; empty = SQLite under the data home (`gateway.db`)."""
     feature_url: str = "http://127.0.0.1:8101"
     reward_url: str = "http://127.0.0.1:8102"
+    judge_url: str = "http://127.0.0.1:8103"
     redis_url: str = "redis://127.0.0.1:6379/0"
     feature_set: str = "all"
     """Feature set sessions are vectorised with (the active reward model's set wins when it differs)."""

@@ -56,7 +56,6 @@ __all__ = [
 DEFAULT_PORT = 8100
 #: Services that belong to the stack but are not built yet: printed as not started, never faked.
 NOT_BUILT = {
-    "judge_svc": "judge service (its issue is open)",
     "align worker": "alignment worker on the align queue (its issue is open)",
 }
 _CLI = [sys.executable, "-m", "tacit.cli"]
@@ -372,17 +371,22 @@ def child_env(home: Path, environ: Mapping[str, str], redis_url: str) -> dict[st
     """What every child shares: the data home and the Redis every queue and service uses."""
     env = dict(environ)
     env["TACIT_HOME"] = str(home)
-    for prefix in ("TACIT_REWARD_", "TACIT_WORKER_", "TACIT_GATEWAY_"):
+    for prefix in ("TACIT_REWARD_", "TACIT_WORKER_", "TACIT_GATEWAY_", "TACIT_JUDGE_"):
         env[f"{prefix}REDIS_URL"] = redis_url
     return env
 
 
 def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> list[Service]:
-    """feature_svc, reward_svc, the cpu worker and the gateway (not started)."""
+    """feature_svc, reward_svc, judge_svc, the cpu worker and the gateway (not started).
+
+    judge_svc talks to the OpenAI-compatible endpoint of `TACIT_JUDGE_BASE_URL` / `_MODEL` / `_API_KEY`
+    (nothing is called until a judgment is asked for).
+    """
     logs = home / "logs"
-    feature_port, reward_port = free_port(), free_port()
+    feature_port, reward_port, judge_port = free_port(), free_port(), free_port()
     feature_url = f"http://127.0.0.1:{feature_port}"
     reward_url = f"http://127.0.0.1:{reward_port}"
+    judge_url = f"http://127.0.0.1:{judge_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     features = Service(
         "feature_svc",
@@ -399,6 +403,14 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
         env={**env, "TACIT_REWARD_HOST": "127.0.0.1", "TACIT_REWARD_PORT": str(reward_port)},
         health_url=f"{reward_url}/healthz",
         url=reward_url,
+    )
+    judge = Service(
+        "judge_svc",
+        [*_CLI, "serve", "judge"],
+        logs / "judge_svc.log",
+        env={**env, "TACIT_JUDGE_HOST": "127.0.0.1", "TACIT_JUDGE_PORT": str(judge_port)},
+        health_url=f"{judge_url}/healthz",
+        url=judge_url,
     )
     worker = Service(
         "cpu worker",
@@ -417,11 +429,12 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
             "TACIT_GATEWAY_PORT": str(gateway_port),
             "TACIT_GATEWAY_FEATURE_URL": feature_url,
             "TACIT_GATEWAY_REWARD_URL": reward_url,
+            "TACIT_GATEWAY_JUDGE_URL": judge_url,
         },
         health_url=f"{gateway_url}/healthz",
         url=gateway_url,
     )
-    return [features, reward, worker, gateway]
+    return [features, reward, judge, worker, gateway]
 
 
 def create_admin_key(environ: Mapping[str, str]) -> str:

@@ -359,8 +359,15 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}/v1/" in output
         described = json.loads((home / "up.json").read_text())
         pids = [s["pid"] for s in described["services"].values()]
-        assert set(described["services"]) == {"redis", "feature_svc", "reward_svc", "cpu worker", "gateway"}
-        for name in ("redis", "feature_svc", "reward_svc", "worker_cpu", "gateway"):
+        assert set(described["services"]) == {
+            "redis",
+            "feature_svc",
+            "reward_svc",
+            "judge_svc",
+            "cpu worker",
+            "gateway",
+        }
+        for name in ("redis", "feature_svc", "reward_svc", "judge_svc", "worker_cpu", "gateway"):
             assert (home / "logs" / f"{name}.log").exists()
         with TacitClient(f"http://127.0.0.1:{port}", key) as client:
             session = simulate_session(seed=11, samples=300)

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.db import Store
 from gateway.keys import create_key
+from judge_svc.testing import FakeOpenAIServer, prefer_longer
 from reward_svc.demo import write_demo_table
 from reward_svc.registry import Registry
 from reward_svc.service import run_training
@@ -78,6 +79,7 @@ class Stack:
     gateway: Service
     features: Service
     reward: Service
+    judge: Service
     database_url: str
     keys: dict[str, str]
 
@@ -143,6 +145,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
         reward_port,
         tmp_path / "reward.log",
     )
+    # judge_svc in front of a named test double of an OpenAI-compatible LLM server (it prefers longer answers).
+    fake_llm = FakeOpenAIServer(prefer_longer).start()
+    judge_port = free_port()
+    judge = Service(
+        "judge_svc",
+        [*cli, "judge"],
+        {
+            **env,
+            "TACIT_JUDGE_PORT": str(judge_port),
+            "TACIT_JUDGE_BASE_URL": fake_llm.base_url,
+            "TACIT_JUDGE_MODEL": "fake-judge",
+            "TACIT_JUDGE_REDIS_URL": redis_url,
+        },
+        judge_port,
+        tmp_path / "judge.log",
+    )
     gateway_port = free_port()
     gateway = Service(
         "gateway",
@@ -153,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
             "TACIT_GATEWAY_DATABASE_URL": database_url,
             "TACIT_GATEWAY_FEATURE_URL": features.url,
             "TACIT_GATEWAY_REWARD_URL": reward.url,
+            "TACIT_GATEWAY_JUDGE_URL": judge.url,
             "TACIT_GATEWAY_REDIS_URL": redis_url,
             "TACIT_GATEWAY_RESCORE_INTERVAL_S": "0.3",
             "TACIT_GATEWAY_TIMEOUT_S": "2",
@@ -163,12 +182,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
     )
     started = []
     try:
-        for service in (features, reward, gateway):
+        for service in (features, reward, judge, gateway):
             started.append(service.start())  # noqa: PERF401 (one by one: stop what started if a later one fails)
-        yield Stack(gateway=gateway, features=features, reward=reward, database_url=database_url, keys=keys)
+        yield Stack(
+            gateway=gateway, features=features, reward=reward, judge=judge, database_url=database_url, keys=keys
+        )
     finally:
         for service in reversed(started):
             service.stop()
+        fake_llm.stop()
 
 
 @pytest.fixture(scope="module")

@@ -220,3 +220,32 @@ def test_import_an_ifllm_folder_then_every_question_is_scored(stack: Stack, ifll
             time.sleep(0.5)
     scored = [i for i in items if i["score"]["status"] == "scored"]
     assert len(scored) >= stored * 0.9, statuses
+
+
+def test_judgments_through_the_gateway(stack: Stack) -> None:
+    pair = {
+        "prompt": "What is a tide?",
+        "answer_a": "The sea rises.",
+        "answer_b": "The sea rises and falls twice a day.",
+    }
+    with stack.client("train") as client:
+        verdict = client.post("/v1/judgments", json=pair)
+        assert verdict.status_code == 200, verdict.text
+        assert verdict.json()["winner"] == "B"  # the fake judge prefers the longer answer, in both orders
+        assert verdict.json()["consistent"] is True
+        job = client.post("/v1/judgments:batch", json={"items": [pair, pair], "evaluation": True})
+        assert job.status_code == 202, job.text
+        job_id = job.json()["job_id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with stack.client("read") as reader:
+                response = reader.get(f"/v1/judgments/{job_id}")
+            assert response.status_code == 200, response.text
+            status = response.json()
+            if status["status"] != "running":
+                break
+            time.sleep(0.2)
+    assert status["status"] == "done", status
+    assert status["done"] == status["total"] == 2
+    with stack.client("read") as reader:
+        assert reader.post("/v1/judgments", json=pair).status_code == 403
