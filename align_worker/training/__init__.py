@@ -1,0 +1,1 @@
+"""Pure training code (no Celery): preference data, SFT, DPO / robust DPO losses."""
