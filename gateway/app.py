@@ -42,6 +42,7 @@ from tacit.schemas.gateway import (
     SessionRecord,
     SessionScore,
 )
+from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
 from tacit.settings import GatewaySettings, load_settings
@@ -54,16 +55,9 @@ _ENCODER = msgspec.json.Encoder()
 _BATCH = msgspec.json.Decoder(SessionBatch)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, field: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.field, self.detail = status, code, field, detail
-        self.headers = headers or {}
-
-
 def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     headers: dict[str, str] = {}
-    if isinstance(exc, ApiError):
+    if isinstance(exc, RequestError):
         status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
     elif isinstance(exc, SessionError):
         status = 400 if exc.code == "malformed" else 422
@@ -103,7 +97,7 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
     """Guard: a valid `Authorization: Bearer <key>` whose scopes include the route's `scope` option."""
     header = connection.headers.get("authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise ApiError(401, "unauthorized", "authorization", "send an API key as 'Authorization: Bearer <key>'")
+        raise RequestError(401, "unauthorized", "authorization", "send an API key as 'Authorization: Bearer <key>'")
     token = header[7:].strip()
     state = connection.app.state
     cached = state.key_cache.get(token)
@@ -114,10 +108,10 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
         state.key_cache[token] = cached
     scopes = cached[1]
     if scopes is None:
-        raise ApiError(401, "unauthorized", "authorization", "unknown or revoked API key")
+        raise RequestError(401, "unauthorized", "authorization", "unknown or revoked API key")
     needed = handler.opt.get("scope", "admin")
     if not allowed(scopes, needed):
-        raise ApiError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
+        raise RequestError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
 
 
 def _scoped(scope: str) -> dict[str, Any]:
@@ -346,14 +340,7 @@ async def post_session(request: Request[Any, Any, Any], state: State) -> Respons
 
 @post("/v1/sessions:batch", status_code=200, summary="Ingest many sessions", **_scoped("ingest"))
 async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    try:
-        batch: SessionBatch = _BATCH.decode(await request.body())
-    except msgspec.ValidationError as err:
-        message = str(err)
-        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
-        raise ApiError(422, "invalid", field, message.split(" - at ")[0]) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise ApiError(400, "malformed", "$", f"malformed JSON: {err}") from None
+    batch: SessionBatch = decode_body(_BATCH, await request.body())
     for i, session in enumerate(batch.sessions):  # validate all before storing any
         try:
             validate_session(session)
@@ -370,7 +357,7 @@ async def get_session(
 ) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
     if row is None:
-        raise ApiError(404, "not_found", "session_id", f"no session {session_id}")
+        raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
     return _json(_record(state.store, row, include == "payload"))
 
 
@@ -383,13 +370,13 @@ async def list_sessions(
     cursor: FromQuery[str | None] = None,
 ) -> Response[bytes]:
     if not 1 <= limit <= 500:
-        raise ApiError(422, "invalid", "limit", "limit must be between 1 and 500")
+        raise RequestError(422, "invalid", "limit", "limit must be between 1 and 500")
     try:
         rows, next_cursor = await anyio.to_thread.run_sync(
             lambda: state.store.list_sessions(user_id=user_id, since=since, limit=limit, cursor=cursor)
         )
     except ValueError as err:
-        raise ApiError(422, "invalid", "cursor", str(err)) from None
+        raise RequestError(422, "invalid", "cursor", str(err)) from None
     return _json(SessionPage(items=[_record(state.store, r, False) for r in rows], next_cursor=next_cursor))
 
 
@@ -495,14 +482,14 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
     try:
         spec: ImportIfllm = _IMPORT.decode(await request.body())
     except msgspec.ValidationError as err:
-        raise ApiError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
+        raise RequestError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
     except (msgspec.DecodeError, UnicodeError) as err:
-        raise ApiError(400, "malformed", "$", f"malformed JSON: {err}") from None
+        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
     from pathlib import Path
 
     root = Path(spec.data)
     if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():
-        raise ApiError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
+        raise RequestError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
     job = await anyio.to_thread.run_sync(state.store.create_job, "import_ifllm", {"data": spec.data})
     task = asyncio.create_task(anyio.to_thread.run_sync(run_ifllm_import, state.store, job.id, spec.data))
     state.jobs.add(task)
@@ -514,7 +501,7 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
 async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
     if row is None:
-        raise ApiError(404, "not_found", "job_id", f"no job {job_id}")
+        raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
     return _json(_job_info(row))
 
 

@@ -32,7 +32,7 @@ from judge_svc.backends import Backend
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Sampling, Verdict
-from tacit.schemas.problem import Problem
+from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.serving import fast_server_options
 
 __all__ = ["create_app", "make_backend", "serve"]
@@ -43,23 +43,6 @@ JSON = "application/json"
 _REQUEST = msgspec.json.Decoder(JudgeRequest)
 _BATCH = msgspec.json.Decoder(BatchRequest)
 _ENCODER = msgspec.json.Encoder()
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, code: str, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.field, self.detail = status, code, field, detail
-
-
-def _decode(body: bytes, decoder: msgspec.json.Decoder[Any] = _REQUEST) -> Any:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as err:
-        message = str(err)
-        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
-        raise RequestError(422, "invalid", field or "$", message.split(" - at ")[0]) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
 
 
 def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -113,7 +96,7 @@ class Metrics:
 
 @post("/v1/judgments", status_code=200, summary="Judge one pair of answers")
 async def judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    body = _decode(await request.body())
+    body = decode_body(_REQUEST, await request.body())
     start = time.perf_counter()
     verdict = await state.judge.judge(body)
     state.metrics.record(verdict, time.perf_counter() - start)
@@ -186,7 +169,7 @@ class JobStore:
 
 @post("/v1/judgments:batch", status_code=202, summary="Judge up to 1000 pairs in a background job")
 async def judgments_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    batch: BatchRequest = _decode(await request.body(), _BATCH)
+    batch: BatchRequest = decode_body(_BATCH, await request.body())
     job = state.jobs.start(batch, state.judge, state.metrics)
     accepted = BatchAccepted(job_id=job.job_id, total=job.total, status_url=f"/v1/judgments/jobs/{job.job_id}")
     return Response(_ENCODER.encode(accepted), status_code=202, media_type=JSON)

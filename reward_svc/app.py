@@ -23,7 +23,7 @@ from reward_svc.model.estimators import MODELS
 from reward_svc.registry import Registry
 from reward_svc.service import ScoreError, Scorer, model_info
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
-from tacit.schemas.problem import Problem
+from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.serving import fast_server_options
 from tacit.settings import RewardSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
@@ -36,24 +36,6 @@ JSON = "application/json"
 _SCORE = msgspec.json.Decoder(ScoreRequest)
 _TRAIN = msgspec.json.Decoder(TrainRewardModel)
 _ENCODER = msgspec.json.Encoder()
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, code: str, field: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.field, self.detail = status, code, field, detail
-        self.headers = headers or {}
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as err:
-        message = str(err)
-        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
-        raise RequestError(422, "invalid", field or "$", message.split(" - at ")[0]) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
 
 
 def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -104,7 +86,7 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
 
 @post("/v1/score", status_code=200, summary="Score feature vectors")
 async def score(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    body: ScoreRequest = _decode(_SCORE, await request.body())
+    body: ScoreRequest = decode_body(_SCORE, await request.body())
     start = time.perf_counter()
     scores = state.scorer.score(body.vectors, body.mode, body.model_id)
     metrics: Metrics = state.metrics
@@ -131,7 +113,7 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
 
 @post("/v1/reward/models", status_code=202, summary="Train a reward model (a job on the cpu queue)")
 async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    spec: TrainRewardModel = _decode(_TRAIN, await request.body())
+    spec: TrainRewardModel = decode_body(_TRAIN, await request.body())
     if spec.model is not None and spec.model not in MODELS:
         raise RequestError(422, "unknown_model", "model", f"unknown model {spec.model!r}; known: {', '.join(MODELS)}")
     registry: Registry = state.registry
