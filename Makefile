@@ -15,10 +15,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,align]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install Tacit with the dev extras
+install: $(STAMP) ## Create .venv and install Tacit with the dev and align extras (torch==2.13.0 CPU)
 
 TACIT_HOME ?= $(HOME)/.local/share/tacit
 
