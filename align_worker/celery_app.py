@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+import align_worker.metrics
 from tacit.settings import WorkerSettings, load_settings
 from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU, TASK_TRAIN_REWARD
 
@@ -42,3 +43,4 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
 
 #: Module-level app for the `celery -A` command line; creating it opens no connection.
 app = create_celery()
+align_worker.metrics.install(app)  # worker /metrics and task counts (signals only: nothing runs here)

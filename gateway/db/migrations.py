@@ -171,9 +171,61 @@ def _v2_session_indexes(conn: Connection) -> None:
     conn.execute(text("DROP INDEX ix_sessions_user_id"))
 
 
+def _v3_alignment(conn: Connection) -> None:
+    meta = MetaData()
+    ts = DateTime(timezone=True)
+    Table(
+        "alignment_jobs",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("kind", String(16), nullable=False),
+        Column("status", String(16), nullable=False, index=True),
+        Column("spec", JSON, nullable=False),
+        Column("data", JSON, nullable=False),
+        Column("progress", JSON, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("cancel_requested", Boolean, nullable=False),
+        Column("error", Text, nullable=False),
+        Column("result", JSON),
+        Column("worker", String(200), nullable=False),
+        Column("created_by", String(32), nullable=False),
+        Column("created_at", ts, nullable=False),
+        Column("started_at", ts),
+        Column("finished_at", ts),
+        Column("updated_at", ts, nullable=False),
+        Index("ix_alignment_jobs_created", "created_at", "id"),
+    )
+    Table(
+        "alignment_pairs",
+        meta,
+        Column("job_id", String(32), primary_key=True),
+        Column("pair_id", String(32), primary_key=True),
+        Column("split", String(8), nullable=False),
+        Column("pair", JSON, nullable=False),
+    )
+    Table(
+        "alignment_pair_users",
+        meta,
+        Column("job_id", String(32), primary_key=True),
+        Column("pair_id", String(32), primary_key=True),
+        Column("user_id", String(128), primary_key=True, index=True),
+    )
+    Table(
+        "job_events",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("job_id", String(32), nullable=False, index=True),
+        Column("at", ts, nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("data", JSON, nullable=False),
+    )
+    meta.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial),
     Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
+    Migration(3, "alignment jobs, their pair snapshots and the job event log", _v3_alignment),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -19,8 +19,12 @@ __all__ = [
     "JOB_STATES",
     "SCOPES",
     "SCORE_STATES",
+    "AlignmentJobRow",
+    "AlignmentPairRow",
+    "AlignmentPairUserRow",
     "Erasure",
     "FeatureNamesRow",
+    "JobEventRow",
     "JobRow",
     "KeyRow",
     "SessionRow",
@@ -184,3 +188,66 @@ class JobRow(_Base, table=True):
     result: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AlignmentJobRow(_Base, table=True):
+    """An alignment job: its spec, the summary of its pair snapshot, its state machine and progress.
+
+    queued -> running -> succeeded | failed | cancelled; `attempts` counts the times a worker started it (a
+    redelivered job resumes from its checkpoint). The gateway creates it; the worker moves it on.
+    """
+
+    __tablename__ = "alignment_jobs"
+    __table_args__ = (Index("ix_alignment_jobs_created", "created_at", "id"),)
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    status: str = Field(default="queued", sa_column=Column(String(16), nullable=False, index=True))
+    spec: dict[str, Any] = Field(sa_column=json_column(nullable=False))
+    data: dict[str, Any] = Field(sa_column=json_column(nullable=False))
+    """The DataSummary of the pair snapshot."""
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=json_column(nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    cancel_requested: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=json_column())
+    worker: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    created_by: str = Field(default="", sa_column=Column(String(32), nullable=False))
+    """Id of the API key that created it."""
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    finished_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AlignmentPairRow(_Base, table=True):
+    """One preference pair of a job's snapshot (a PreferencePair as JSON)."""
+
+    __tablename__ = "alignment_pairs"
+
+    job_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    pair_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    split: str = Field(sa_column=Column(String(8), nullable=False))
+    pair: dict[str, Any] = Field(sa_column=json_column(nullable=False))
+
+
+class AlignmentPairUserRow(_Base, table=True):
+    """A user whose sessions a pair was built from: erasure deletes the user's pairs through it."""
+
+    __tablename__ = "alignment_pair_users"
+
+    job_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    pair_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), primary_key=True, index=True))
+
+
+class JobEventRow(_Base, table=True):
+    """One entry of a job's event log; `id` orders the log (and is the SSE event id)."""
+
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    job_id: str = Field(sa_column=Column(String(32), nullable=False, index=True))
+    at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=json_column(nullable=False))

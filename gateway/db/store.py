@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, text, update
+from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -36,6 +36,8 @@ from sqlmodel import col, select
 from gateway.db.migrations import current_version, migrate
 from gateway.db.models import (
     JOB_STATES,
+    AlignmentPairRow,
+    AlignmentPairUserRow,
     Erasure,
     FeatureNamesRow,
     JobRow,
@@ -61,7 +63,7 @@ __all__ = [
 #: Scoring attempts that failed for the session itself (not for a dependency being down) before giving up.
 MAX_SCORE_ATTEMPTS = 5
 #: Tables that hold rows keyed by a raw user id; erasure empties them for the user.
-USER_TABLES = ("sessions", "training_sets")
+USER_TABLES = ("sessions", "training_sets", "alignment_pairs", "alignment_pair_users")
 _JOB_FIELDS = frozenset({"status", "stage", "done", "total", "error", "spec", "result"})
 _MAX_ERROR_CHARS = 2000
 # Listings and score updates never need the (large) payload; load_payload fetches it on demand.
@@ -623,10 +625,18 @@ class Store:
 
     def count_user_rows(self, user_id: str) -> dict[str, int]:
         """Rows holding this user id, per table of USER_TABLES."""
+        links = select(AlignmentPairUserRow.job_id, AlignmentPairUserRow.pair_id).where(
+            AlignmentPairUserRow.user_id == user_id
+        )
+        pair_key = tuple_(col(AlignmentPairRow.job_id), col(AlignmentPairRow.pair_id))
         with self._read() as s:
             return {
                 "sessions": s.exec(select(func.count()).where(SessionRow.user_id == user_id)).one(),
                 "training_sets": s.exec(select(func.count()).where(TrainingSetRow.user_id == user_id)).one(),
+                "alignment_pairs": s.exec(select(func.count()).where(pair_key.in_(links))).one(),
+                "alignment_pair_users": s.exec(
+                    select(func.count()).where(AlignmentPairUserRow.user_id == user_id)
+                ).one(),
             }
 
     def erase_user(self, user_id: str) -> Erasure:
@@ -637,6 +647,15 @@ class Store:
                 "sessions": s.exec(delete(SessionRow).where(col(SessionRow.user_id) == user_id)).rowcount,
                 "training_sets": s.exec(delete(TrainingSetRow).where(col(TrainingSetRow.user_id) == user_id)).rowcount,
             }
+            # Alignment-job snapshots: the pairs built from the user's sessions (before their user links go).
+            links = select(AlignmentPairUserRow.job_id, AlignmentPairUserRow.pair_id).where(
+                AlignmentPairUserRow.user_id == user_id
+            )
+            pair_key = tuple_(col(AlignmentPairRow.job_id), col(AlignmentPairRow.pair_id))
+            deleted["alignment_pairs"] = s.exec(delete(AlignmentPairRow).where(pair_key.in_(links))).rowcount
+            deleted["alignment_pair_users"] = s.exec(
+                delete(AlignmentPairUserRow).where(col(AlignmentPairUserRow.user_id) == user_id)
+            ).rowcount
             record = Erasure(
                 id=uuid.uuid4().hex,
                 user_hash=hashlib.sha256(user_id.encode()).hexdigest(),

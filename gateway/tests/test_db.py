@@ -32,7 +32,22 @@ from tacit.schemas.session import Consent, Feedback, Session, ViewportStream
 from tacit.simulate import simulate_session
 
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
-GATEWAY_TABLES = {"sessions", "feature_names", "api_keys", "erasures", "training_sets", "jobs", "schema_version"}
+GATEWAY_TABLES = {
+    "sessions",
+    "feature_names",
+    "api_keys",
+    "erasures",
+    "training_sets",
+    "jobs",
+    "schema_version",
+    "alignment_jobs",
+    "alignment_pairs",
+    "alignment_pair_users",
+    "job_events",
+}
+
+
+NO_PAIRS = {"alignment_pairs": 0, "alignment_pair_users": 0}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -115,7 +130,7 @@ def test_a_v1_database_is_upgraded_by_the_next_step(db_url: str) -> None:
         assert st.schema_version() == 1
         assert "ix_sessions_user_id" in _indexes(db_url, "sessions")
         st.put_session(sim(1), received_at=T0)  # data written under v1 survives the upgrade
-        assert st.migrate() == [2]
+        assert st.migrate() == [2, 3]
         indexes = _indexes(db_url, "sessions")
         assert {"ix_sessions_user_received", "ix_sessions_status_received"} <= indexes
         assert "ix_sessions_user_id" not in indexes
@@ -455,23 +470,23 @@ def test_erase_user_empties_every_table_and_names_the_models(store: Store) -> No
     assert store.record_training_set("m-both", ["alice"]) == 0  # recorded once
     store.record_training_set("m-b", ["bob"])
     store.record_training_set("m-a", ["alice", "alice"])
-    assert store.count_user_rows("alice") == {"sessions": 3, "training_sets": 2}
+    assert store.count_user_rows("alice") == {"sessions": 3, "training_sets": 2, **NO_PAIRS}
 
     erasure = store.erase_user("alice")
-    assert erasure.rows_deleted == {"sessions": 3, "training_sets": 2}
+    assert erasure.rows_deleted == {"sessions": 3, "training_sets": 2, **NO_PAIRS}
     assert erasure.models_affected == ["m-a", "m-both"]
     assert erasure.user_hash == hashlib.sha256(b"alice").hexdigest()
     assert erasure.at.tzinfo is not None
-    assert store.count_user_rows("alice") == {"sessions": 0, "training_sets": 0}
+    assert store.count_user_rows("alice") == {"sessions": 0, "training_sets": 0, **NO_PAIRS}
     assert "alice" not in database_text(store.url)  # not even in the erasure record
-    assert store.count_user_rows("bob") == {"sessions": 1, "training_sets": 2}
+    assert store.count_user_rows("bob") == {"sessions": 1, "training_sets": 2, **NO_PAIRS}
     [record] = store.erasures("alice")
     assert record.id == erasure.id
     assert record.rows_deleted == erasure.rows_deleted
     assert store.erasures("bob") == []
 
     again = store.erase_user("alice")
-    assert again.rows_deleted == {"sessions": 0, "training_sets": 0}
+    assert again.rows_deleted == {"sessions": 0, "training_sets": 0, **NO_PAIRS}
     assert again.models_affected == []
     assert len(store.erasures()) == 2
 
