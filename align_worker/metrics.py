@@ -163,7 +163,7 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
         registry = _REGISTRY
     else:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, path=str(directory))
     start_http_server(port, addr=addr, registry=registry)
 
 
@@ -194,7 +194,7 @@ def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
 
 def _on_process_shutdown(pid: int | None = None, **_: Any) -> None:
     if _multiproc_dir() is not None:  # a child's live gauges leave with it
-        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid or os.getpid())
 
 
 def _on_task_prerun(task_id: str | None = None, **_: Any) -> None:

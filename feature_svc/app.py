@@ -19,13 +19,12 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from feature_svc.features import FEATURE_SETS, FeatureError, vectorize, vectorize_batch
+from tacit.http_metrics import HttpMetrics
 from tacit.schemas import (
     Consent,
     FeatureBatchRequest,
@@ -123,19 +122,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "tacit_features_http_requests",
-            "HTTP requests by method, route template and status.",
-            ("method", "route", "status"),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "tacit_features_http_request_duration_seconds",
-            "Time from request start to the last response byte, by method, route template and status.",
-            ("method", "route", "status"),
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-            registry=self.registry,
-        )
+        self.http = HttpMetrics("feature_svc", self.registry)
         self.samples = Histogram(
             "tacit_features_samples_per_session",
             "Samples (all streams) per session whose features were computed.",
@@ -149,30 +136,8 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
             registry=self.registry,
         )
-
-
-class _MetricsMiddleware(ASGIMiddleware):
-    """Counts and times every HTTP request by its route template, so ids in paths do not explode the labels."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        start = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await next_app(scope, receive, send_and_record)
-        finally:
-            labels = (scope.get("method", ""), scope.get("path_template") or "unmatched", str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+        for kind in ("single", "batch"):  # exported from start-up, so rates exist before the first request
+            self.extraction.labels(kind)
 
 
 # --- OpenAPI: bodies are documented from the msgspec contract, as the handlers decode raw bytes -----------
@@ -316,7 +281,7 @@ def create_app(settings: FeatureSettings | None = None) -> Litestar:
         route_handlers=[features, features_batch, feature_sets, healthz, metrics_endpoint],
         state=state,
         on_startup=[on_startup],
-        middleware=[_MetricsMiddleware(metrics)],
+        middleware=[metrics.http.middleware],
         exception_handlers=dict.fromkeys((SessionError, FeatureError, HTTPException, Exception), _problem),
         request_max_body_size=settings.max_body_bytes,
         # Logging is the server's business (uvicorn in `serve`); an app must not reconfigure the root logger.

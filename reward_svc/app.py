@@ -17,11 +17,12 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from reward_svc.model.estimators import MODELS
-from reward_svc.registry import Registry
+from reward_svc.registry import ModelRow, Registry
 from reward_svc.service import ScoreError, Scorer, model_info
+from tacit.http_metrics import HttpMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.serving import fast_server_options
@@ -77,6 +78,30 @@ class Metrics:
         self.abstained = Counter("tacit_abstentions", "Scores abstained on", ["mode"], registry=self.registry)
         self.active = Gauge(
             "tacit_active_reward_model", "1 for the active model", ["mode", "model_id"], registry=self.registry
+        )
+        self.model = Info(
+            "tacit_reward_model",
+            "The active reward model of each mode and its version",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.http = HttpMetrics("reward_svc", self.registry)
+        for mode in ("pairwise", "pointwise"):  # exported from start-up: abstention rates exist with the first score
+            self.scores.labels(mode)
+            self.abstained.labels(mode)
+
+    def activated(self, row: ModelRow) -> None:
+        """Record `row` as its mode's active model."""
+        self.active.labels(row.task, row.id).set(1)
+        self.model.labels(row.task).info(
+            {
+                "model_id": row.id,
+                "model": row.model_name,
+                "feature_set": row.feature_set,
+                "feature_set_version": row.feature_set_version,
+                "data_hash": row.data_hash,
+                "demo": str(row.demo).lower(),
+            }
         )
 
 
@@ -149,7 +174,7 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     state.scorer.invalidate()
     metrics: Metrics = state.metrics
     metrics.active.clear()
-    metrics.active.labels(row.task, row.id).set(1)
+    metrics.activated(row)
     return _json(model_info(row))
 
 
@@ -167,12 +192,13 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
     """The reward service. `celery`: the app used to enqueue training (default: align_worker's)."""
     settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
     registry = Registry(settings.registry_url())
+    metrics = Metrics()
 
     def startup(app: Litestar) -> None:
         app.state.settings = settings
         app.state.registry = registry
         app.state.scorer = Scorer(registry)
-        app.state.metrics = Metrics()
+        app.state.metrics = metrics
         if celery is None:
             from align_worker.celery_app import create_celery
             from tacit.settings import WorkerSettings
@@ -183,7 +209,7 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
         for task in ("pairwise", "pointwise"):
             active = registry.active(task)
             if active is not None:
-                app.state.metrics.active.labels(task, active.id).set(1)
+                metrics.activated(active)
 
     def shutdown(app: Litestar) -> None:
         registry.close()
@@ -192,6 +218,7 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
         route_handlers=[score, list_models, get_model, train_model, activate_model, healthz, metrics_endpoint],
         on_startup=[startup],
         on_shutdown=[shutdown],
+        middleware=[metrics.http.middleware],
         exception_handlers={Exception: _problem},
         openapi_config=OpenAPIConfig(title="Tacit reward service", version="1"),
         request_max_body_size=settings.max_body_bytes,

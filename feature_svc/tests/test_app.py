@@ -319,8 +319,10 @@ def test_metrics_of_each_app_count_its_own_requests(pairwise: Session) -> None:
         text = first.get("/metrics").text
         other = second.get("/metrics").text
 
-    assert 'tacit_features_http_requests_total{method="POST",route="/v1/features",status="200"} 1.0' in text
-    assert 'tacit_features_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/features"' in text
+    assert (
+        'tacit_http_requests_total{method="POST",route="/v1/features",service="feature_svc",status="200"} 1.0' in text
+    )
+    assert 'tacit_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/features"' in text
     assert "tacit_features_samples_per_session_count 1.0" in text
     assert f"tacit_features_samples_per_session_sum {4 * SAMPLES}.0" in text
     assert 'tacit_feature_extraction_seconds_count{kind="single"} 1.0' in text
