@@ -5,10 +5,12 @@ and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and 
 request was served, the judge did not give a usable answer. Errors are mapped to status in `_problem`.
 
 `POST /v1/judgments:batch` takes up to 1000 pairs and answers 202 with a job id at once; the job runs as an
-asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total) and, once
-done, the verdicts in request order and (with `evaluation: true`, answer_a = SFT, answer_b = aligned) the
-`judge_svc.evaluation` summary. Jobs live in memory only (`JobStore`): they are lost on restart, are not shared
-between replicas, and only the newest `max_jobs` are kept; running jobs are cancelled on shutdown.
+asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total, failures,
+order consistency) and, once done, the verdicts in request order and (with `evaluation: true`, answer_a = SFT,
+answer_b = aligned) the `judge_svc.evaluation` summary; `GET /v1/judgments/jobs/{id}/plot.png` draws that
+summary. `GET /v1/judgments/jobs?alignment_job_id=...` lists jobs (newest first, without verdicts), so that an
+alignment job's evaluation can be found by the alignment job's id. With a `redis_url` the jobs are kept in Redis
+and survive a restart (`judge_svc.jobs.RedisRecords`); without one they live in this process's memory.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -29,9 +29,11 @@ from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from judge_svc.backends import Backend
+from judge_svc.jobs import JobRecords, JobStore, JobStoreError, MemoryRecords, RedisRecords
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
-from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Sampling, Verdict
+from tacit.http_metrics import HttpMetrics
+from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.serving import fast_server_options
 
@@ -48,6 +50,8 @@ _ENCODER = msgspec.json.Encoder()
 def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if isinstance(exc, RequestError):
         status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, JobStoreError):
+        status, problem = 503, Problem(code="unavailable", field="$", detail=str(exc))
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         problem = Problem(
@@ -79,6 +83,20 @@ class Metrics:
         self.inconsistent = Counter(
             "tacit_judge_inconsistent", "Verdicts whose two orders disagreed", registry=self.registry
         )
+        self.order_checks = Counter(
+            "tacit_judge_order_checks",
+            "Verdicts judged in both orders, by whether the two orders agreed",
+            ["consistent"],
+            registry=self.registry,
+        )
+        self.http = HttpMetrics("judge_svc", self.registry)
+        # Known label sets exist from start-up, so failure and consistency rates are defined with the first call.
+        for outcome in ("ok", "failed"):
+            self.calls.labels(outcome)
+        for direction in ("in", "out"):
+            self.tokens.labels(direction)
+        for flag in ("true", "false"):
+            self.order_checks.labels(flag)
 
     def record(self, verdict: Verdict, seconds: float) -> None:
         self.calls.labels("failed" if verdict.winner is None else "ok").inc()
@@ -92,6 +110,8 @@ class Metrics:
                 self.failures.labels(outcome.error.split(":")[0].split(" ")[0]).inc()
         if verdict.consistent is False:
             self.inconsistent.inc()
+        if verdict.consistent is not None:
+            self.order_checks.labels(str(verdict.consistent).lower()).inc()
 
 
 @post("/v1/judgments", status_code=200, summary="Judge one pair of answers")
@@ -103,84 +123,54 @@ async def judgments(request: Request[Any, Any, Any], state: State) -> Response[b
     return Response(_ENCODER.encode(verdict), status_code=200, media_type=JSON)
 
 
-class JobStore:
-    """Batch jobs in this process's memory (see the module docstring): the newest `max_jobs`, running ones kept."""
-
-    def __init__(self, max_jobs: int = 100, concurrency: int = 16) -> None:
-        self.max_jobs, self.concurrency = max_jobs, concurrency
-        self.jobs: OrderedDict[str, BatchJob] = OrderedDict()
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    def start(self, batch: BatchRequest, judge: Judge, metrics: Metrics) -> BatchJob:
-        job = BatchJob(
-            job_id=uuid.uuid4().hex, status="running", done=0, total=len(batch.items), created_at=time.time()
-        )
-        self.jobs[job.job_id] = job
-        self._evict()
-        task = asyncio.create_task(self._run(job, batch, judge, metrics), name=f"judge-batch-{job.job_id}")
-        self.tasks[job.job_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(job.job_id, None))
-        return job
-
-    def _evict(self) -> None:
-        for job_id in [j for j, job in self.jobs.items() if job.status != "running"]:
-            if len(self.jobs) <= self.max_jobs:
-                break
-            del self.jobs[job_id]
-
-    async def _run(self, job: BatchJob, batch: BatchRequest, judge: Judge, metrics: Metrics) -> None:
-        limit = asyncio.Semaphore(self.concurrency)
-        verdicts: list[Verdict | None] = [None] * job.total
-
-        async def one(i: int, item: JudgeRequest) -> None:
-            async with limit:
-                start = time.perf_counter()
-                verdict = await judge.judge(item)
-                metrics.record(verdict, time.perf_counter() - start)
-            verdicts[i] = verdict
-            job.done += 1
-            job.failures += verdict.winner is None
-
-        try:
-            await asyncio.gather(*(one(i, item) for i, item in enumerate(batch.items)))
-            done = [v for v in verdicts if v is not None]
-            if batch.evaluation:
-                from judge_svc.evaluation import evaluate
-
-                job.evaluation = evaluate(
-                    (r.prompt, r.answer_a, r.answer_b, v) for r, v in zip(batch.items, done, strict=True)
-                )
-            job.verdicts, job.status = done, "done"
-        except asyncio.CancelledError:
-            job.status, job.error = "cancelled", "service shut down"
-            raise
-        except Exception as err:
-            logger.exception("batch job %s failed", job.job_id)
-            job.status, job.error = "failed", f"{type(err).__name__}: {err}"
-        finally:
-            job.finished_at = time.time()
-
-    async def aclose(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 @post("/v1/judgments:batch", status_code=202, summary="Judge up to 1000 pairs in a background job")
 async def judgments_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     batch: BatchRequest = decode_body(_BATCH, await request.body())
-    job = state.jobs.start(batch, state.judge, state.metrics)
+    job = await state.jobs.start(batch, state.judge, state.metrics.record)
     accepted = BatchAccepted(job_id=job.job_id, total=job.total, status_url=f"/v1/judgments/jobs/{job.job_id}")
     return Response(_ENCODER.encode(accepted), status_code=202, media_type=JSON)
 
 
+async def _job(state: State, job_id: str) -> BatchJob:
+    job: BatchJob | None = await state.jobs.get(job_id)
+    if job is None:
+        kept = "expired or never created" if state.jobs.records.durable else "jobs are kept in memory only"
+        raise RequestError(404, "not_found", "job_id", f"no job {job_id} ({kept})")
+    return job
+
+
+@get("/v1/judgments/jobs", summary="Batch jobs, newest first, without verdicts (filter by alignment_job_id)")
+async def judgment_jobs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    params = request.query_params
+    unknown = sorted(set(params) - {"alignment_job_id", "limit"})
+    if unknown:
+        raise RequestError(422, "invalid", unknown[0], f"unknown query parameter {unknown[0]!r}")
+    alignment_job_id = params.get("alignment_job_id") or None
+    raw_limit = params.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        raise RequestError(422, "invalid", "limit", f"limit must be an integer from 1 to 500, got {raw_limit!r}")
+    jobs = await state.jobs.list(alignment_job_id=alignment_job_id, limit=int(raw_limit))
+    return Response(_ENCODER.encode(BatchJobList(jobs=jobs)), status_code=200, media_type=JSON)
+
+
 @get("/v1/judgments/jobs/{job_id:str}", summary="A batch job's progress and, when done, its verdicts")
 async def judgment_job(job_id: FromPath[str], state: State) -> Response[bytes]:
-    job = state.jobs.jobs.get(job_id)
-    if job is None:
-        raise RequestError(404, "not_found", "job_id", f"no job {job_id} (jobs are kept in memory only)")
-    return Response(_ENCODER.encode(job), status_code=200, media_type=JSON)
+    return Response(_ENCODER.encode(await _job(state, job_id)), status_code=200, media_type=JSON)
+
+
+@get("/v1/judgments/jobs/{job_id:str}/plot.png", summary="An evaluation job's plot (win/tie/loss, score difference)")
+async def judgment_job_plot(job_id: FromPath[str], state: State) -> Response[bytes]:
+    job = await _job(state, job_id)
+    if not job.evaluation_requested:
+        raise RequestError(409, "not_an_evaluation", "job_id", f"job {job_id} was not an evaluation batch")
+    if job.evaluation is None:
+        why = "is still running" if job.status == "running" else f"ended {job.status}: {job.error}"
+        raise RequestError(409, "not_ready", "job_id", f"job {job_id} has no evaluation: it {why}")
+    from judge_svc.evaluation import render_evaluation_png
+
+    title = job.label or (f"alignment job {job.alignment_job_id}" if job.alignment_job_id else "Aligned vs SFT")
+    png = await asyncio.to_thread(render_evaluation_png, job.evaluation, title=title)
+    return Response(png, status_code=200, media_type="image/png")
 
 
 @get("/healthz", summary="Liveness")
@@ -217,13 +207,21 @@ def make_backend(settings: JudgeSettings) -> Backend:
 def create_app(settings: JudgeSettings | None = None) -> Litestar:
     """The judge service."""
     settings = settings or load_judge_settings()
+    metrics = Metrics()
 
     async def startup(app: Litestar) -> None:
         cache = VerdictCache.from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
         app.state.settings = settings
         app.state.judge = Judge(make_backend(settings), cache)
-        app.state.metrics = Metrics()
-        app.state.jobs = JobStore(concurrency=4 * settings.concurrency)
+        app.state.metrics = metrics
+        records: JobRecords = (
+            RedisRecords.from_url(settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s)
+            if settings.redis_url
+            else MemoryRecords(settings.max_jobs)
+        )
+        # Progress is rewritten (and the lease renewed) several times per lease period.
+        save_every_s = min(1.0, settings.job_lease_s / 4)
+        app.state.jobs = JobStore(records, concurrency=4 * settings.concurrency, save_every_s=save_every_s)
 
     async def shutdown(app: Litestar) -> None:
         await app.state.jobs.aclose()
@@ -233,9 +231,18 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
             await judge.cache.aclose()
 
     return Litestar(
-        route_handlers=[judgments, judgments_batch, judgment_job, healthz, metrics_endpoint],
+        route_handlers=[
+            judgments,
+            judgments_batch,
+            judgment_jobs,
+            judgment_job,
+            judgment_job_plot,
+            healthz,
+            metrics_endpoint,
+        ],
         on_startup=[startup],
         on_shutdown=[shutdown],
+        middleware=[metrics.http.middleware],
         exception_handlers={Exception: _problem},
         openapi_config=OpenAPIConfig(title="Tacit judge service", version="1"),
         request_max_body_size=settings.max_body_bytes,

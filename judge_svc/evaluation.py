@@ -10,6 +10,9 @@ Definitions (all pure numpy, no I/O except `plot_evaluation`):
   (as in the reference code), so win + tie + loss = 1.
 * **Score difference**: the judge's overall score of the aligned answer minus the SFT answer's (each averaged
   over the presentation orders by the judge), mean ± standard error `sd(ddof=1) / sqrt(n)`.
+* **Consistency rate**: among the judged pairs whose verdict came from both presentation orders
+  (`verdict.consistent` not None), the share whose two orders named the same winner; None when there is none.
+  A low rate means the judge follows the position more than the answers (its disagreements are the ties).
 * **Lengths**: whitespace word counts (`len(text.split())`, the paper's "Length"), mean ± SE.
 * **Terciles** (Table 5): judged pairs sorted by the mean of both answers' lengths (stable: equal lengths keep
   input order) and split into three consecutive slices with `numpy.array_split` (sizes differ by at most one,
@@ -44,6 +47,7 @@ __all__ = [
     "length_controlled_win_rate",
     "mean_se",
     "plot_evaluation",
+    "render_evaluation_png",
     "word_count",
 ]
 
@@ -126,10 +130,18 @@ def length_controlled_win_rate(
 
 
 def _slice(
-    name: str, outcome: Floats, diff: Floats, sft_len: Floats, aligned_len: Floats, mean_len: Floats | None
+    name: str,
+    outcome: Floats,
+    diff: Floats,
+    sft_len: Floats,
+    aligned_len: Floats,
+    mean_len: Floats | None,
+    consistent: Floats,
 ) -> EvaluationSlice:
     n = int(outcome.size)
     wins, ties, losses = int(np.sum(outcome == 1)), int(np.sum(outcome == 0)), int(np.sum(outcome == -1))
+    both = int(np.sum(~np.isnan(consistent)))
+    agreed = int(np.sum(consistent == 1))
     return EvaluationSlice(
         name=name,
         n=n,
@@ -143,6 +155,9 @@ def _slice(
         sft_length=mean_se(sft_len),
         aligned_length=mean_se(aligned_len),
         mean_length_range=(float(mean_len.min()), float(mean_len.max())) if mean_len is not None and n else None,
+        judged_both_orders=both,
+        consistent=agreed,
+        consistency_rate=agreed / both if both else None,
     )
 
 
@@ -169,13 +184,25 @@ def evaluate(pairs: Iterable[JudgedPair | tuple[str, str, str, Verdict]], *, rid
     sft_len = np.array([word_count(p.sft_answer) for p in judged], dtype=np.float64)
     aligned_len = np.array([word_count(p.aligned_answer) for p in judged], dtype=np.float64)
     mean_len = (sft_len + aligned_len) / 2
-    overall = _slice("all", outcome, diff, sft_len, aligned_len, None)
+    # 1 = both orders agreed, 0 = they disagreed, NaN = judged in one order only.
+    consistent = np.array(
+        [np.nan if p.verdict.consistent is None else float(p.verdict.consistent) for p in judged], dtype=np.float64
+    )
+    overall = _slice("all", outcome, diff, sft_len, aligned_len, None, consistent)
     order = np.argsort(mean_len, kind="stable")
     terciles = []
     for name, idx in zip(TERCILES, np.array_split(order, 3), strict=True):
         part = full_diff[idx]
         terciles.append(
-            _slice(name, outcome[idx], part[~np.isnan(part)], sft_len[idx], aligned_len[idx], mean_len[idx])
+            _slice(
+                name,
+                outcome[idx],
+                part[~np.isnan(part)],
+                sft_len[idx],
+                aligned_len[idx],
+                mean_len[idx],
+                consistent[idx],
+            )
         )
     lc, slope = length_controlled_win_rate((outcome == 1).astype(np.float64), aligned_len - sft_len, ridge=ridge)
     return EvaluationSummary(
@@ -189,8 +216,10 @@ def evaluate(pairs: Iterable[JudgedPair | tuple[str, str, str, Verdict]], *, rid
     )
 
 
-def plot_evaluation(summary: EvaluationSummary, path: Path | str, *, title: str = "Aligned vs SFT") -> Path:
-    """Stacked win/tie/loss bars for all pairs and each length tercile, written as a PNG (Agg, no display)."""
+def render_evaluation_png(summary: EvaluationSummary, *, title: str = "Aligned vs SFT") -> bytes:
+    """The evaluation plot as PNG bytes (Agg, no display): win/tie/loss per slice, score difference ± SE per slice."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -202,20 +231,38 @@ def plot_evaluation(summary: EvaluationSummary, path: Path | str, *, title: str 
         "loss": [s.loss_rate or 0.0 for s in slices],
     }
     colors = {"win": "#2a9d8f", "tie": "#bdbdbd", "loss": "#e76f51"}
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    bars, diffs = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     bottom = np.zeros(len(slices))
     for key, values in rates.items():
-        ax.bar(labels, values, bottom=bottom, label=key, color=colors[key])
+        bars.bar(labels, values, bottom=bottom, label=key, color=colors[key])
         bottom += np.asarray(values)
     if summary.lc_win_rate is not None:
-        ax.axhline(summary.lc_win_rate, color="black", linestyle="--", linewidth=1, label="LC win rate")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of judged pairs")
-    ax.set_title(f"{title} (failures: {summary.failures})")
-    ax.legend(loc="upper right", fontsize="small")
+        bars.axhline(summary.lc_win_rate, color="black", linestyle="--", linewidth=1, label="LC win rate")
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("share of judged pairs (aligned vs SFT)")
+    bars.legend(loc="upper right", fontsize="small")
+    # Score difference: slices without a mean are left empty rather than drawn at zero.
+    x = np.arange(len(slices))
+    means = np.array([np.nan if s.score_diff.mean is None else s.score_diff.mean for s in slices])
+    errors = np.array([0.0 if s.score_diff.se is None else s.score_diff.se for s in slices])
+    diffs.errorbar(x, means, yerr=errors, fmt="o", color="#264653", capsize=4)
+    diffs.axhline(0.0, color="grey", linewidth=0.8)
+    diffs.set_xticks(x, labels)
+    diffs.set_xlim(-0.5, len(slices) - 0.5)
+    diffs.set_ylabel("score difference (aligned - SFT) ± SE")
+    consistency = summary.overall.consistency_rate
+    extra = f", order consistency: {consistency:.0%}" if consistency is not None else ""
+    fig.suptitle(f"{title} (judged: {summary.overall.n}, failures: {summary.failures}{extra})")
     fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def plot_evaluation(summary: EvaluationSummary, path: Path | str, *, title: str = "Aligned vs SFT") -> Path:
+    """Write `render_evaluation_png` to `path`."""
     path = Path(path)
-    fig.savefig(path, format="png")
+    path.write_bytes(render_evaluation_png(summary, title=title))
     return path

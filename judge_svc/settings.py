@@ -31,8 +31,15 @@ class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """0 keeps verdicts reproducible and cacheable (the reference used 1.0)."""
     max_tokens: int = 512
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Verdict cache; empty = no cache."""
+    """Verdict cache and batch job store; empty = no cache, and batch jobs in memory (lost on restart)."""
     cache_ttl_s: int = 30 * 24 * 3600
+    job_ttl_s: int = 7 * 24 * 3600
+    """How long a batch job (status, verdicts, evaluation) is kept in Redis after its last update."""
+    job_lease_s: float = 30.0
+    """A running job's record is renewed well within this; a record not renewed for this long belongs to a
+    process that died, and its job is reported failed."""
+    max_jobs: int = 100
+    """Batch jobs kept by the in-memory store (no redis_url): the newest, running ones always."""
     host: str = "127.0.0.1"
     port: int = 8103
     max_body_bytes: int = 4 * 1024 * 1024
@@ -44,6 +51,8 @@ class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("concurrency must be >= 1, retries >= 0 and timeout_s > 0")
         if not self.model:
             raise SettingsError("model must not be empty")
+        if self.job_ttl_s < 1 or self.job_lease_s <= 0 or self.max_jobs < 1:
+            raise SettingsError("job_ttl_s and max_jobs must be >= 1 and job_lease_s > 0")
 
 
 def load_judge_settings() -> JudgeSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -13,8 +14,8 @@ from litestar.testing import TestClient
 from judge_svc.app import create_app
 from judge_svc.prompts import TEMPLATE_HASH
 from judge_svc.settings import JudgeSettings
-from judge_svc.testing import FakeOpenAIServer, Reply
-from tacit.schemas.judge import Verdict
+from judge_svc.testing import FakeOpenAIServer, Reply, judgment_text
+from tacit.schemas.judge import Sampling, Verdict
 from tacit.settings import SettingsError, load_settings
 
 
@@ -97,3 +98,46 @@ def test_settings_from_environment() -> None:
     )
     with pytest.raises(SettingsError):
         load_settings(JudgeSettings, "TACIT_JUDGE_", {"TACIT_JUDGE_CONCURRENCY": "0"})
+
+
+def test_verdicts_carry_the_sampling_sent_and_the_template_hash(fake: FakeOpenAIServer, redis_url: str) -> None:
+    """The version fields are what the judge was really called with, and a sampling change is a cache miss."""
+    body = {"prompt": f"Q {uuid.uuid4()}", "answer_a": "a", "answer_b": "b"}
+    hot = JudgeSettings(
+        base_url=fake.base_url, model="judge-model", temperature=0.7, max_tokens=300, redis_url=redis_url
+    )
+    with TestClient(create_app(hot)) as client:
+        verdict = msgspec.json.decode(client.post("/v1/judgments", json=body).content, type=Verdict)
+        batch = client.post("/v1/judgments:batch", json={"items": [body]}).json()
+        deadline = time.monotonic() + 10
+        while (job := client.get(batch["status_url"]).json())["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert verdict.sampling == Sampling(temperature=0.7, top_p=1.0, max_tokens=300)
+    assert verdict.template_hash == TEMPLATE_HASH
+    sent = [(r["temperature"], r["top_p"], r["max_tokens"]) for r in fake.requests]
+    assert sent == [(0.7, 1.0, 300)] * 2
+    batch_verdict = msgspec.convert(job["verdicts"][0], type=Verdict)
+    assert (batch_verdict.sampling, batch_verdict.template_hash, batch_verdict.cached) == (
+        verdict.sampling,
+        TEMPLATE_HASH,
+        True,
+    )
+
+    cold = msgspec.structs.replace(hot, temperature=0.0)
+    with TestClient(create_app(cold)) as client:
+        again = msgspec.json.decode(client.post("/v1/judgments", json=body).content, type=Verdict)
+    assert again.sampling.temperature == 0.0
+    assert again.cached is False  # cached outcomes are keyed by the sampling too
+    assert len(fake.requests) == 4
+
+
+def test_malformed_reply_is_retried_and_the_attempts_recorded(
+    client: TestClient[Litestar], fake: FakeOpenAIServer
+) -> None:
+    fake.push(Reply.malformed(), Reply.ok(judgment_text(3, 7)))
+    body = {"prompt": f"Q {uuid.uuid4()}", "answer_a": "a", "answer_b": "b", "both_orders": False}
+    verdict = msgspec.json.decode(client.post("/v1/judgments", json=body).content, type=Verdict)
+    assert (verdict.winner, verdict.error) == ("B", None)
+    (outcome,) = verdict.outcomes
+    assert (outcome.attempts, outcome.tokens_in) == (2, 200)
+    assert outcome.raw == judgment_text(3, 7)

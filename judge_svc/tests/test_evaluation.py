@@ -8,15 +8,24 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from judge_svc.evaluation import JudgedPair, evaluate, length_controlled_win_rate, mean_se, plot_evaluation
+from judge_svc.evaluation import (
+    JudgedPair,
+    evaluate,
+    length_controlled_win_rate,
+    mean_se,
+    plot_evaluation,
+    render_evaluation_png,
+)
 from tacit.schemas.judge import EvaluationSummary, Sampling, Verdict, Winner
 
 
-def verdict(winner: Winner | None, score_a: float | None, score_b: float | None) -> Verdict:
+def verdict(
+    winner: Winner | None, score_a: float | None, score_b: float | None, consistent: bool | None = True
+) -> Verdict:
     return Verdict(
         winner=winner,
         winner_rule="from_scores",
-        consistent=None if winner is None else True,
+        consistent=None if winner is None else consistent,
         order_winners=(winner,),
         score_a=score_a,
         score_b=score_b,
@@ -106,7 +115,9 @@ def test_length_controlled_win_rate_removes_the_length_effect() -> None:
 
 def test_length_controlled_degenerate_cases() -> None:
     assert length_controlled_win_rate([], []) == (None, None)
-    assert length_controlled_win_rate([1, 0, 0], [0, 0, 0]) == (pytest.approx(1 / 3), None)
+    lc, slope = length_controlled_win_rate([1, 0, 0], [0, 0, 0])
+    assert lc == pytest.approx(1 / 3)
+    assert slope is None
     assert length_controlled_win_rate([1, 1], [3, -1]) == (1.0, None)
     lc, slope = length_controlled_win_rate([0, 1], [-5, 5])  # perfectly separated: finite thanks to the ridge
     assert lc == pytest.approx(0.5, abs=1e-6)
@@ -131,7 +142,36 @@ def test_empty_input_and_json_round_trip(tmp_path: Path) -> None:
     assert mean_se([1.0, 3.0]).se == pytest.approx(1.0)
 
 
+def test_consistency_rate_overall_and_per_tercile() -> None:
+    # Per ROWS index: both orders agreed (True), disagreed (False) or one order only (None).
+    flags = [True, False, None, True, True, False]
+    judged: list[JudgedPair | tuple[str, str, str, Verdict]] = [
+        ("q", words(s), words(a), verdict(w, sa, sb, consistent=flag))  # type: ignore[arg-type]
+        for (s, a, w, sa, sb), flag in zip(ROWS, flags, strict=True)
+    ]
+    judged.append(("q", words(50), words(1), verdict(None, None, None)))  # failures never count
+    summary = evaluate(judged)
+    o = summary.overall
+    assert (o.judged_both_orders, o.consistent) == (5, 3)
+    assert o.consistency_rate == pytest.approx(3 / 5)
+    short, medium, long = summary.terciles
+    # short = rows 1 (False), 4 (True); medium = rows 3 (True), 0 (True); long = rows 5 (False), 2 (None)
+    assert (short.judged_both_orders, short.consistent, short.consistency_rate) == (2, 1, 0.5)
+    assert (medium.judged_both_orders, medium.consistent, medium.consistency_rate) == (2, 2, 1.0)
+    assert (long.judged_both_orders, long.consistent, long.consistency_rate) == (1, 0, 0.0)
+
+
+def test_consistency_rate_is_none_without_two_order_verdicts() -> None:
+    single = [("q", words(1), words(2), verdict("B", 3, 6, consistent=None))]
+    o = evaluate(single).overall
+    assert (o.n, o.judged_both_orders, o.consistent, o.consistency_rate) == (1, 0, 0, None)
+    assert evaluate([]).overall.consistency_rate is None
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     path = plot_evaluation(evaluate(pairs()), tmp_path / "eval.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_evaluation(evaluate([]), tmp_path / "empty.png").stat().st_size > 0
+    png = render_evaluation_png(evaluate(pairs()), title="DPO vs SFT")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png[16:24] == (1000).to_bytes(4, "big") + (400).to_bytes(4, "big")  # IHDR: two panels, 10 x 4 in

@@ -8,13 +8,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tacit.schemas.judge import JudgeRequest, Verdict
+from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Verdict
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "judge.schema.json"
 
 
 def test_json_schema_matches_the_committed_snapshot() -> None:
-    (_, raw) = msgspec.json.schema_components([JudgeRequest, Verdict])
+    (_, raw) = msgspec.json.schema_components(
+        [JudgeRequest, Verdict, BatchRequest, BatchAccepted, BatchJob, BatchJobList]
+    )
     components = json.loads(json.dumps(raw))  # tuples (defaults, enums) compare as the lists JSON stores
     if not SNAPSHOT.exists():
         SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -36,3 +38,18 @@ def test_request_forbids_unknown_fields_and_verdict_round_trips() -> None:
         (),
         None,
     )
+
+
+def test_batch_request_metadata_defaults_and_unknown_fields() -> None:
+    item = b'{"prompt": "q", "answer_a": "a", "answer_b": "b"}'
+    batch = msgspec.json.decode(b'{"items": [' + item + b"]}", type=BatchRequest)
+    assert (batch.evaluation, batch.alignment_job_id, batch.label) == (False, None, None)
+    tagged = msgspec.json.decode(
+        b'{"items": [' + item + b'], "alignment_job_id": "align-1", "label": "dpo"}', type=BatchRequest
+    )
+    assert (tagged.alignment_job_id, tagged.label) == ("align-1", "dpo")
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.json.decode(b'{"items": [' + item + b'], "alignment": "x"}', type=BatchRequest)
+    # A job written by the previous version (no consistency or metadata fields) still decodes.
+    old = msgspec.json.decode(b'{"job_id": "j", "status": "done", "done": 1, "total": 1}', type=BatchJob)
+    assert (old.consistency_rate, old.evaluation_requested, old.alignment_job_id) == (None, False, None)

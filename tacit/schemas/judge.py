@@ -11,6 +11,7 @@ __all__ = [
     "RUBRIC_DIMS",
     "BatchAccepted",
     "BatchJob",
+    "BatchJobList",
     "BatchRequest",
     "EvaluationSlice",
     "EvaluationSummary",
@@ -145,6 +146,13 @@ class EvaluationSlice(msgspec.Struct, frozen=True, kw_only=True):
     aligned_length: MeanSE
     mean_length_range: tuple[float, float] | None = None
     """Terciles only: the smallest and largest mean-of-both-answers length in the slice."""
+    judged_both_orders: int = 0
+    """Judged pairs whose verdict came from both presentation orders (the denominator of `consistency_rate`)."""
+    consistent: int = 0
+    """Of those, the pairs whose two orders named the same winner."""
+    consistency_rate: float | None = None
+    """`consistent / judged_both_orders`: how often the judge ignored the position; None when no pair was judged
+    in both orders."""
 
 
 class EvaluationSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,6 +177,11 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     items: Annotated[list[JudgeRequest], msgspec.Meta(min_length=1, max_length=1000)]
     evaluation: bool = False
     """Also summarise the verdicts, reading answer_a as the SFT answer and answer_b as the aligned one."""
+    alignment_job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    """The alignment job whose SFT and aligned answers these are; echoed in the job and searchable with
+    `GET /v1/judgments/jobs?alignment_job_id=...`."""
+    label: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """A free-form name for the job (shown in its status and as the plot's title)."""
 
 
 class BatchAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,12 +197,32 @@ class BatchJob(msgspec.Struct, kw_only=True):
 
     job_id: str
     status: Literal["running", "done", "failed", "cancelled"]
+    """`failed` also covers a job whose judge_svc process died while it ran (see `error`)."""
     done: int
     total: int
     failures: int = 0
     """Verdicts so far with winner None."""
+    judged_both_orders: int = 0
+    """Verdicts so far judged in both orders (failures excluded)."""
+    consistent: int = 0
+    """Of those, the verdicts whose two orders named the same winner."""
+    consistency_rate: float | None = None
+    """`consistent / judged_both_orders`; None until a pair was judged in both orders."""
     created_at: float = 0.0
     finished_at: float | None = None
     verdicts: list[Verdict] | None = None
+    """The verdicts in request order once the job is done; always None in a job listing."""
     evaluation: EvaluationSummary | None = None
     error: str | None = None
+    evaluation_requested: bool = False
+    """The batch asked for an evaluation (`evaluation: true`): the job has a plot once done."""
+    alignment_job_id: str | None = None
+    """Echoed from the batch request."""
+    label: str | None = None
+    """Echoed from the batch request."""
+
+
+class BatchJobList(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /v1/judgments/jobs: batch jobs, newest first, without their verdicts (GET a job for those)."""
+
+    jobs: list[BatchJob]
