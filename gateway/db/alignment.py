@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 
 from gateway.db.models import AlignmentJobRow, AlignmentPairRow, AlignmentPairUserRow, JobEventRow, utcnow
 from gateway.db.store import Store
 from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
-__all__ = ["TERMINAL", "AlignmentJobs", "Claim", "InvalidTransitionError", "training_set_id"]
+__all__ = ["TERMINAL", "AlignmentJobs", "Claim", "InvalidTransitionError", "JobBusyError", "training_set_id"]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 _MAX_ERROR_CHARS = 4000
@@ -38,6 +38,14 @@ class InvalidTransitionError(ValueError):
     def __init__(self, job_id: str, status: str, action: str) -> None:
         super().__init__(f"job {job_id} is {status}: it cannot be {action}")
         self.status = status
+
+
+class JobBusyError(RuntimeError):
+    """The job is running and its worker is alive (it marked itself recently): not to be taken over."""
+
+    def __init__(self, job_id: str, worker: str, silent_s: float) -> None:
+        super().__init__(f"job {job_id} is running on {worker} (last heard of {silent_s:.0f} s ago)")
+        self.worker = worker
 
 
 @dataclass(frozen=True)
@@ -92,11 +100,26 @@ class AlignmentJobs:
             s.commit()
             return row
 
+    def delete(self, job_id: str) -> None:
+        """Remove a job that was never enqueued (with its pairs, users and events)."""
+        from gateway.db.models import TrainingSetRow
+
+        with self.store._write() as s:
+            for table, column in (
+                (AlignmentPairUserRow, AlignmentPairUserRow.job_id),
+                (AlignmentPairRow, AlignmentPairRow.job_id),
+                (JobEventRow, JobEventRow.job_id),
+                (AlignmentJobRow, AlignmentJobRow.id),
+            ):
+                s.exec(delete(table).where(col(column) == job_id))
+            s.exec(delete(TrainingSetRow).where(col(TrainingSetRow.model_id) == training_set_id(job_id)))
+            s.commit()
+
     def get(self, job_id: str) -> AlignmentJobRow | None:
         with self.store._read() as s:
             return s.get(AlignmentJobRow, job_id)
 
-    def list(self, *, status: str | None = None, limit: int = 50) -> list[AlignmentJobRow]:
+    def list_jobs(self, *, status: str | None = None, limit: int = 50) -> list[AlignmentJobRow]:
         """Jobs, newest first."""
         query = (
             select(AlignmentJobRow)
@@ -153,10 +176,11 @@ class AlignmentJobs:
         with self.store._read() as s:
             return [msgspec.convert(row.pair, PreferencePair) for row in s.exec(query)]
 
-    def claim(self, job_id: str, worker: str) -> Claim | None:
+    def claim(self, job_id: str, worker: str, *, stale_after_s: float | None = None) -> Claim | None:
         """Move a job to running for this worker; None when it is finished or cancelled (nothing to do).
 
-        A job already `running` is a redelivery (its worker died): it is claimed again and resumes.
+        A job already `running` whose worker has been silent for `stale_after_s` is a redelivery after that
+        worker died: it is claimed again and resumes. One heard of more recently raises JobBusyError.
         """
         with self.store._write() as s:
             row = s.get(AlignmentJobRow, job_id)
@@ -171,6 +195,9 @@ class AlignmentJobs:
                 s.add(JobEventRow(job_id=job_id, kind="cancelled", data={"while": "starting"}))
                 s.commit()
                 return None
+            silent = (now - row.updated_at).total_seconds()
+            if row.status == "running" and stale_after_s is not None and silent < stale_after_s:
+                raise JobBusyError(job_id, row.worker, silent)
             resumed = row.status == "running" or row.attempts > 0
             row.status = "running"
             row.attempts += 1
@@ -194,6 +221,16 @@ class AlignmentJobs:
             )
             if log:
                 s.add(JobEventRow(job_id=job_id, at=now, kind="progress", data=data))
+            s.commit()
+
+    def heartbeat(self, job_id: str) -> None:
+        """Mark a running job alive (see `claim`'s `stale_after_s`)."""
+        with self.store._write() as s:
+            s.exec(
+                update(AlignmentJobRow)
+                .where(col(AlignmentJobRow.id) == job_id, col(AlignmentJobRow.status) == "running")
+                .values(updated_at=utcnow())
+            )
             s.commit()
 
     def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,314 @@
+"""Alignment jobs through the gateway: create (snapshot pairs, enqueue), list, read, cancel, stream events.
+
+`POST /v1/alignment/jobs` builds the job's preference pairs from the stored sessions now (so the job trains on
+a fixed, hashed snapshot whatever arrives later), stores job and pairs in one transaction and enqueues the job
+id on the Celery `align` queue by name (no worker code is imported here). The worker moves the job through its
+states in the same database; `GET .../events` streams the job's event log as server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from align_worker.training.data import Observation, pairs_from_sessions
+from gateway.clients import DependencyDownError
+from gateway.db import PayloadPurgedError, Store
+from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
+from gateway.db.models import AlignmentJobRow
+from tacit.schemas.align import (
+    AlignmentEvent,
+    AlignmentJobInfo,
+    AlignmentJobPage,
+    AlignmentJobSpec,
+    AlignmentProgress,
+    AlignmentResult,
+    DataSummary,
+    PairSelection,
+    PreferencePair,
+)
+from tacit.schemas.problem import RequestError, decode_body
+from tacit.schemas.session import Session
+from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
+
+__all__ = ["alignment_routes", "load_observations"]
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+_ENCODER = msgspec.json.Encoder()
+_SPEC = msgspec.json.Decoder(AlignmentJobSpec)
+#: How often the event stream looks for new events.
+POLL_S = 0.5
+
+
+async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    from gateway.app import require_scope  # the app module imports this one
+
+    await require_scope(connection, handler)
+
+
+def _scoped(scope: str) -> dict[str, Any]:
+    return {"guards": [_guard], "opt": {"scope": scope}}
+
+
+def _json(value: Any, status: int = 200) -> Response[bytes]:
+    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
+
+
+# -- pairs from the store ----------------------------------------------------------------------------------
+
+
+def load_observations(
+    store: Store, *, page: int = 500
+) -> tuple[list[Observation], dict[tuple[str, str], list[Session]], int]:
+    """Every stored pairwise session with its score; all sessions by (user, task) for history; payloads purged."""
+    observations: list[Observation] = []
+    earlier: dict[tuple[str, str], list[Session]] = defaultdict(list)
+    purged = 0
+    cursor: str | None = None
+    while True:
+        rows, cursor = store.list_sessions(limit=page, cursor=cursor)
+        for row in rows:
+            try:
+                session = store.load_payload(row)
+            except PayloadPurgedError:
+                purged += 1
+                continue
+            earlier[(row.user_id, row.task_id)].append(session)
+            if row.mode == "pairwise":
+                scored = row.score_status == "scored"
+                observations.append(
+                    Observation(
+                        session=session,
+                        p_right=row.p if scored else None,
+                        model_id=row.model_id if scored else None,
+                        abstained=bool(row.abstained),
+                        demo_model=bool(row.model_demo),
+                    )
+                )
+        if cursor is None:
+            return observations, earlier, purged
+
+
+def build_pairs(
+    store: Store, selection: PairSelection, default_model_id: str | None
+) -> tuple[list[PreferencePair], DataSummary]:
+    observations, earlier, purged = load_observations(store)
+    pairs, summary = pairs_from_sessions(observations, selection, earlier=earlier, default_model_id=default_model_id)
+    if purged:
+        summary = msgspec.structs.replace(summary, dropped={**summary.dropped, "payload purged": purged})
+    return pairs, summary
+
+
+async def _default_model(state: State, selection: PairSelection) -> str | None:
+    if selection.source != "implicit" or selection.model_id is not None:
+        return selection.model_id
+    try:
+        model_id: str | None = await state.reward.active_model_id("pairwise")
+    except DependencyDownError as err:
+        raise RequestError(
+            503, "dependency_down", "data.model_id", f"reward_svc is down ({err}); name the model in data.model_id"
+        ) from None
+    if model_id is None:
+        raise RequestError(422, "no_model", "data.model_id", "there is no active pairwise reward model: name one")
+    return model_id
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+
+
+def job_info(row: AlignmentJobRow) -> AlignmentJobInfo:
+    return AlignmentJobInfo(
+        id=row.id,
+        kind=row.kind,  # type: ignore[arg-type]
+        status=row.status,  # type: ignore[arg-type]
+        spec=msgspec.convert(row.spec, AlignmentJobSpec),
+        data=msgspec.convert(row.data, DataSummary),
+        progress=msgspec.convert(row.progress or {}, AlignmentProgress),
+        attempts=row.attempts,
+        cancel_requested=row.cancel_requested,
+        error=row.error,
+        result=None if row.result is None else msgspec.convert(row.result, AlignmentResult),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        events_url=f"/v1/alignment/jobs/{row.id}/events",
+    )
+
+
+def _jobs(state: State) -> AlignmentJobs:
+    jobs: AlignmentJobs | None = getattr(state, "alignment_jobs", None)
+    if jobs is None:
+        jobs = state.alignment_jobs = AlignmentJobs(state.store)
+    return jobs
+
+
+def _celery(state: State) -> Any:
+    app = getattr(state, "celery", None)
+    if app is None:
+        from align_worker.celery_app import create_celery  # queue declarations only: no task code is imported
+        from tacit.settings import WorkerSettings
+
+        app = state.celery = create_celery(WorkerSettings(redis_url=state.settings.redis_url))
+        app.conf.broker_connection_max_retries = 1
+    return app
+
+
+def _enqueue(state: State, job_id: str) -> None:
+    _celery(state).send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)
+
+
+async def _get(state: State, job_id: str) -> AlignmentJobRow:
+    row = await anyio.to_thread.run_sync(_jobs(state).get, job_id)
+    if row is None:
+        raise RequestError(404, "not_found", "job_id", f"no alignment job {job_id!r}")
+    return row
+
+
+# -- routes ----------------------------------------------------------------------------------------------
+
+
+@post(
+    "/v1/alignment/jobs",
+    status_code=202,
+    summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
+    **_scoped("train"),
+)
+async def create_job(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    spec = decode_body(_SPEC, await request.body())
+    model_id = await _default_model(state, spec.data)
+    pairs, summary = await anyio.to_thread.run_sync(build_pairs, state.store, spec.data, model_id)
+    if summary.train == 0:
+        reasons = ", ".join(f"{n} {why}" for why, n in summary.dropped.items()) or "no pairwise sessions are stored"
+        raise RequestError(422, "no_pairs", "data", f"no training pairs from {summary.sessions} sessions ({reasons})")
+    kind = type(spec).__struct_config__.tag
+    jobs = _jobs(state)
+    row = await anyio.to_thread.run_sync(lambda: jobs.create(str(kind), msgspec.to_builtins(spec), summary, pairs))
+    try:
+        await anyio.to_thread.run_sync(_enqueue, state, row.id)
+    except Exception as err:  # the broker is down: take the job back so that nothing half-made remains
+        await anyio.to_thread.run_sync(jobs.delete, row.id)
+        logger.warning("could not enqueue alignment job: %s", err)
+        raise RequestError(
+            503, "dependency_down", "redis", "the job queue (Redis) is unreachable; try again", {"Retry-After": "5"}
+        ) from None
+    return _json(job_info(row), 202)
+
+
+@get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **_scoped("read"))
+async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50) -> Response[bytes]:
+    if not 1 <= limit <= 500:
+        raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
+    rows = await anyio.to_thread.run_sync(lambda: _jobs(state).list_jobs(status=status, limit=limit))
+    return _json(AlignmentJobPage(items=[job_info(r) for r in rows]))
+
+
+@get("/v1/alignment/jobs/{job_id:str}", summary="One alignment job: state, progress, result", **_scoped("read"))
+async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    return _json(job_info(await _get(state, job_id)))
+
+
+@post(
+    "/v1/alignment/jobs/{job_id:str}/cancel",
+    status_code=202,
+    summary="Cancel a job (a running one stops after its current optimisation step)",
+    **_scoped("train"),
+)
+async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    try:
+        row = await anyio.to_thread.run_sync(_jobs(state).request_cancel, job_id)
+    except KeyError:
+        raise RequestError(404, "not_found", "job_id", f"no alignment job {job_id!r}") from None
+    except InvalidTransitionError as err:
+        raise RequestError(409, "conflict", "job_id", str(err)) from None
+    return _json(job_info(row), 202)
+
+
+@get("/v1/alignment/jobs/{job_id:str}/pairs", summary="The job's pair snapshot as JSON lines", **_scoped("read"))
+async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | None] = None) -> Response[bytes]:
+    await _get(state, job_id)
+    if split not in (None, "train", "test"):
+        raise RequestError(400, "invalid", "split", "split must be train or test")
+    pairs = await anyio.to_thread.run_sync(_jobs(state).pairs, job_id)
+    lines = b"".join(_ENCODER.encode(p) + b"\n" for p in pairs if split is None or p.split == split)
+    return Response(lines, media_type="application/x-ndjson")
+
+
+@post(
+    "/v1/alignment/pairs:preview", summary="The pairs a job with this data selection would train on", **_scoped("read")
+)
+async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
+    model_id = await _default_model(state, selection)
+    pairs, summary = await anyio.to_thread.run_sync(build_pairs, state.store, selection, model_id)
+    return _json({"summary": summary, "pairs": pairs})
+
+
+def _event_message(event: Any) -> ServerSentEventMessage:
+    body = AlignmentEvent(seq=event.id, at=event.at, kind=event.kind, data=event.data)
+    return ServerSentEventMessage(data=_ENCODER.encode(body).decode(), event=event.kind, id=event.id)
+
+
+@get(
+    "/v1/alignment/jobs/{job_id:str}/events",
+    summary="The job's event log as server-sent events (resumable with Last-Event-ID); ends when the job does",
+    **_scoped("read"),
+)
+async def job_events(
+    request: Request[Any, Any, Any], state: State, job_id: FromPath[str], after: FromQuery[int] = 0
+) -> ServerSentEvent:
+    await _get(state, job_id)
+    last = request.headers.get("last-event-id", "")
+    start = int(last) if last.isdigit() else after
+    jobs = _jobs(state)
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        seen = start
+        while True:
+            events = await anyio.to_thread.run_sync(partial(jobs.events, job_id, after=seen))
+            for event in events:
+                seen = event.id or seen
+                yield _event_message(event)
+            if any(e.kind in TERMINAL for e in events):
+                return
+            if not events:
+                row = await anyio.to_thread.run_sync(jobs.get, job_id)
+                if row is None or (row.status in TERMINAL and not jobs.events(job_id, after=seen)):
+                    return
+            await asyncio.sleep(POLL_S)
+
+    return ServerSentEvent(stream())
+
+
+@get(
+    "/v1/alignment/jobs/{job_id:str}/evaluation",
+    summary="The judge's comparison of the SFT and the aligned answers (from judge_svc)",
+    **_scoped("read"),
+)
+async def job_evaluation(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    row = await _get(state, job_id)
+    link = (row.result or {}).get("evaluation") or {}
+    judge_job = link.get("judge_job_id")
+    if not judge_job:
+        detail = link.get("error") or f"job {job_id} has no judge evaluation (status {row.status})"
+        raise RequestError(409, "not_ready", "job_id", detail)
+    response = await state.judge.request("GET", f"/v1/judgments/jobs/{judge_job}")
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+def alignment_routes() -> list[Any]:
+    return [create_job, list_jobs, get_job, cancel_job, job_pairs, preview_pairs, job_events, job_evaluation]
