@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -121,7 +120,6 @@ def test_samples_without_a_usable_time_are_dropped() -> None:
 
 @pytest.mark.data
 def test_every_question_of_the_dev_subset_is_a_valid_session(ifllm_dir: Path) -> None:
-    start = time.perf_counter()
     counts = ConversionCounts()
     modes: Counter[str] = Counter()
     recorded_ids: set[str] = set()
@@ -140,7 +138,7 @@ def test_every_question_of_the_dev_subset_is_a_valid_session(ifllm_dir: Path) ->
     assert set(modes) == {"pairwise", "pointwise"}
     assert counts.samples > 0
     assert counts.clamped_char_index < counts.samples / 1000  # a repair, not the rule
-    assert time.perf_counter() - start < 30
+    # Speed is bench/features.py's business: a wall-clock bound here failed on a loaded machine.
 
 
 @pytest.mark.data
