@@ -272,3 +272,58 @@ def test_bad_job_specs_are_refused_and_nothing_is_stored(stack: Stack, scored: i
     assert response.status_code == 403
     with _client(stack) as client:
         assert len(client.alignment_jobs(limit=500)) == before
+
+
+EXPORT = [sys.executable, "-m", "tacit.cli", "align", "export"]
+
+
+def test_export_writes_the_pairs_a_job_would_train_on(stack: Stack, scored: int, tmp_path: Path) -> None:
+    out = tmp_path / "pairs"
+    done = subprocess.run(
+        [*EXPORT, "--out", str(out), "--gateway", stack.gateway.url, "--key", stack.keys["read"], "--include-demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    from align_worker.training.data import read_jsonl
+
+    summary = json.loads((out / "summary.json").read_text())
+    train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
+    assert (len(train), len(test)) == (summary["train"], summary["test"])
+    assert {p.split for p in train} == {"train"}
+    assert not {p.prompt for p in train} & {p.prompt for p in test}
+    assert all(0.5 <= p.confidence <= 1.0 for p in train)
+
+
+@pytest.mark.data
+def test_export_of_explicit_labels_from_an_ifllm_folder(ifllm_small: Path, tmp_path: Path) -> None:
+    from align_worker.training.data import read_jsonl
+    from tacit.ifllm.reader import Dataset
+
+    out = tmp_path / "pairs"
+    done = subprocess.run(
+        [*EXPORT, "--out", str(out), "--data", str(ifllm_small), "--source", "explicit"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pairs = read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl")
+    assert pairs
+    assert all(p.source == "explicit" and p.confidence == 1.0 for p in pairs)
+    # The side the worker stated is the chosen one (label 1 = right; the reference inverted it: P6).
+    by_query = {str(q.query_id): q for q in Dataset(ifllm_small).queries}
+    checked = 0
+    for pair in pairs:
+        for session_id in pair.sessions:
+            query = by_query.get(session_id.removeprefix("ifllm-"))
+            if query is None or query.mode != "pairwise" or query.label is None or query.response_2 is None:
+                continue
+            right, left = query.response_2.strip(), query.response_1.strip()
+            expected = right if query.label == 1 else left
+            assert pair.chosen.strip() == expected
+            checked += 1
+    assert checked > 0
