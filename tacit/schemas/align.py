@@ -83,26 +83,9 @@ class PairSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_pairs: PositiveInt | None = None
 
 
-class SftParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The SFT stage (spec 8.3: both responses of every training prompt are targets, 3 epochs, batch 8)."""
+class _Optimisation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What both stages share: the reference's RMSprop, lr 5e-7, 150 warm-up steps then constant, clip 10."""
 
-    targets: Literal["both", "chosen"] = "both"
-    epochs: Annotated[float, msgspec.Meta(gt=0)] = 3.0
-    max_steps: PositiveInt | None = None
-    learning_rate: LearningRate = 5e-7
-    batch_size: PositiveInt = 8
-    grad_accumulation: PositiveInt = 1
-    warmup_steps: Annotated[int, msgspec.Meta(ge=0)] = 150
-    max_grad_norm: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    max_length: PositiveInt = 512
-    optimizer: Literal["rmsprop", "adamw_torch"] = "rmsprop"
-
-
-class DpoParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The preference stage (spec 8.5); the NLL term is the chosen response's mean token NLL (not the sum, P9)."""
-
-    beta: Annotated[float, msgspec.Meta(gt=0)] = 0.1
-    nll_weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     epochs: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     max_steps: PositiveInt | None = None
     learning_rate: LearningRate = 5e-7
@@ -111,8 +94,23 @@ class DpoParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     warmup_steps: Annotated[int, msgspec.Meta(ge=0)] = 150
     max_grad_norm: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_length: PositiveInt = 512
-    max_prompt_length: PositiveInt = 256
     optimizer: Literal["rmsprop", "adamw_torch"] = "rmsprop"
+
+
+class SftParams(_Optimisation, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The SFT stage (spec 8.3: both responses of every training prompt are targets, 3 epochs, batch 8)."""
+
+    targets: Literal["both", "chosen"] = "both"
+    epochs: Annotated[float, msgspec.Meta(gt=0)] = 3.0
+    batch_size: PositiveInt = 8
+
+
+class DpoParams(_Optimisation, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The preference stage (spec 8.5); the NLL term is the chosen response's mean token NLL (not the sum, P9)."""
+
+    beta: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    nll_weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    max_prompt_length: PositiveInt = 256
 
 
 class EvalParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
