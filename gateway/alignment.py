@@ -30,6 +30,7 @@ from gateway.clients import DependencyDownError
 from gateway.db import PayloadPurgedError, Store
 from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
 from gateway.db.models import AlignmentJobRow
+from gateway.openapi import documented
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,
@@ -61,8 +62,8 @@ async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     await require_scope(connection, handler)
 
 
-def _scoped(scope: str) -> dict[str, Any]:
-    return {"guards": [_guard], "opt": {"scope": scope}}
+def _scoped(scope: str, ok: Any = Any, success: tuple[int, ...] = (200,), media_type: str = JSON) -> dict[str, Any]:
+    return {"guards": [_guard], "opt": {"scope": scope}, "responses": documented(ok, *success, media_type=media_type)}
 
 
 def _json(value: Any, status: int = 200) -> Response[bytes]:
@@ -186,7 +187,7 @@ async def _get(state: State, job_id: str) -> AlignmentJobRow:
     "/v1/alignment/jobs",
     status_code=202,
     summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
-    **_scoped("train"),
+    **_scoped("train", AlignmentJobInfo, (202,)),
 )
 async def create_job(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     spec = decode_body(_SPEC, await request.body())
@@ -209,7 +210,7 @@ async def create_job(request: Request[Any, Any, Any], state: State) -> Response[
     return _json(job_info(row), 202)
 
 
-@get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **_scoped("read"))
+@get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **_scoped("read", AlignmentJobPage))
 async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50) -> Response[bytes]:
     if not 1 <= limit <= 500:
         raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
@@ -217,7 +218,11 @@ async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: F
     return _json(AlignmentJobPage(items=[job_info(r) for r in rows]))
 
 
-@get("/v1/alignment/jobs/{job_id:str}", summary="One alignment job: state, progress, result", **_scoped("read"))
+@get(
+    "/v1/alignment/jobs/{job_id:str}",
+    summary="One alignment job: state, progress, result",
+    **_scoped("read", AlignmentJobInfo),
+)
 async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     return _json(job_info(await _get(state, job_id)))
 
@@ -226,7 +231,7 @@ async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     "/v1/alignment/jobs/{job_id:str}/cancel",
     status_code=202,
     summary="Cancel a job (a running one stops after its current optimisation step)",
-    **_scoped("train"),
+    **_scoped("train", AlignmentJobInfo, (202,)),
 )
 async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     try:
@@ -238,7 +243,11 @@ async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     return _json(job_info(row), 202)
 
 
-@get("/v1/alignment/jobs/{job_id:str}/pairs", summary="The job's pair snapshot as JSON lines", **_scoped("read"))
+@get(
+    "/v1/alignment/jobs/{job_id:str}/pairs",
+    summary="The job's pair snapshot as JSON lines",
+    **_scoped("read", str, media_type="application/x-ndjson"),
+)
 async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | None] = None) -> Response[bytes]:
     await _get(state, job_id)
     if split not in (None, "train", "test"):
@@ -249,7 +258,10 @@ async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | 
 
 
 @post(
-    "/v1/alignment/pairs:preview", summary="The pairs a job with this data selection would train on", **_scoped("read")
+    "/v1/alignment/pairs:preview",
+    status_code=200,
+    summary="The pairs a job with this data selection would train on",
+    **_scoped("read", dict[str, Any]),
 )
 async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
@@ -266,7 +278,7 @@ def _event_message(event: Any) -> ServerSentEventMessage:
 @get(
     "/v1/alignment/jobs/{job_id:str}/events",
     summary="The job's event log as server-sent events (resumable with Last-Event-ID); ends when the job does",
-    **_scoped("read"),
+    **_scoped("read", str, media_type="text/event-stream"),
 )
 async def job_events(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[str], after: FromQuery[int] = 0

@@ -13,13 +13,16 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
+from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
@@ -27,13 +30,16 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import OperationalError
 
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
 from gateway.db import PayloadPurgedError, SessionConflict, Store
 from gateway.keys import allowed, authenticate
+from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
+from gateway.openapi import documented
 from tacit.schemas import FeatureVector, Score, Session, SessionError, validate_session
 from tacit.schemas.gateway import (
     Erasure,
@@ -82,11 +88,28 @@ def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
             405: "method_not_allowed",
             413: "too_large",
         }.get(status, "http_error")
-        problem = Problem(code=code, field="path" if status in (404, 405) else "$", detail=exc.detail)
+        detail = exc.detail
+        if status == 413:  # name the limit (litestar's detail does not)
+            limit = request.route_handler.resolve_request_max_body_size()
+            detail = f"the request body is over this route's limit of {limit} bytes"
+        problem = Problem(code=code, field="path" if status in (404, 405) else "$", detail=detail)
+    elif isinstance(exc, OperationalError):
+        # The database is unreachable (restarting, failing over): nothing can be stored, so 503 + Retry-After.
+        # Logged by type only: the message carries the statement's parameters (session text and trajectories).
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        status, headers = 503, {"Retry-After": "5"}
+        problem = Problem(code="unavailable", field="$", detail="the database is unreachable; try again")
     else:
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         status, problem = 500, Problem(code="internal", field="$", detail="internal error")
     return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON, headers=headers)
+
+
+async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """400 for a NUL character in a path or query parameter: PostgreSQL cannot even compare text holding one."""
+    for name, value in [*request.path_params.items(), *request.query_params.items()]:
+        if "\x00" in str(value):
+            raise RequestError(400, "invalid", name, "must not contain the NUL character (U+0000)")
 
 
 def _json(value: Any, status: int = 200) -> Response[bytes]:
@@ -107,24 +130,42 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
     now = time.monotonic()
     if cached is None or now - cached[0] > 30:
         key = await anyio.to_thread.run_sync(authenticate, state.store, token)
-        cached = (now, None if key is None else list(key.scopes))
+        cached = (now, None if key is None else (key.id, list(key.scopes)))
         state.key_cache[token] = cached
-    scopes = cached[1]
-    if scopes is None:
+    if cached[1] is None:
         raise RequestError(401, "unauthorized", "authorization", "unknown or revoked API key")
+    key_id, scopes = cached[1]
+    limiter: RateLimiter = state.limiter
+    wait = limiter.take(key_id)
+    if wait > 0:
+        raise RequestError(
+            429,
+            "rate_limited",
+            "authorization",
+            f"this key is over the rate limit of {limiter.describe()}",
+            {"Retry-After": str(math.ceil(wait))},
+        )
     needed = handler.opt.get("scope", "admin")
     if not allowed(scopes, needed):
         raise RequestError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
 
 
-def _scoped(scope: str) -> dict[str, Any]:
-    return {"guards": [require_scope], "opt": {"scope": scope}}
+def _scoped(scope: str, ok: Any = Any, success: tuple[int, ...] = (200,)) -> dict[str, Any]:
+    """Guard and scope of a route, and what it answers (`ok` for the `success` statuses) for the OpenAPI schema."""
+    return {"guards": [require_scope], "opt": {"scope": scope}, "responses": documented(ok, *success)}
 
 
 # --- the ingest pipeline ------------------------------------------------------------------------------------
 
 
 _LABEL = {"left": 0, "right": 1, "previous": 0, "current": 1}
+
+
+def refuse_nul_ids(session: Session) -> None:
+    """SessionError for an id holding NUL: PostgreSQL text cannot (refused on SQLite too, so both behave alike)."""
+    for name in ("session_id", "user_id", "task_id", "query_id"):
+        if "\x00" in (getattr(session, name) or ""):
+            raise SessionError(name, "must not contain the NUL character (U+0000)")
 
 
 class Pipeline:
@@ -182,6 +223,7 @@ class Pipeline:
         down it is stored alone, pending, and the rescoring loop scores it later. `raw`: the JSON the session
         was decoded and validated from (sent on to feature_svc as it is).
         """
+        refuse_nul_ids(session)
         status = await anyio.to_thread.run_sync(self.store.score_status, session.session_id)
         if status == "scored":
             row, _ = await anyio.to_thread.run_sync(self.store.put_session, session)  # raises on a conflict
@@ -297,7 +339,10 @@ def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:
 
 
 @post(
-    "/v1/sessions", status_code=200, summary="Ingest one session and answer its preference score", **_scoped("ingest")
+    "/v1/sessions",
+    status_code=200,
+    summary="Ingest one session and answer its preference score (202: stored, score pending)",
+    **_scoped("ingest", SessionScore, (200, 202)),
 )
 async def post_session(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     start = time.perf_counter()
@@ -308,12 +353,18 @@ async def post_session(request: Request[Any, Any, Any], state: State) -> Respons
     return _json(result, 200 if result.status == "scored" else 202)
 
 
-@post("/v1/sessions:batch", status_code=200, summary="Ingest many sessions", **_scoped("ingest"))
+@post(
+    "/v1/sessions:batch",
+    status_code=200,
+    summary="Ingest many sessions",
+    **_scoped("ingest", dict[str, list[SessionScore]]),
+)
 async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     batch: SessionBatch = decode_body(_BATCH, await request.body())
     for i, session in enumerate(batch.sessions):  # validate all before storing any
         try:
             validate_session(session)
+            refuse_nul_ids(session)
         except SessionError as err:
             raise SessionError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
     results = [await state.pipeline.ingest(s) for s in sorted(batch.sessions, key=lambda s: s.turn or 0)]
@@ -321,7 +372,7 @@ async def post_sessions(request: Request[Any, Any, Any], state: State) -> Respon
     return _json({"results": [by_id[s.session_id] for s in batch.sessions]})
 
 
-@get("/v1/sessions/{session_id:str}", summary="One stored session", **_scoped("read"))
+@get("/v1/sessions/{session_id:str}", summary="One stored session", **_scoped("read", SessionRecord))
 async def get_session(
     state: State, session_id: FromPath[str], include: FromQuery[str | None] = None
 ) -> Response[bytes]:
@@ -331,7 +382,7 @@ async def get_session(
     return _json(_record(state.store, row, include == "payload"))
 
 
-@get("/v1/sessions", summary="Stored sessions, newest last, paginated", **_scoped("read"))
+@get("/v1/sessions", summary="Stored sessions, newest last, paginated", **_scoped("read", SessionPage))
 async def list_sessions(
     state: State,
     user_id: FromQuery[str | None] = None,
@@ -350,7 +401,12 @@ async def list_sessions(
     return _json(SessionPage(items=[_record(state.store, r, False) for r in rows], next_cursor=next_cursor))
 
 
-@delete("/v1/users/{user_id:str}", status_code=200, summary="Erase everything stored for a user", **_scoped("admin"))
+@delete(
+    "/v1/users/{user_id:str}",
+    status_code=200,
+    summary="Erase everything stored for a user",
+    **_scoped("admin", Erasure),
+)
 async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
     erasure = await anyio.to_thread.run_sync(state.store.erase_user, user_id)
     return _json(
@@ -359,6 +415,11 @@ async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
 
 
 # Reward models: the gateway is the one public API; reward_svc holds the registry.
+
+
+def _segment(value: str) -> str:
+    """A path parameter as one percent-encoded segment of a proxied URL (httpx refuses control characters)."""
+    return quote(value, safe="")
 
 
 async def _proxy(
@@ -375,10 +436,15 @@ async def list_models(state: State, task: FromQuery[str | None] = None) -> Respo
 
 @get("/v1/reward/models/{model_id:str}", summary="One reward model", **_scoped("read"))
 async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    return await _proxy(state, "GET", f"/v1/reward/models/{model_id}")
+    return await _proxy(state, "GET", f"/v1/reward/models/{_segment(model_id)}")
 
 
-@post("/v1/reward/models", status_code=202, summary="Train a reward model (background job)", **_scoped("train"))
+@post(
+    "/v1/reward/models",
+    status_code=202,
+    summary="Train a reward model (background job)",
+    **_scoped("train", success=(202,)),
+)
 async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await _proxy(state, "POST", "/v1/reward/models", await request.body())
 
@@ -387,7 +453,7 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
     "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **_scoped("train")
 )
 async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    response = await _proxy(state, "POST", f"/v1/reward/models/{model_id}/activate")
+    response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
     state.pipeline._sets.clear()  # the feature set follows the active model
     return response
 
@@ -447,7 +513,12 @@ def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
         store.update_job(job_id, status="failed", error=f"{type(err).__name__}: {err}")
 
 
-@post("/v1/imports/ifllm", status_code=202, summary="Import an IFLLM folder (background job)", **_scoped("admin"))
+@post(
+    "/v1/imports/ifllm",
+    status_code=202,
+    summary="Import an IFLLM folder (background job)",
+    **_scoped("admin", JobInfo, (202,)),
+)
 async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     try:
         spec: ImportIfllm = _IMPORT.decode(await request.body())
@@ -467,7 +538,7 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
     return _json(_job_info(job), 202)
 
 
-@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **_scoped("read"))
+@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **_scoped("read", JobInfo))
 async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
     if row is None:
@@ -484,7 +555,12 @@ async def post_judgment(request: Request[Any, Any, Any], state: State) -> Respon
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
-@post("/v1/judgments:batch", status_code=202, summary="Judge many pairs (a job with progress)", **_scoped("train"))
+@post(
+    "/v1/judgments:batch",
+    status_code=202,
+    summary="Judge many pairs (a job with progress)",
+    **_scoped("train", success=(202,)),
+)
 async def post_judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
     return Response(response.content, status_code=response.status_code, media_type=JSON)
@@ -496,7 +572,7 @@ async def post_judgments(request: Request[Any, Any, Any], state: State) -> Respo
     **_scoped("read"),
 )
 async def get_judgments(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    response = await state.judge.request("GET", f"/v1/judgments/jobs/{job_id}")
+    response = await state.judge.request("GET", f"/v1/judgments/jobs/{_segment(job_id)}")
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
@@ -505,7 +581,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Readiness: database, Redis and each service")
+@get(
+    "/readyz",
+    summary="Readiness: database, Redis and each service (503 when one is down)",
+    responses=documented(dict[str, Any], 200, 503),
+)
 async def readyz(state: State) -> Response[bytes]:
     checks = {
         "database": await anyio.to_thread.run_sync(state.store.ping),
@@ -564,6 +644,7 @@ def create_app(
         app.state.metrics = metrics
         metrics.watch(db, settings.redis_url)
         app.state.key_cache = {}
+        app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_burst)
         app.state.jobs = set()
         app.state.collector = Collector()
         app.state.features = FeatureClient(
@@ -575,13 +656,16 @@ def create_app(
         # A judgment can take a minute (an LLM answering twice): its own, longer timeout.
         app.state.judge = JudgeClient(settings.judge_url, timeout=max(settings.timeout_s, 180.0), retries=0)
         app.state.pipeline = pipeline = Pipeline(db, app.state.features, app.state.reward, settings, metrics)
-        task = asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))
+        loops = [asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))]
+        if settings.retention_days > 0:
+            loops.append(asyncio.create_task(_retention_loop(db, settings)))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in loops:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.features.close()
             await app.state.reward.close()
             await app.state.judge.close()
@@ -611,9 +695,20 @@ def create_app(
             *alignment_routes(),
         ],
         lifespan=[lifespan],
+        before_request=_refuse_nul,
         middleware=[metrics.http.middleware],
         exception_handlers={Exception: _problem},
         openapi_config=OpenAPIConfig(title="Tacit", version="1", path="/schema"),
+        # Only the configured origins (the pages that embed the collector); none by default.
+        cors_config=(
+            CORSConfig(
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+            )
+            if settings.cors_origins
+            else None
+        ),
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )
@@ -628,6 +723,19 @@ async def _rescore_loop(pipeline: Pipeline, interval: float) -> None:
                 pass
         except Exception:  # keep the loop alive whatever one pass hits
             logger.exception("rescoring pass failed")
+
+
+async def _retention_loop(store: Store, settings: GatewaySettings) -> None:
+    """Drop raw trajectories older than `retention_days` (features and scores stay): at start-up, then periodically."""
+    older_than = dt.timedelta(days=settings.retention_days)
+    while True:
+        try:
+            purged = await anyio.to_thread.run_sync(store.purge_payloads, older_than)
+            if purged:
+                logger.info("retention: purged the raw data of %d sessions", purged)
+        except Exception:  # keep the loop alive whatever one pass hits
+            logger.exception("retention pass failed")
+        await asyncio.sleep(settings.retention_interval_s)
 
 
 def serve(settings: GatewaySettings | None = None) -> None:

@@ -30,8 +30,9 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
+from gateway.openapi import documented
 from tacit.schemas import FeatureVector
-from tacit.schemas.gateway import SessionRecord
+from tacit.schemas.gateway import SessionRecord, SessionScore
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.validate import decode_session
 from tacit.settings import SettingsError, load_settings
@@ -375,6 +376,7 @@ async def demo_token(request: Request[Any, Any, Any], state: State) -> Response[
     summary="Mint a short-lived, ingest-only browser token (for a page the caller serves)",
     guards=[_api_key],
     opt={"scope": "ingest"},
+    responses=documented(BrowserToken, 201),
 )
 async def create_token(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     body = await request.body()
@@ -391,6 +393,7 @@ async def create_token(request: Request[Any, Any, Any], state: State) -> Respons
     summary="Ingest one session recorded in a browser (browser token) and answer its score",
     guards=[require_browser_token],
     request_max_body_size=MAX_BROWSER_BODY,
+    responses=documented(SessionScore, 200, 202),
 )
 async def post_collected(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     body = await request.body()
@@ -405,6 +408,7 @@ async def post_collected(request: Request[Any, Any, Any], state: State) -> Respo
     summary="A stored session with its payload and features (browser token: its own sessions; or a read key)",
     guards=[require_browser_token_or_key],
     opt={"scope": "read"},
+    responses=documented(CollectedSession, 200),
 )
 async def get_collected(request: Request[Any, Any, Any], state: State, session_id: FromPath[str]) -> Response[bytes]:
     claims: TokenClaims | None = request.state.browser

@@ -96,12 +96,30 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     rescore_interval_s: float = 2.0
     """How often sessions whose scoring is pending are retried."""
     max_body_bytes: int = 64 * 1024 * 1024
+    rate_limit_per_s: float = 1000.0
+    """Requests a second one API key may make (a token bucket per key); 0 = no limit. Above what one client
+    of the benchmarks and load tests sends, so only a runaway client meets it."""
+    rate_burst: int = 2000
+    """Requests one API key may make at once above the rate (the bucket's size)."""
+    cors_origins: list[str] = []
+    """Origins (e.g. the collector host page's `https://reader.example`) browsers may call the API from; empty =
+    no CORS headers, so browsers refuse every cross-origin call."""
+    retention_days: float = 0.0
+    """Raw trajectories (session payloads) older than this are deleted, features and scores kept; 0 = keep."""
+    retention_interval_s: float = 3600.0
+    """How often retention runs (once at start-up, then at this interval)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port} is not a TCP port")
         if self.retries < 0 or self.timeout_s <= 0:
             raise SettingsError("retries must be >= 0 and timeout_s > 0")
+        if self.rate_limit_per_s < 0 or (self.rate_limit_per_s > 0 and self.rate_burst < 1):
+            raise SettingsError("rate_limit_per_s must be >= 0 and rate_burst >= 1")
+        if self.retention_days < 0 or self.retention_interval_s <= 0:
+            raise SettingsError("retention_days must be >= 0 and retention_interval_s > 0")
+        if "*" in self.cors_origins:
+            raise SettingsError("cors_origins names origins; '*' would let any page call the API")
 
     def db_url(self, environ: Mapping[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ

@@ -111,7 +111,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         when = dt.datetime.fromisoformat(at)
     except (binascii.Error, msgspec.DecodeError, ValueError):
         raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}") from None
-    if when.tzinfo is None:
+    if when.tzinfo is None or "\x00" in session_id:
         raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}")
     return when, session_id
 
@@ -653,9 +653,9 @@ class Store:
             )
             pair_key = tuple_(col(AlignmentPairRow.job_id), col(AlignmentPairRow.pair_id))
             deleted["alignment_pairs"] = s.exec(delete(AlignmentPairRow).where(pair_key.in_(links))).rowcount
-            deleted["alignment_pair_users"] = s.exec(
-                delete(AlignmentPairUserRow).where(col(AlignmentPairUserRow.user_id) == user_id)
-            ).rowcount
+            # Every link of those pairs goes with them: a pair merged from several users' sessions is gone for all.
+            link_key = tuple_(col(AlignmentPairUserRow.job_id), col(AlignmentPairUserRow.pair_id))
+            deleted["alignment_pair_users"] = s.exec(delete(AlignmentPairUserRow).where(link_key.in_(links))).rowcount
             record = Erasure(
                 id=uuid.uuid4().hex,
                 user_hash=hashlib.sha256(user_id.encode()).hexdigest(),
