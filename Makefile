@@ -41,9 +41,22 @@ bench: $(STAMP) ## Benchmarks (print tables, compare against the baseline in the
 results: $(STAMP) ## Reward-model evaluation (paper + grouped protocols) -> docs/results/reward.md and PNGs
 	$(PY) -m reward_svc.model.report --out docs/results
 
+RELIABILITY_OUT ?= $(CURDIR)/.reliability
+FUZZ_CASES ?= 1500
+LOAD_SECONDS ?= 300
+
+reliability: $(STAMP) ## Long reliability run (load 5 min, fuzzing, faults, access, privacy) -> docs/reliability.md
+	rm -rf $(RELIABILITY_OUT) && mkdir -p $(RELIABILITY_OUT)
+	@status=0; \
+	TACIT_RELIABILITY_OUT=$(RELIABILITY_OUT) $(PY) bench/load.py --duration $(LOAD_SECONDS) || status=1; \
+	TACIT_RELIABILITY_OUT=$(RELIABILITY_OUT) TACIT_FUZZ_CASES=$(FUZZ_CASES) \
+		$(PY) -m pytest -q -n 2 -m "not gpu" tests/reliability || status=1; \
+	$(PY) -m tests.reliability.report --results $(RELIABILITY_OUT) --out docs/reliability.md || status=1; \
+	exit $$status
+
 up: run ## Alias of run
 
 down: ## Stop a stack started by `make run` in another terminal
 	-@test -f $(TACIT_HOME)/up.json && kill -INT $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" $(TACIT_HOME)/up.json) || echo "no stack running in $(TACIT_HOME)"
 
-.PHONY: help install run test lint bench results up down
+.PHONY: help install run test lint bench results reliability up down
