@@ -26,7 +26,7 @@ run: $(STAMP) ## Set up and start the whole stack on embedded defaults (gateway 
 	$(VENV)/bin/tacit up --home $(TACIT_HOME)
 
 test: $(STAMP) ## Set up and run the test suite
-	$(PY) -m pytest -q -n 2 -m "not gpu"
+	$(PY) -m pytest -q -n 2 -m "not gpu and not reliability"
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,7 @@ an alignment worker SIGKILLed mid-job.
 Each scenario asserts its outcome and, when `TACIT_RELIABILITY_OUT` names a folder, writes its figures there as
 one entry of `faults.json` for docs/reliability.md. Redis and PostgreSQL are private servers this module starts on
 free ports (the machine's shared ones are never touched). The short scenario (feature_svc and reward_svc killed
-under light load) runs in `make test`; the rest are marked `slow` and run in `make reliability`.
+under light load) runs in `make test`; the rest are marked `reliability` and run only in `make reliability`.
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ def _wait_all_scored(url: str, headers: dict[str, str], ids: list[str], timeout:
 
 @pytest.mark.parametrize(
     ("rate", "outage_s"),
-    [pytest.param(8.0, 2.0, id="short"), pytest.param(25.0, 6.0, id="long", marks=pytest.mark.slow)],
+    [pytest.param(8.0, 2.0, id="short"), pytest.param(25.0, 6.0, id="long", marks=pytest.mark.reliability)],
 )
 def test_a_killed_scoring_service_loses_no_session_and_scores_fill_in(
     fault_stack: FaultStack, rate: float, outage_s: float
@@ -526,7 +526,7 @@ def _terminal(events: list[dict[str, Any]]) -> list[str]:
     return [e["kind"] for e in events if e["kind"] in TERMINAL]
 
 
-@pytest.mark.slow
+@pytest.mark.reliability
 def test_b_redis_restart_during_an_alignment_job_finishes_it_once(
     fault_stack: FaultStack, worker: Any, demo_lm: Path
 ) -> None:
@@ -568,7 +568,7 @@ def test_b_redis_restart_during_an_alignment_job_finishes_it_once(
     assert after_done["status"] == "succeeded", after_done["error"]
 
 
-@pytest.mark.slow
+@pytest.mark.reliability
 def test_c_sigkilled_worker_resumes_its_job_once(fault_stack: FaultStack, worker: Any, demo_lm: Path) -> None:
     """As tests/e2e/test_alignment.py, here with its figures recorded."""
     stack, began = fault_stack, time.monotonic()
@@ -611,7 +611,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.remove()
 
 
-@pytest.mark.slow
+@pytest.mark.reliability
 def test_d_postgres_restart_the_gateway_reconnects(
     fault_stack: FaultStack, private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
