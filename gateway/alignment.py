@@ -18,19 +18,17 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from align_worker.training.data import Observation, pairs_from_sessions
+from gateway.access import JSON, json_response, scoped
 from gateway.clients import DependencyDownError
 from gateway.db import PayloadPurgedError, Store
 from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
 from gateway.db.models import AlignmentJobRow
-from gateway.openapi import documented
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,
@@ -49,25 +47,10 @@ from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
 __all__ = ["alignment_routes", "load_observations"]
 
 logger = logging.getLogger(__name__)
-JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 _SPEC = msgspec.json.Decoder(AlignmentJobSpec)
 #: How often the event stream looks for new events.
 POLL_S = 0.5
-
-
-async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    from gateway.app import require_scope  # the app module imports this one
-
-    await require_scope(connection, handler)
-
-
-def _scoped(scope: str, ok: Any = Any, success: tuple[int, ...] = (200,), media_type: str = JSON) -> dict[str, Any]:
-    return {"guards": [_guard], "opt": {"scope": scope}, "responses": documented(ok, *success, media_type=media_type)}
-
-
-def _json(value: Any, status: int = 200) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
 
 
 # -- pairs from the store ----------------------------------------------------------------------------------
@@ -187,7 +170,7 @@ async def _get(state: State, job_id: str) -> AlignmentJobRow:
     "/v1/alignment/jobs",
     status_code=202,
     summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
-    **_scoped("train", AlignmentJobInfo, (202,)),
+    **scoped("train", AlignmentJobInfo, (202,)),
 )
 async def create_job(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     spec = decode_body(_SPEC, await request.body())
@@ -207,31 +190,31 @@ async def create_job(request: Request[Any, Any, Any], state: State) -> Response[
         raise RequestError(
             503, "dependency_down", "redis", "the job queue (Redis) is unreachable; try again", {"Retry-After": "5"}
         ) from None
-    return _json(job_info(row), 202)
+    return json_response(job_info(row), 202)
 
 
-@get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **_scoped("read", AlignmentJobPage))
+@get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **scoped("read", AlignmentJobPage))
 async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50) -> Response[bytes]:
     if not 1 <= limit <= 500:
         raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
     rows = await anyio.to_thread.run_sync(lambda: _jobs(state).list_jobs(status=status, limit=limit))
-    return _json(AlignmentJobPage(items=[job_info(r) for r in rows]))
+    return json_response(AlignmentJobPage(items=[job_info(r) for r in rows]))
 
 
 @get(
     "/v1/alignment/jobs/{job_id:str}",
     summary="One alignment job: state, progress, result",
-    **_scoped("read", AlignmentJobInfo),
+    **scoped("read", AlignmentJobInfo),
 )
 async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    return _json(job_info(await _get(state, job_id)))
+    return json_response(job_info(await _get(state, job_id)))
 
 
 @post(
     "/v1/alignment/jobs/{job_id:str}/cancel",
     status_code=202,
     summary="Cancel a job (a running one stops after its current optimisation step)",
-    **_scoped("train", AlignmentJobInfo, (202,)),
+    **scoped("train", AlignmentJobInfo, (202,)),
 )
 async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     try:
@@ -240,13 +223,13 @@ async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
         raise RequestError(404, "not_found", "job_id", f"no alignment job {job_id!r}") from None
     except InvalidTransitionError as err:
         raise RequestError(409, "conflict", "job_id", str(err)) from None
-    return _json(job_info(row), 202)
+    return json_response(job_info(row), 202)
 
 
 @get(
     "/v1/alignment/jobs/{job_id:str}/pairs",
     summary="The job's pair snapshot as JSON lines",
-    **_scoped("read", str, media_type="application/x-ndjson"),
+    **scoped("read", str, media_type="application/x-ndjson"),
 )
 async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | None] = None) -> Response[bytes]:
     await _get(state, job_id)
@@ -261,13 +244,13 @@ async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | 
     "/v1/alignment/pairs:preview",
     status_code=200,
     summary="The pairs a job with this data selection would train on",
-    **_scoped("read", dict[str, Any]),
+    **scoped("read", dict[str, Any]),
 )
 async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
     model_id = await _default_model(state, selection)
     pairs, summary = await anyio.to_thread.run_sync(build_pairs, state.store, selection, model_id)
-    return _json({"summary": summary, "pairs": pairs})
+    return json_response({"summary": summary, "pairs": pairs})
 
 
 def _event_message(event: Any) -> ServerSentEventMessage:
@@ -278,7 +261,7 @@ def _event_message(event: Any) -> ServerSentEventMessage:
 @get(
     "/v1/alignment/jobs/{job_id:str}/events",
     summary="The job's event log as server-sent events (resumable with Last-Event-ID); ends when the job does",
-    **_scoped("read", str, media_type="text/event-stream"),
+    **scoped("read", str, media_type="text/event-stream"),
 )
 async def job_events(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[str], after: FromQuery[int] = 0
@@ -309,7 +292,7 @@ async def job_events(
 @get(
     "/v1/alignment/jobs/{job_id:str}/evaluation",
     summary="The judge's comparison of the SFT and the aligned answers (from judge_svc)",
-    **_scoped("read"),
+    **scoped("read"),
 )
 async def job_evaluation(state: State, job_id: FromPath[str]) -> Response[bytes]:
     row = await _get(state, job_id)

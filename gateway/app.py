@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import gc
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,20 +22,18 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.config.cors import CORSConfig
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 
+from gateway.access import json_response, scoped
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
 from gateway.db import PayloadPurgedError, SessionConflict, Store
-from gateway.keys import allowed, authenticate
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
 from gateway.openapi import documented
@@ -110,49 +107,6 @@ async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
     for name, value in [*request.path_params.items(), *request.query_params.items()]:
         if "\x00" in str(value):
             raise RequestError(400, "invalid", name, "must not contain the NUL character (U+0000)")
-
-
-def _json(value: Any, status: int = 200) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
-
-
-# --- access -------------------------------------------------------------------------------------------------
-
-
-async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Guard: a valid `Authorization: Bearer <key>` whose scopes include the route's `scope` option."""
-    header = connection.headers.get("authorization", "")
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise RequestError(401, "unauthorized", "authorization", "send an API key as 'Authorization: Bearer <key>'")
-    token = header[7:].strip()
-    state = connection.app.state
-    cached = state.key_cache.get(token)
-    now = time.monotonic()
-    if cached is None or now - cached[0] > 30:
-        key = await anyio.to_thread.run_sync(authenticate, state.store, token)
-        cached = (now, None if key is None else (key.id, list(key.scopes)))
-        state.key_cache[token] = cached
-    if cached[1] is None:
-        raise RequestError(401, "unauthorized", "authorization", "unknown or revoked API key")
-    key_id, scopes = cached[1]
-    limiter: RateLimiter = state.limiter
-    wait = limiter.take(key_id)
-    if wait > 0:
-        raise RequestError(
-            429,
-            "rate_limited",
-            "authorization",
-            f"this key is over the rate limit of {limiter.describe()}",
-            {"Retry-After": str(math.ceil(wait))},
-        )
-    needed = handler.opt.get("scope", "admin")
-    if not allowed(scopes, needed):
-        raise RequestError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
-
-
-def _scoped(scope: str, ok: Any = Any, success: tuple[int, ...] = (200,)) -> dict[str, Any]:
-    """Guard and scope of a route, and what it answers (`ok` for the `success` statuses) for the OpenAPI schema."""
-    return {"guards": [require_scope], "opt": {"scope": scope}, "responses": documented(ok, *success)}
 
 
 # --- the ingest pipeline ------------------------------------------------------------------------------------
@@ -342,7 +296,7 @@ def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:
     "/v1/sessions",
     status_code=200,
     summary="Ingest one session and answer its preference score (202: stored, score pending)",
-    **_scoped("ingest", SessionScore, (200, 202)),
+    **scoped("ingest", SessionScore, (200, 202)),
 )
 async def post_session(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     start = time.perf_counter()
@@ -350,14 +304,14 @@ async def post_session(request: Request[Any, Any, Any], state: State) -> Respons
     session = decode_session(body)
     result = await state.pipeline.ingest(session, body)
     state.metrics.latency.observe(time.perf_counter() - start)
-    return _json(result, 200 if result.status == "scored" else 202)
+    return json_response(result, 200 if result.status == "scored" else 202)
 
 
 @post(
     "/v1/sessions:batch",
     status_code=200,
     summary="Ingest many sessions",
-    **_scoped("ingest", dict[str, list[SessionScore]]),
+    **scoped("ingest", dict[str, list[SessionScore]]),
 )
 async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     batch: SessionBatch = decode_body(_BATCH, await request.body())
@@ -369,20 +323,20 @@ async def post_sessions(request: Request[Any, Any, Any], state: State) -> Respon
             raise SessionError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
     results = [await state.pipeline.ingest(s) for s in sorted(batch.sessions, key=lambda s: s.turn or 0)]
     by_id = {r.session_id: r for r in results}
-    return _json({"results": [by_id[s.session_id] for s in batch.sessions]})
+    return json_response({"results": [by_id[s.session_id] for s in batch.sessions]})
 
 
-@get("/v1/sessions/{session_id:str}", summary="One stored session", **_scoped("read", SessionRecord))
+@get("/v1/sessions/{session_id:str}", summary="One stored session", **scoped("read", SessionRecord))
 async def get_session(
     state: State, session_id: FromPath[str], include: FromQuery[str | None] = None
 ) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
     if row is None:
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
-    return _json(_record(state.store, row, include == "payload"))
+    return json_response(_record(state.store, row, include == "payload"))
 
 
-@get("/v1/sessions", summary="Stored sessions, newest last, paginated", **_scoped("read", SessionPage))
+@get("/v1/sessions", summary="Stored sessions, newest last, paginated", **scoped("read", SessionPage))
 async def list_sessions(
     state: State,
     user_id: FromQuery[str | None] = None,
@@ -398,18 +352,18 @@ async def list_sessions(
         )
     except ValueError as err:
         raise RequestError(422, "invalid", "cursor", str(err)) from None
-    return _json(SessionPage(items=[_record(state.store, r, False) for r in rows], next_cursor=next_cursor))
+    return json_response(SessionPage(items=[_record(state.store, r, False) for r in rows], next_cursor=next_cursor))
 
 
 @delete(
     "/v1/users/{user_id:str}",
     status_code=200,
     summary="Erase everything stored for a user",
-    **_scoped("admin", Erasure),
+    **scoped("admin", Erasure),
 )
 async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
     erasure = await anyio.to_thread.run_sync(state.store.erase_user, user_id)
-    return _json(
+    return json_response(
         Erasure(user_id=user_id, rows_deleted=dict(erasure.rows_deleted), models_affected=list(erasure.models_affected))
     )
 
@@ -429,12 +383,12 @@ async def _proxy(
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
-@get("/v1/reward/models", summary="Reward models", **_scoped("read"))
+@get("/v1/reward/models", summary="Reward models", **scoped("read"))
 async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
     return await _proxy(state, "GET", "/v1/reward/models", params={"task": task} if task else None)
 
 
-@get("/v1/reward/models/{model_id:str}", summary="One reward model", **_scoped("read"))
+@get("/v1/reward/models/{model_id:str}", summary="One reward model", **scoped("read"))
 async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "GET", f"/v1/reward/models/{_segment(model_id)}")
 
@@ -443,14 +397,14 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     "/v1/reward/models",
     status_code=202,
     summary="Train a reward model (background job)",
-    **_scoped("train", success=(202,)),
+    **scoped("train", success=(202,)),
 )
 async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     return await _proxy(state, "POST", "/v1/reward/models", await request.body())
 
 
 @post(
-    "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **_scoped("train")
+    "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **scoped("train")
 )
 async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
@@ -517,7 +471,7 @@ def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
     "/v1/imports/ifllm",
     status_code=202,
     summary="Import an IFLLM folder (background job)",
-    **_scoped("admin", JobInfo, (202,)),
+    **scoped("admin", JobInfo, (202,)),
 )
 async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     try:
@@ -535,21 +489,21 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
     task = asyncio.create_task(anyio.to_thread.run_sync(run_ifllm_import, state.store, job.id, spec.data))
     state.jobs.add(task)
     task.add_done_callback(state.jobs.discard)
-    return _json(_job_info(job), 202)
+    return json_response(_job_info(job), 202)
 
 
-@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **_scoped("read", JobInfo))
+@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **scoped("read", JobInfo))
 async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
     if row is None:
         raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
-    return _json(_job_info(row))
+    return json_response(_job_info(row))
 
 
 # Judgments: judge_svc does the work; the gateway is the one public API (judging is not idempotent: no retry).
 
 
-@post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **_scoped("train"))
+@post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **scoped("train"))
 async def post_judgment(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
     return Response(response.content, status_code=response.status_code, media_type=JSON)
@@ -559,7 +513,7 @@ async def post_judgment(request: Request[Any, Any, Any], state: State) -> Respon
     "/v1/judgments:batch",
     status_code=202,
     summary="Judge many pairs (a job with progress)",
-    **_scoped("train", success=(202,)),
+    **scoped("train", success=(202,)),
 )
 async def post_judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
@@ -569,7 +523,7 @@ async def post_judgments(request: Request[Any, Any, Any], state: State) -> Respo
 @get(
     ["/v1/judgments/{job_id:str}", "/v1/judgments/jobs/{job_id:str}"],
     summary="A judgment job: progress, verdicts, evaluation",
-    **_scoped("read"),
+    **scoped("read"),
 )
 async def get_judgments(state: State, job_id: FromPath[str]) -> Response[bytes]:
     response = await state.judge.request("GET", f"/v1/judgments/jobs/{_segment(job_id)}")

@@ -30,6 +30,7 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
+from gateway.access import json_response, require_scope
 from gateway.openapi import documented
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
@@ -283,14 +284,6 @@ async def require_browser_token(connection: ASGIConnection[Any, Any, Any, Any], 
     connection.state.browser = connection.app.state.collector.verify(_bearer(connection))
 
 
-async def _api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    # gateway.app imports this module to register the routes: its guard is looked up when a request comes,
-    # so API keys are checked (and cached) in one place.
-    from gateway.app import require_scope
-
-    await require_scope(connection, handler)
-
-
 async def require_browser_token_or_key(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
@@ -299,7 +292,7 @@ async def require_browser_token_or_key(
     if _bearer(connection).startswith(BROWSER_PREFIX):
         await require_browser_token(connection, handler)
     else:
-        await _api_key(connection, handler)
+        await require_scope(connection, handler)
 
 
 def _own(claims: TokenClaims | None, session_id: str, user_id: str | None = None) -> None:
@@ -321,10 +314,6 @@ def _asset(state: State, name: str, *, page: bool = False, max_age: int = 300) -
     if page:
         headers = {**_PAGE_HEADERS, "Cache-Control": "no-cache"}
     return Response(state.collector.assets[name], media_type=_ASSETS[name], headers=headers)
-
-
-def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), status_code=status, media_type=_JSON, headers=headers)
 
 
 @get("/sdk/tacit.js", summary="The browser collector SDK", include_in_schema=False)
@@ -353,7 +342,7 @@ async def demo_page(state: State) -> Response[bytes]:
 @get("/demo/samples", summary="The demo's questions and answers", include_in_schema=False)
 async def demo_samples(state: State) -> Response[bytes]:
     _demo_on(state)
-    return _json({"samples": state.collector.samples, "llm": bool(state.collector.settings.llm_base_url)})
+    return json_response({"samples": state.collector.samples, "llm": bool(state.collector.settings.llm_base_url)})
 
 
 @post("/demo/token", status_code=201, summary="A browser token for a throwaway demo user", include_in_schema=False)
@@ -367,14 +356,14 @@ async def demo_token(request: Request[Any, Any, Any], state: State) -> Response[
             429, "rate_limited", "$", "too many demo tokens from this address", {"Retry-After": str(int(wait) + 1)}
         )
     token = collector.mint(user_id=f"demo-{secrets.token_hex(6)}")
-    return _json(token, 201, {"Cache-Control": "no-store"})
+    return json_response(token, 201, {"Cache-Control": "no-store"})
 
 
 @post(
     "/v1/collector/tokens",
     status_code=201,
     summary="Mint a short-lived, ingest-only browser token (for a page the caller serves)",
-    guards=[_api_key],
+    guards=[require_scope],
     opt={"scope": "ingest"},
     responses=documented(BrowserToken, 201),
 )
@@ -384,7 +373,7 @@ async def create_token(request: Request[Any, Any, Any], state: State) -> Respons
     collector: Collector = state.collector
     if spec.ttl_s is not None and spec.ttl_s > collector.settings.max_token_ttl_s:
         raise RequestError(422, "invalid", "ttl_s", f"at most {collector.settings.max_token_ttl_s} seconds")
-    return _json(collector.mint(spec.user_id, spec.ttl_s), 201, {"Cache-Control": "no-store"})
+    return json_response(collector.mint(spec.user_id, spec.ttl_s), 201, {"Cache-Control": "no-store"})
 
 
 @post(
@@ -400,7 +389,7 @@ async def post_collected(request: Request[Any, Any, Any], state: State) -> Respo
     session = decode_session(body)
     _own(request.state.browser, session.session_id, session.user_id)
     result = await state.pipeline.ingest(session, body)
-    return _json(result, 200 if result.status == "scored" else 202)
+    return json_response(result, 200 if result.status == "scored" else 202)
 
 
 @get(
@@ -416,14 +405,14 @@ async def get_collected(request: Request[Any, Any, Any], state: State, session_i
     row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
     if row is None or (claims is not None and row.user_id != claims.sub):
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
-    from gateway.app import _record  # the one SessionRecord builder (see _api_key for why it is looked up here)
+    from gateway.app import _record  # the one SessionRecord builder (gateway.app imports this module)
 
     def load() -> CollectedSession:
         # A payload removed by retention comes back as `session: null`: the page then shows the score only.
         record = _record(state.store, row, include_payload=True)
         return CollectedSession(record=record, features=state.store.features_of(row))
 
-    return _json(await anyio.to_thread.run_sync(load), headers={"Cache-Control": "no-store"})
+    return json_response(await anyio.to_thread.run_sync(load), headers={"Cache-Control": "no-store"})
 
 
 @get("/sessions/{session_id:str}/replay", summary="Replay of a stored session", include_in_schema=False)
@@ -465,7 +454,7 @@ async def demo_answers(request: Request[Any, Any, Any], state: State) -> Respons
                 answers.append(_tidy(reply.json()["choices"][0]["message"]["content"]))
             except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
                 raise RequestError(502, "upstream", "$", f"the LLM endpoint failed: {type(err).__name__}") from None
-    return _json({"question": spec.question, "answers": answers, "models": models})
+    return json_response({"question": spec.question, "answers": answers, "models": models})
 
 
 def collector_routes() -> list[Any]:
