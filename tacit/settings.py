@@ -37,6 +37,13 @@ def data_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("TACIT_HOME") or Path.home() / ".local" / "share" / "tacit")
 
 
+def gateway_db_url(explicit: str, environ: Mapping[str, str] | None = None) -> str:
+    """The gateway's database (also the alignment workers'): `explicit`, else TACIT_DATABASE_URL, else SQLite
+    under the data home."""
+    env = os.environ if environ is None else environ
+    return explicit or env.get("TACIT_DATABASE_URL") or f"sqlite:///{data_home(env) / 'gateway.db'}"
+
+
 class FeatureSettings(msgspec.Struct, frozen=True, kw_only=True):
     """feature_svc settings (`TACIT_FEATURES_*`)."""
 
@@ -122,8 +129,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("cors_origins names origins; '*' would let any page call the API")
 
     def db_url(self, environ: Mapping[str, str] | None = None) -> str:
-        env = os.environ if environ is None else environ
-        return self.database_url or env.get("TACIT_DATABASE_URL") or f"sqlite:///{data_home(env) / 'gateway.db'}"
+        return gateway_db_url(self.database_url, environ)
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,8 +157,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("heartbeat_s must be > 0 and stale_after_s above it")
 
     def db_url(self, environ: Mapping[str, str] | None = None) -> str:
-        env = os.environ if environ is None else environ
-        return self.database_url or env.get("TACIT_DATABASE_URL") or f"sqlite:///{data_home(env) / 'gateway.db'}"
+        return gateway_db_url(self.database_url, environ)
 
     def jobs_dir(self, environ: Mapping[str, str] | None = None) -> Path:
         return Path(self.work_dir) if self.work_dir else data_home(environ) / "alignment"
