@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,13 @@ def test_cancel_stops_within_a_step_and_the_job_resumes(demo_model: Path, tmp_pa
     # The cancel became visible once step 4 was logged; training stopped at the end of the very next step.
     assert max(steps) == 5
     assert (tmp_path / "job" / "sft" / "checkpoints" / "checkpoint-3").is_dir()
+    # A worker killed while saving leaves a checkpoint without its trainer state: it is skipped and removed.
+    partial = tmp_path / "job" / "sft" / "checkpoints" / "checkpoint-6"
+    shutil.copytree(tmp_path / "job" / "sft" / "checkpoints" / "checkpoint-3", partial)
+    (partial / "trainer_state.json").unlink()
     resumed = Recorder()
     result = run_job(spec, pairs, tmp_path / "job", resumed)
+    assert not partial.exists()
     assert ("stage", {"stage": "sft", "resume_from": "checkpoint-3"}) in resumed.events
     assert min(p.step for p in resumed.progress_log if p.stage == "sft") == 3
     assert result.aligned_model is not None

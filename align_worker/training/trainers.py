@@ -277,13 +277,28 @@ def _device(runtime: Runtime) -> _Device:
     return _Device("cpu", False)
 
 
+#: Written last when the HF Trainer saves a checkpoint: a folder without it was cut short.
+CHECKPOINT_DONE = "trainer_state.json"
+
+
 def _last_checkpoint(folder: Path) -> str | None:
+    """The newest complete `checkpoint-N` in `folder`; incomplete ones (a worker killed while saving) are removed.
+
+    transformers' `get_last_checkpoint` returns the newest folder whatever its state, and resuming from a
+    half-written one fails (seen when a worker was SIGKILLed during a save).
+    """
     if not folder.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    found: str | None = get_last_checkpoint(str(folder))
-    return found
+    steps = sorted(
+        (int(p.name.split("-", 1)[1]), p)
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith("checkpoint-") and p.name.split("-", 1)[1].isdigit()
+    )
+    for _, path in reversed(steps):
+        if (path / CHECKPOINT_DONE).is_file():
+            return str(path)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _finish(trainer: Any, tokenizer: Any, final: Path) -> None:
