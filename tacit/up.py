@@ -386,30 +386,21 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
     reward_url = f"http://127.0.0.1:{reward_port}"
     judge_url = f"http://127.0.0.1:{judge_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
-    features = Service(
-        "feature_svc",
-        [*_CLI, "serve", "features"],
-        logs / "feature_svc.log",
-        env={**env, "TACIT_FEATURES_HOST": "127.0.0.1", "TACIT_FEATURES_PORT": str(feature_port)},
-        health_url=f"{feature_url}/healthz",
-        url=feature_url,
-    )
-    reward = Service(
-        "reward_svc",
-        [*_CLI, "serve", "reward"],
-        logs / "reward_svc.log",
-        env={**env, "TACIT_REWARD_HOST": "127.0.0.1", "TACIT_REWARD_PORT": str(reward_port)},
-        health_url=f"{reward_url}/healthz",
-        url=reward_url,
-    )
-    judge = Service(
-        "judge_svc",
-        [*_CLI, "serve", "judge"],
-        logs / "judge_svc.log",
-        env={**env, "TACIT_JUDGE_HOST": "127.0.0.1", "TACIT_JUDGE_PORT": str(judge_port)},
-        health_url=f"{judge_url}/healthz",
-        url=judge_url,
-    )
+
+    def service(name: str, command: str, prefix: str, port: int) -> Service:
+        url = f"http://127.0.0.1:{port}"
+        return Service(
+            name,
+            [*_CLI, "serve", command],
+            logs / f"{name}.log",
+            env={**env, f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port)},
+            health_url=f"{url}/healthz",
+            url=url,
+        )
+
+    features = service("feature_svc", "features", "TACIT_FEATURES_", feature_port)
+    reward = service("reward_svc", "reward", "TACIT_REWARD_", reward_port)
+    judge = service("judge_svc", "judge", "TACIT_JUDGE_", judge_port)
     worker = Service(
         "cpu worker",
         [*_CLI, "worker", "--queues", "cpu"],
