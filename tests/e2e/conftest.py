@@ -74,6 +74,24 @@ class Service:
             self._log = None
 
 
+def demo_reward_registry(folder: Path) -> str:
+    """A reward registry (`<folder>/reward.db`, models in `<folder>/models`) with an active demo pairwise model."""
+    reward_db = f"sqlite:///{folder / 'reward.db'}"
+    registry = Registry(reward_db)
+    row = registry.create(task="pairwise", model_name="reference_rf", feature_set="all", spec={}, demo=True)
+    spec = TrainRewardModel(
+        data=str(write_demo_table(folder / "demo.parquet", n=120)),
+        model="reference_rf",
+        feature_set="all",
+        seeds=0,
+        activate=True,
+        demo=True,
+    )
+    assert run_training(registry, row.id, spec, folder / "models").status == "succeeded"
+    registry.close()
+    return reward_db
+
+
 @dataclass
 class Stack:
     gateway: Service
@@ -102,19 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
     """One stack per database flavour for the module (tests use their own user ids)."""
     tmp_path = tmp_path_factory.mktemp("stack")
     env: dict[str, Any] = {**os.environ, "TACIT_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    reward_db = f"sqlite:///{tmp_path / 'reward.db'}"
-    registry = Registry(reward_db)
-    row = registry.create(task="pairwise", model_name="reference_rf", feature_set="all", spec={}, demo=True)
-    spec = TrainRewardModel(
-        data=str(write_demo_table(tmp_path / "demo.parquet", n=120)),
-        model="reference_rf",
-        feature_set="all",
-        seeds=0,
-        activate=True,
-        demo=True,
-    )
-    assert run_training(registry, row.id, spec, tmp_path / "models").status == "succeeded"
-    registry.close()
+    reward_db = demo_reward_registry(tmp_path)
 
     # A clean gateway schema for this test (PostgreSQL databases live for the test session).
     store = Store(database_url)

@@ -32,12 +32,8 @@ import pytest
 
 from gateway.db import Store
 from gateway.keys import create_key
-from reward_svc.demo import write_demo_table
-from reward_svc.registry import Registry
-from reward_svc.service import run_training
-from tacit.schemas import TrainRewardModel
 from tacit.simulate import simulate_session, simulate_sessions
-from tests.e2e.conftest import Service, free_port
+from tests.e2e.conftest import Service, demo_reward_registry, free_port
 from tests.reliability.out import write_fragment
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -200,19 +196,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack
     tmp = tmp_path_factory.mktemp("faults")
     redis = PrivateRedis(tmp_path_factory.mktemp("redis")).start()
     env: dict[str, Any] = {**os.environ, "TACIT_HOME": str(tmp / "home"), "HF_HUB_OFFLINE": "1"}
-    reward_db = f"sqlite:///{tmp / 'reward.db'}"
-    registry = Registry(reward_db)
-    row = registry.create(task="pairwise", model_name="reference_rf", feature_set="all", spec={}, demo=True)
-    spec = TrainRewardModel(
-        data=str(write_demo_table(tmp / "demo.parquet", n=120)),
-        model="reference_rf",
-        feature_set="all",
-        seeds=0,
-        activate=True,
-        demo=True,
-    )
-    assert run_training(registry, row.id, spec, tmp / "models").status == "succeeded"
-    registry.close()
+    reward_db = demo_reward_registry(tmp)
     database_url = f"sqlite:///{tmp / 'gateway.db'}"
     keys = _keys(database_url)
     cli = [sys.executable, "-m", "tacit.cli", "serve"]
