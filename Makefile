@@ -12,13 +12,23 @@ export TRANSFORMERS_OFFLINE := 1
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every dependency, direct and transitive, comes from requirements.lock (pip-tools output); Tacit itself is
+# installed on top without resolving anything, so a fresh machine gets exactly what CI tested.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,align]'
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install Tacit with the dev and align extras (torch==2.13.0 CPU)
+install: $(STAMP) ## Create .venv and install Tacit with the dev and align extras from the lock (torch==2.13.0 CPU)
+
+LOCK_ARGS := --quiet --strip-extras --extra dev --extra align --extra postgres --no-emit-index-url --no-emit-find-links
+
+lock: $(STAMP) ## Refresh requirements.lock to the newest releases pyproject.toml allows (then run make test)
+	$(VENV)/bin/pip-compile --upgrade $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	@# the lock names the release, not this machine's CPU build of it: pip picks the +cpu wheel here, CUDA in images
+	sed -i -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' requirements.lock
 
 TACIT_HOME ?= $(HOME)/.local/share/tacit
 
@@ -59,4 +69,4 @@ up: run ## Alias of run
 down: ## Stop a stack started by `make run` in another terminal
 	-@test -f $(TACIT_HOME)/up.json && kill -INT $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" $(TACIT_HOME)/up.json) || echo "no stack running in $(TACIT_HOME)"
 
-.PHONY: help install run test lint bench results reliability up down
+.PHONY: help install lock run test lint bench results reliability up down

@@ -105,9 +105,9 @@ class LocalBackend:
             # the reply grows a few tokens per slot: extend the KV cache rather than re-reading the prompt
             with torch.inference_mode():
                 out = self._lm(
-                    input_ids=torch.tensor([ids], device=self._device), past_key_values=state["past"], use_cache=True
+                    input_ids=torch.tensor([ids], device=self._device), cache=state["past"], use_cache=True
                 )
-            state["past"] = out.past_key_values
+            state["past"] = out.cache
             state["next"] = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
             context.extend(ids)
 
