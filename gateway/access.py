@@ -1,13 +1,14 @@
 """Who may call what: the API-key guard of every scoped route, and the JSON answer shared by the route modules.
 
 One guard for the whole gateway (sessions, reward models, alignment jobs, the collector's key routes): the key
-is looked up (cached 30 s), rate-limited per key, and its scopes checked against the route's `scope` option.
+row is read on every request (a revocation holds at once; `gateway.keys` remembers only verified tokens, so
+no scrypt runs twice), the key is rate-limited, and its scopes are checked against the route's `scope` option.
+Failed authentications are rate-limited per client address and per key prefix before any scrypt runs.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import anyio.to_thread
@@ -16,12 +17,12 @@ from litestar import Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.keys import allowed, authenticate
+from gateway.keys import PREFIX_CHARS, allowed, authenticate, recently_verified
 from gateway.limits import RateLimiter
 from gateway.openapi import documented
 from tacit.schemas.problem import RequestError
 
-__all__ = ["JSON", "json_response", "require_scope", "scoped"]
+__all__ = ["JSON", "AuthFailures", "bearer", "client_address", "json_response", "require_scope", "scoped"]
 
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
@@ -31,24 +32,68 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return Response(_ENCODER.encode(value), status_code=status, media_type=JSON, headers=headers)
 
 
+#: A key is 49 characters; an Authorization header far longer than any credential is refused unread.
+MAX_AUTHORIZATION_CHARS = 1024
+
+
+class AuthFailures:
+    """Failed authentications per client address and per key prefix (token buckets; `rate` <= 0: no limit)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.by_address = RateLimiter(rate, burst)
+        self.by_prefix = RateLimiter(rate, burst)
+
+    def wait(self, address: str, token: str) -> float:
+        """Seconds until a failed authentication from `address` for `token`'s prefix is allowed again."""
+        return max(self.by_address.wait(address), self.by_prefix.wait(token[:PREFIX_CHARS]))
+
+    def failed(self, address: str, token: str) -> None:
+        self.by_address.take(address)
+        self.by_prefix.take(token[:PREFIX_CHARS])
+
+
+def bearer(connection: ASGIConnection[Any, Any, Any, Any], what: str = "key") -> str:
+    """The credential of `Authorization: Bearer <credential>`; 401 without one, 431 for an oversized one."""
+    header = connection.headers.get("authorization", "")
+    if len(header) > MAX_AUTHORIZATION_CHARS:
+        raise RequestError(
+            431,
+            "header_too_large",
+            "authorization",
+            f"over {MAX_AUTHORIZATION_CHARS} characters",
+        )
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise RequestError(401, "unauthorized", "authorization", f"send a {what} as 'Authorization: Bearer <{what}>'")
+    return header[7:].strip()
+
+
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client's address (the proxy's `X-Forwarded-For` only when it is a configured trusted proxy: uvicorn)."""
+    return connection.client.host if connection.client else "?"
+
+
 async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Guard: a valid `Authorization: Bearer <key>` whose scopes include the route's `scope` option."""
-    header = connection.headers.get("authorization", "")
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise RequestError(401, "unauthorized", "authorization", "send an API key as 'Authorization: Bearer <key>'")
-    token = header[7:].strip()
+    token = bearer(connection)
     state = connection.app.state
-    cached = state.key_cache.get(token)
-    now = time.monotonic()
-    if cached is None or now - cached[0] > 30:
-        key = await anyio.to_thread.run_sync(authenticate, state.store, token)
-        cached = (now, None if key is None else (key.id, list(key.scopes)))
-        state.key_cache[token] = cached
-    if cached[1] is None:
+    failures: AuthFailures = state.auth_failures
+    address = client_address(connection)
+    if not recently_verified(token):  # a known-good token costs no scrypt: never locked out by others' failures
+        wait = failures.wait(address, token)
+        if wait > 0:
+            raise RequestError(
+                429,
+                "rate_limited",
+                "authorization",
+                "too many failed authentications from this address or for this key prefix",
+                {"Retry-After": str(math.ceil(wait))},
+            )
+    key = await anyio.to_thread.run_sync(authenticate, state.store, token)
+    if key is None:
+        failures.failed(address, token)
         raise RequestError(401, "unauthorized", "authorization", "unknown or revoked API key")
-    key_id, scopes = cached[1]
     limiter: RateLimiter = state.limiter
-    wait = limiter.take(key_id)
+    wait = limiter.take(key.id)
     if wait > 0:
         raise RequestError(
             429,
@@ -58,7 +103,7 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
             {"Retry-After": str(math.ceil(wait))},
         )
     needed = handler.opt.get("scope", "admin")
-    if not allowed(scopes, needed):
+    if not allowed(key.scopes, needed):
         raise RequestError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
 
 

@@ -24,16 +24,18 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 
-from gateway.access import json_response, scoped
+from gateway.access import AuthFailures, json_response, scoped
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
 from gateway.db import PayloadPurgedError, SessionConflict, Store
+from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
 from gateway.openapi import documented
@@ -597,8 +599,8 @@ def create_app(
         app.state.settings = settings
         app.state.metrics = metrics
         metrics.watch(db, settings.redis_url)
-        app.state.key_cache = {}
         app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_burst)
+        app.state.auth_failures = AuthFailures(settings.auth_failures_per_s, settings.auth_failure_burst)
         app.state.jobs = set()
         app.state.collector = Collector()
         app.state.features = FeatureClient(
@@ -650,7 +652,11 @@ def create_app(
         ],
         lifespan=[lifespan],
         before_request=_refuse_nul,
-        middleware=[metrics.http.middleware],
+        before_send=[secure_headers],
+        middleware=[
+            DefineMiddleware(EdgeMiddleware, max_header_bytes=settings.max_header_bytes),
+            metrics.http.middleware,
+        ],
         exception_handlers={Exception: _problem},
         openapi_config=OpenAPIConfig(title="Tacit", version="1", path="/schema"),
         # Only the configured origins (the pages that embed the collector); none by default.

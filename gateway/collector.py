@@ -30,7 +30,7 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
-from gateway.access import json_response, require_scope
+from gateway.access import bearer, json_response, require_scope
 from gateway.openapi import documented
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
@@ -273,10 +273,7 @@ class Collector:
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    header = connection.headers.get("authorization", "")
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise RequestError(401, "unauthorized", "authorization", "send a token as 'Authorization: Bearer <token>'")
-    return header[7:].strip()
+    return bearer(connection, "token")
 
 
 async def require_browser_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

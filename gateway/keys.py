@@ -3,8 +3,8 @@
 A token is `tacit_` plus 43 url-safe characters (32 random bytes). Only a salted scrypt hash is stored,
 with the token's first 14 characters (`tacit_` and 8 of the secret) as a non-secret prefix that listings
 show and lookups use. scrypt costs ~50 ms, so a verified token is remembered in this process (keyed by a
-sha256 of the token, for ten minutes); every request still reads the key row, so a revocation takes
-effect at once.
+sha256 of the token, for ten minutes, at most 1,024 of them; a token that failed is never remembered); every
+request still reads the key row, so a revocation takes effect at once, in every gateway process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from gateway.db import SCOPES, KeyRow, Store
 from gateway.db.models import utcnow
 
 __all__ = [
+    "PREFIX_CHARS",
     "SCOPES",
     "TOKEN_PREFIX",
     "add_keys_commands",
@@ -34,6 +35,7 @@ __all__ = [
     "create_key",
     "keys_command",
     "list_keys",
+    "recently_verified",
     "revoke",
 ]
 
@@ -130,9 +132,18 @@ def create_key(store: Store, scopes: Sequence[str], name: str = "") -> tuple[str
     return token, store.add_key(row)
 
 
+def _well_formed(token: str) -> bool:
+    return token.startswith(TOKEN_PREFIX) and PREFIX_CHARS + 8 <= len(token) <= 256
+
+
+def recently_verified(token: str) -> bool:
+    """Whether `token` was verified in this process lately, so authenticating it costs no scrypt."""
+    return _well_formed(token) and _verified.get(hashlib.sha256(token.encode()).digest()) is not None
+
+
 def authenticate(store: Store, token: str) -> KeyRow | None:
     """The key a token belongs to; None for an unknown, malformed or revoked token."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) < PREFIX_CHARS + 8 or len(token) > 256:
+    if not _well_formed(token):
         return None
     digest = hashlib.sha256(token.encode()).digest()
     row: KeyRow | None = None

@@ -1,4 +1,4 @@
-"""Request rate limits per API key: one token bucket per key id, in this process.
+"""Request rate limits: one token bucket per key (an API key id, a client address, a key prefix), in this process.
 
 A bucket holds up to `burst` tokens and refills at `rate` tokens a second; each request takes one. A request
 that finds the bucket empty is refused with the seconds until a token is back (the gateway answers 429 with
@@ -19,7 +19,7 @@ MAX_BUCKETS = 10_000
 
 
 class RateLimiter:
-    """Token buckets keyed by API key id; `rate` <= 0 switches limiting off."""
+    """Token buckets keyed by a string (API key id, client address...); `rate` <= 0 switches limiting off."""
 
     def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if rate > 0 and burst < 1:
@@ -49,6 +49,16 @@ class RateLimiter:
             while len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
         return wait
+
+    def wait(self, key: str) -> float:
+        """The seconds until `key` has a token (0.0 when it has one now); takes nothing."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, updated = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - updated) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def describe(self) -> str:
         """The limit in words, for error details."""

@@ -115,10 +115,21 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     """Raw trajectories (session payloads) older than this are deleted, features and scores kept; 0 = keep."""
     retention_interval_s: float = 3600.0
     """How often retention runs (once at start-up, then at this interval)."""
+    max_header_bytes: int = 16 * 1024
+    """Largest total size of a request's headers (names and values); above it the answer is 431."""
+    auth_failures_per_s: float = 1.0
+    """Failed authentications one client address, and one key prefix, may make a second after the burst (each
+    failure of a well-formed key may cost a ~50 ms scrypt); over it: 429 until the bucket refills. 0 = no limit."""
+    auth_failure_burst: int = 100
+    """Failed authentications allowed at once per client address and per key prefix."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port} is not a TCP port")
+        if self.max_header_bytes < 1024:
+            raise SettingsError("max_header_bytes must be at least 1024")
+        if self.auth_failures_per_s < 0 or (self.auth_failures_per_s > 0 and self.auth_failure_burst < 1):
+            raise SettingsError("auth_failures_per_s must be >= 0 and auth_failure_burst >= 1")
         if self.retries < 0 or self.timeout_s <= 0:
             raise SettingsError("retries must be >= 0 and timeout_s > 0")
         if self.rate_limit_per_s < 0 or (self.rate_limit_per_s > 0 and self.rate_burst < 1):
