@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,13 @@ def _init(root: str, mode: str = "default") -> None:
     global _DATASET
     # The reference split rel files with Python's csv module; Tacit reads one sample per line.
     _DATASET = Dataset(root, semantics="csv" if mode == "reference" else "lines")
+
+
+def _init_child(root: str, mode: str) -> None:
+    # A child must die on the SIGTERM of Pool.terminate(); one that inherited a handler (Celery's warm shutdown
+    # only sets a flag outside the worker's main process) made Pool.__exit__ wait forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _init(root, mode)
 
 
 def _add_previous(rows: list[dict[str, Any]]) -> None:
@@ -110,6 +118,13 @@ def _jobs(dataset: Dataset, mode: Mode) -> list[tuple[TaskKey, str, Mode]]:
     return [(key, str(folder), mode) for key, folder in dirs]
 
 
+def _pool_context() -> Any:
+    """forkserver where there is one: children start from a fresh interpreter, not a copy of the caller (a Celery
+    worker's signal handlers, locks held by its threads); the initializer resets SIGTERM for the others."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _iter_results(
     root: Path, jobs: list[tuple[TaskKey, str, Mode]], workers: int
 ) -> Iterator[tuple[list[dict[str, Any]], int, int]]:
@@ -118,8 +133,7 @@ def _iter_results(
         _init(str(root), mode)
         yield from map(_task_rows, jobs)
         return
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers, initializer=_init, initargs=(str(root), mode)) as pool:
+    with _pool_context().Pool(workers, initializer=_init_child, initargs=(str(root), mode)) as pool:
         yield from pool.imap_unordered(_task_rows, jobs, chunksize=1)
 
 
