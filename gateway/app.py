@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,14 +24,14 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
 
-from gateway.access import AuthFailures, json_response, scoped
+from gateway.access import AuthFailures, bearer, json_response, scoped
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
@@ -50,7 +51,7 @@ from tacit.schemas.gateway import (
     SessionRecord,
     SessionScore,
 )
-from tacit.schemas.problem import RequestError, decode_body
+from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, decode_body
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
 from tacit.settings import GatewaySettings, load_settings
@@ -78,6 +79,15 @@ def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
         status = 503
         problem = Problem(code="unavailable", field="$", detail=str(exc))
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # A path or query parameter of the wrong type: name it, without echoing the request line.
+        first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
+        status = 400
+        problem = Problem(
+            code="invalid", field=str(first.get("key", "$")), detail=str(first.get("message", "invalid value"))[:200]
+        )
+    elif isinstance(exc, RecursionError):
+        status, problem = 400, Problem(code="malformed", field="$", detail=NESTED_TOO_DEEPLY)
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         code = {
@@ -105,10 +115,14 @@ def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
 
 
 async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
-    """400 for a NUL character in a path or query parameter: PostgreSQL cannot even compare text holding one."""
+    """400 for a NUL character in a path or query parameter: PostgreSQL cannot even compare text holding one;
+    400 for a `Last-Event-ID` that is not an event id (the event streams resume from it)."""
     for name, value in [*request.path_params.items(), *request.query_params.items()]:
         if "\x00" in str(value):
             raise RequestError(400, "invalid", name, "must not contain the NUL character (U+0000)")
+    last = request.headers.get("last-event-id")
+    if last is not None and last.isdigit() and len(last) > 18:
+        raise RequestError(400, "invalid", "Last-Event-ID", "an event id has at most 18 digits")
 
 
 # --- the ingest pipeline ------------------------------------------------------------------------------------
@@ -572,7 +586,10 @@ def _redis_ok(url: str) -> bool:
 
 
 @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics_endpoint(state: State) -> Response[bytes]:
+async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    wanted: str = state.settings.metrics_key
+    if wanted and not hmac.compare_digest(bearer(request, "metrics key").encode(), wanted.encode()):
+        raise RequestError(401, "unauthorized", "authorization", "wrong metrics key (TACIT_GATEWAY_METRICS_KEY)")
     # Rendering reads the job table and Redis (gateway.metrics): off the event loop.
     return Response(await anyio.to_thread.run_sync(state.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
@@ -705,5 +722,11 @@ def serve(settings: GatewaySettings | None = None) -> None:
     app = create_app(settings)
     # The modules and app built at start-up live as long as the process: keep the collector from rescanning them.
     gc.freeze()
-    # No access log (a line per request on the hot path); httptools and uvloop when installed.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **fast_server_options())
+    # No access log (a line per request on the hot path); httptools and uvloop when installed. X-Forwarded-For is
+    # believed from the configured proxies only (uvicorn would otherwise trust it from 127.0.0.1).
+    options = {
+        **fast_server_options(),
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or "",
+    }
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **options)

@@ -35,6 +35,7 @@ from gateway.openapi import documented
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
 from tacit.schemas.problem import RequestError, decode_body
+from tacit.schemas.session import ID_PATTERN
 from tacit.schemas.validate import decode_session
 from tacit.settings import SettingsError, load_settings
 
@@ -60,7 +61,6 @@ BROWSER_PREFIX = "tacitb_"
 MAX_BROWSER_BODY = 8 * 1024 * 1024
 _ENCODER = msgspec.json.Encoder()
 _JSON = "application/json"
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class CollectorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,7 +161,7 @@ def verify_token(secret: bytes, token: str, *, now: float) -> TokenClaims:
 class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/collector/tokens body."""
 
-    user_id: Annotated[str, msgspec.Meta(pattern=_ID.pattern)] | None = None
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)] | None = None
     """Pseudonymous user the browser records for; a fresh one when omitted."""
     ttl_s: Annotated[int, msgspec.Meta(ge=1)] | None = None
 

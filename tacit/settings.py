@@ -122,6 +122,15 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     failure of a well-formed key may cost a ~50 ms scrypt); over it: 429 until the bucket refills. 0 = no limit."""
     auth_failure_burst: int = 100
     """Failed authentications allowed at once per client address and per key prefix."""
+    trusted_proxies: list[str] = []
+    """Addresses of reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (the client address
+    of rate limits); empty = none: the peer address is the client, whatever the headers say."""
+    metrics_key: str = ""
+    """When set, `/metrics` needs `Authorization: Bearer <metrics_key>` (Prometheus: `authorization.credentials`);
+    empty = open (bind the gateway to a private address then)."""
+    rescore_defer_s: float = 60.0
+    """A pending session the reward service refused (409, e.g. no active model for its mode) is retried after this
+    long, so it never holds back the others; activating a model retries all of them at once."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -130,6 +139,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("max_header_bytes must be at least 1024")
         if self.auth_failures_per_s < 0 or (self.auth_failures_per_s > 0 and self.auth_failure_burst < 1):
             raise SettingsError("auth_failures_per_s must be >= 0 and auth_failure_burst >= 1")
+        if self.metrics_key and len(self.metrics_key) < 16:
+            raise SettingsError("metrics_key must be at least 16 characters")
+        if self.rescore_defer_s <= 0:
+            raise SettingsError("rescore_defer_s must be > 0")
         if self.retries < 0 or self.timeout_s <= 0:
             raise SettingsError("retries must be >= 0 and timeout_s > 0")
         if self.rate_limit_per_s < 0 or (self.rate_limit_per_s > 0 and self.rate_burst < 1):

@@ -22,6 +22,8 @@ from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
 __all__ = ["TERMINAL", "AlignmentJobs", "Claim", "InvalidTransitionError", "JobBusyError", "training_set_id"]
 
+_INT64_MAX = 2**63 - 1
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 _MAX_ERROR_CHARS = 4000
 _PAIR_DECODER = msgspec.json.Decoder(PreferencePair)
@@ -158,6 +160,7 @@ class AlignmentJobs:
             return row
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[JobEventRow]:
+        after = max(min(after, _INT64_MAX), -1)  # a client's `after` past any id: no events (not an overflow)
         query = (
             select(JobEventRow)
             .where(JobEventRow.job_id == job_id, col(JobEventRow.id) > after)

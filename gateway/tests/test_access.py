@@ -171,3 +171,14 @@ def test_security_headers_on_every_answer(database: str, store: Store) -> None:
         sdk = client.get("/sdk/tacit.js")
         assert sdk.headers["cache-control"].startswith("public")  # assets keep their own caching
         assert sdk.headers["x-content-type-options"] == "nosniff"
+
+
+def test_metrics_behind_a_key_when_one_is_set(database: str, store: Store) -> None:
+    with _client(database) as client:
+        assert client.get("/metrics").status_code == 200  # open by default
+    with _client(database, metrics_key="m" * 32) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=_auth("x" * 32)).status_code == 401
+        response = client.get("/metrics", headers=_auth("m" * 32))
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-store"

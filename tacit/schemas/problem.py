@@ -6,7 +6,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Problem", "RequestError", "decode_body"]
+from tacit.schemas.session import ID_PATTERN
+
+__all__ = ["NESTED_TOO_DEEPLY", "Problem", "RequestError", "decode_body", "readable"]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,13 +31,30 @@ class RequestError(Exception):
         return Problem(code=self.code, field=self.field, detail=self.detail)
 
 
+#: What a pattern mismatch says instead of the regex itself.
+_PATTERNS = {
+    f"Expected `str` matching regex {ID_PATTERN!r}": (
+        "an id uses only ASCII letters, digits and _ - . : @, and does not start with a dot"
+    ),
+}
+#: msgspec's answer to JSON nested deeper than the interpreter's recursion limit.
+NESTED_TOO_DEEPLY = "JSON nested too deeply"
+
+
+def readable(detail: str) -> str:
+    """A msgspec validation message in words (a regex is replaced by the rule it encodes)."""
+    return _PATTERNS.get(detail, detail)
+
+
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """Decode a request body; 400 for malformed JSON, 422 naming the field msgspec rejected."""
+    """Decode a request body; 400 for malformed (or too deeply nested) JSON, 422 naming the field msgspec rejected."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as err:
         message = str(err)
         field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
-        raise RequestError(422, "invalid", field or "$", message.split(" - at ")[0]) from None
+        raise RequestError(422, "invalid", field or "$", readable(message.split(" - at ")[0])) from None
     except (msgspec.DecodeError, UnicodeError) as err:
         raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed", "$", NESTED_TOO_DEEPLY) from None

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "ID_PATTERN",
     "MAX_SAMPLES",
     "MAX_TEXT_CHARS",
     "Consent",
@@ -29,8 +30,11 @@ MAX_SAMPLES = 200_000
 MAX_TEXT_CHARS = 100_000
 #: Upper bound on an id string.
 MAX_ID_CHARS = 128
+#: The alphabet of ids: ASCII letters, digits and `_ - . : @`, not starting with a dot (so never `.` or `..`) and
+#: never a `/`: every stored id is one URL path segment that routes back to it (read, erase).
+ID_PATTERN = r"^[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
 Floats = Annotated[list[float], msgspec.Meta(max_length=MAX_SAMPLES)]
 Ints = Annotated[list[int], msgspec.Meta(max_length=MAX_SAMPLES)]

@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from tacit.schemas.problem import NESTED_TOO_DEEPLY, readable
 from tacit.schemas.session import Session, Stream
 
 __all__ = ["SessionError", "decode_session", "decode_sessions", "validate_session"]
@@ -42,7 +43,7 @@ def _from_msgspec(err: msgspec.ValidationError | msgspec.DecodeError, prefix: st
     if match is None and named is None:
         field = prefix.rstrip(".") or "$"
         return SessionError(field, message, "malformed" if isinstance(err, msgspec.DecodeError) else "invalid")
-    return SessionError(f"{prefix}{path}" or "$", detail, "invalid")
+    return SessionError(f"{prefix}{path}" or "$", readable(detail), "invalid")
 
 
 def _malformed_text(err: UnicodeError) -> SessionError:
@@ -59,6 +60,8 @@ def decode_session(body: bytes | str) -> Session:
         session = _DECODER.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         raise _from_msgspec(err) from None
+    except RecursionError:
+        raise SessionError("$", NESTED_TOO_DEEPLY, "malformed") from None
     except UnicodeError as err:  # invalid UTF-8 bytes, or a str holding lone surrogates
         raise _malformed_text(err) from None
     validate_session(session)
@@ -71,6 +74,8 @@ def decode_sessions(body: bytes | str) -> list[Session]:
         sessions = _LIST_DECODER.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         raise _from_msgspec(err) from None
+    except RecursionError:
+        raise SessionError("$", NESTED_TOO_DEEPLY, "malformed") from None
     except UnicodeError as err:
         raise _malformed_text(err) from None
     for i, session in enumerate(sessions):

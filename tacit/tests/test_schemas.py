@@ -11,17 +11,18 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tacit.schemas import Session, SessionError, decode_session, decode_sessions, validate_session
-from tacit.schemas.session import MAX_ID_CHARS, MAX_TEXT_CHARS
+from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS, MAX_TEXT_CHARS
 from tacit.schemas.snapshot import contract_view
 from tacit.simulate import ReaderProfile, simulate_session
 
@@ -400,16 +401,30 @@ ODD = st.one_of(
 
 @FUZZ
 @given(
-    path=st.sampled_from(
-        [
-            ("session_id",),
-            ("user_id",),
-            ("task_id",),
-            ("query",),
-            ("responses", 0, "model"),
-            ("responses", 0, "gaze", "window", 3),
-        ]
-    ),
+    path=st.sampled_from([("session_id",), ("user_id",), ("task_id",), ("query_id",)]),
+    odd=st.one_of(ODD, st.sampled_from([".", "..", "a/b", "../x", ".hidden", "a b", "a%2Fb", "a?b", "a#b"])),
+)
+def test_ids_outside_the_safe_alphabet_are_refused_naming_the_field(path: Path_, odd: str) -> None:
+    # An id with '/', or '.' / '..', was stored but could never be read or erased through a URL (issue 14).
+    assume(re.fullmatch(ID_PATTERN, odd) is None)
+    doc = _doc()
+    _set(doc, path, odd)
+    err = _refused(msgspec.json.encode(doc))
+    assert (err.field, err.code) == (path[0], "invalid")
+    assert "letters, digits" in err.detail
+
+
+@pytest.mark.parametrize("value", ["ifllm-123", "worker_6680f3d4", "u1.ab12cd.q1", "demo-1f2e", "a:b@c", "x" * 128])
+def test_ids_in_the_safe_alphabet_are_accepted(value: str) -> None:
+    doc = _doc()
+    for name in ("session_id", "user_id", "task_id", "query_id"):
+        doc[name] = value
+    assert decode_session(msgspec.json.encode(doc)).user_id == value
+
+
+@FUZZ
+@given(
+    path=st.sampled_from([("query",), ("responses", 0, "model"), ("responses", 0, "gaze", "window", 3)]),
     odd=ODD,
     append_to_text=ODD,
 )

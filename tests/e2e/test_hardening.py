@@ -74,3 +74,15 @@ def test_random_megabyte_tokens_leave_memory_flat(gateway: tuple[Service, str]) 
     print(f"token probe: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB, 300 requests in {elapsed:.1f} s")
     assert set(statuses) == {431}
     assert after - before < 20 * 2**20
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(gateway: tuple[Service, str]) -> None:
+    # Finding 2: rotating X-Forwarded-For from loopback beat a per-address limit (uvicorn trusts 127.0.0.1).
+    service, _ = gateway
+    statuses = []
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        for i in range(110):  # the per-address budget of failed authentications is 100
+            headers = {"Authorization": f"Bearer tacit_{secrets.token_urlsafe(32)}", "X-Forwarded-For": f"10.0.0.{i}"}
+            statuses.append(client.get("/v1/sessions", headers=headers).status_code)
+    assert statuses[:100] == [401] * 100
+    assert set(statuses[100:]) == {429}
