@@ -133,10 +133,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from reward_svc.model.artifact import ArtifactError, load_artifact
 
+    if args.adapt_first_k < 0:
+        print("tacit: --adapt-first-k must be >= 0", file=sys.stderr)
+        return 2
     try:
         model = load_artifact(args.model)
     except ArtifactError as err:
@@ -144,31 +145,60 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
     frame = _frame(args, model.metadata["feature_mode"])
     try:
-        preds = model.score(frame)
+        preds = model.score(frame, adapt_first_k=args.adapt_first_k)
     except (ArtifactError, KeyError) as err:
         print(f"tacit: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     preds.to_csv(out, index=False)
-    column = model.output_column
+    positive_rate = float((model.metadata.get("scores") or {}).get("positive_rate", 0.5))
+    summary = prediction_summary(preds, model.output_column, args.adapt_first_k, majority=int(positive_rate > 0.5))
+    summary = {"out": str(out), **summary}
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def prediction_summary(preds: Any, column: str, adapt_first_k: int, *, majority: int = 1) -> dict[str, Any]:
+    """Accuracy and ECE of the scored labelled rows (adaptation rows excluded), with baselines on the same rows."""
+    import numpy as np
+    import pandas as pd
+
+    from reward_svc.model.evaluate import expected_calibration_error
+
     labelled = preds[preds["label"].notna()]
+    scored = labelled[~labelled["used_for_adaptation"].to_numpy(dtype=bool)]
     summary: dict[str, Any] = {
-        "out": str(out),
         "rows": len(preds),
         "workers": int(preds["user_id"].nunique()),
         "labelled": len(labelled),
+        "used_for_adaptation": int(preds["used_for_adaptation"].sum()),
+        "scored_labelled": len(scored),
         "abstained": int(preds["abstained"].sum()),
     }
-    if len(labelled):
-        y = labelled["label"].to_numpy(dtype=np.int64)
-        hit = (labelled[column].to_numpy() > 0.5) == y
-        kept = ~labelled["abstained"].to_numpy(dtype=bool)
-        summary["accuracy"] = round(float(hit.mean()), 4)
-        summary["accuracy_with_gate"] = round(float(hit[kept].mean()), 4) if kept.any() else None
-        summary["coverage"] = round(float(kept.mean()), 4)
-    print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
-    return 0
+    if not len(scored):
+        return summary
+    y = scored["label"].to_numpy(dtype=np.int64)
+    users = scored["user_id"].to_numpy()
+    p = scored[column].to_numpy(dtype=np.float64)
+    p_pop = scored[f"{column}_population"].to_numpy(dtype=np.float64)
+    hit = (p > 0.5) == y
+    kept = ~scored["abstained"].to_numpy(dtype=bool)
+    summary["accuracy"] = round(float(hit.mean()), 4)
+    summary["macro_accuracy_over_workers"] = round(float(pd.Series(hit).groupby(users).mean().mean()), 4)
+    summary["ece"] = round(expected_calibration_error(p, y), 4)
+    if adapt_first_k > 0:
+        summary["accuracy_population_same_rows"] = round(float(np.mean((p_pop > 0.5) == y)), 4)
+        summary["ece_population_same_rows"] = round(expected_calibration_error(p_pop, y), 4)
+        # the per-user-prior-only baseline: the majority of the labels each user's adaptation used
+        adapted = labelled[labelled["used_for_adaptation"].to_numpy(dtype=bool)]
+        share = adapted.groupby("user_id")["label"].mean()
+        # a tie or a user without labels falls back to the training rows' majority class (never the test labels')
+        side = np.array([int(share[u] > 0.5) if u in share and share[u] != 0.5 else majority for u in users])
+        summary["accuracy_per_user_prior_only_same_rows"] = round(float(np.mean(side == y)), 4)
+    summary["accuracy_kept"] = round(float(hit[kept].mean()), 4) if kept.any() else None
+    summary["coverage"] = round(float(kept.mean()), 4)
+    return summary
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -214,5 +244,13 @@ def add_reward_commands(sub: Any) -> None:
     pr.add_argument("--model", type=Path, required=True, help="artifact folder written by `tacit reward train`")
     pr.add_argument("--data", type=Path, required=True)
     pr.add_argument("--out", type=Path, required=True, help="CSV to write")
+    pr.add_argument(
+        "--adapt-first-k",
+        type=int,
+        default=0,
+        metavar="K",
+        help="adapt to each user with their first K labelled questions (query-id order); those rows are flagged "
+        "used_for_adaptation and left out of the accuracy",
+    )
     _common(pr)
     pr.set_defaults(func=_predict)

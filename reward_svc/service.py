@@ -245,4 +245,5 @@ class Scorer:
             pct = np.searchsorted(reference, values, side="right") / max(len(reference), 1)
             parts.append(np.where(np.isnan(values), 0.5, pct))
         score = np.mean(parts, axis=0) if parts else np.ones(len(vectors))
-        return score, (score >= gate.threshold_) & (samples > 0)
+        above = score >= gate.threshold_ if gate.active else np.ones(len(vectors), dtype=np.bool_)
+        return score, above & (samples > 0)

@@ -21,6 +21,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from reward_svc.model.adapt import UserPrior, fit_prior, user_log_likelihood
 from reward_svc.model.compiled import CompiledModel, compile_model
 from reward_svc.model.data import TaskData, task_data
 from reward_svc.model.estimators import BEST, MODELS, make_model
@@ -128,18 +129,55 @@ class RewardModel:
         self.check_features(data)
         return data
 
-    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One row per question of the model's task: ids, probability, label when known, abstained flag."""
+    @property
+    def prior(self) -> UserPrior:
+        """The per-user adaptation prior (artifacts written before adaptation existed get the floor prior)."""
+        stored = self.metadata.get("adaptation")
+        return UserPrior.from_dict(stored) if stored else UserPrior()
+
+    def score(self, frame: pd.DataFrame, *, adapt_first_k: int = 0) -> pd.DataFrame:
+        """One row per question of the model's task: ids, probabilities, label when known, adaptation, abstention.
+
+        With `adapt_first_k` = K > 0, each user's first K labelled questions in question order (query id) adapt
+        the per-user term and are flagged `used_for_adaptation`; every other question of that user is scored with
+        it (`user_labels_used` says how many labels it had). The population probability is kept beside it.
+        """
+        if adapt_first_k < 0:
+            raise ValueError("adapt_first_k must be >= 0")
         data = self.features_of(frame)
-        p = self.estimator.predict_proba(data.X)[:, 1]
+        p = np.asarray(self.estimator.predict_proba(data.X)[:, 1], dtype=np.float64)
         quality, keep = self.quality.row_scores(data.frame)
+        meta = data.meta.reset_index(drop=True)
+        labels = meta["label"]
+        adapted = p.copy()
+        used = np.zeros(data.n, dtype=np.bool_)
+        n_used = np.zeros(data.n, dtype=np.int64)
+        if adapt_first_k > 0:
+            prior = self.prior
+            order = np.argsort(meta["query_id"].to_numpy(dtype=np.int64), kind="stable")
+            users = meta["user_id"].to_numpy()[order]
+            for user in pd.unique(users):
+                rows = order[users == user]
+                labelled = rows[labels.iloc[rows].notna().to_numpy()]
+                first = labelled[:adapt_first_k]
+                if first.size == 0:
+                    continue
+                used[first] = True
+                rest = np.setdiff1d(rows, first)
+                y_first = labels.iloc[first].to_numpy(dtype=np.int64)
+                adapted[rest] = prior.predict(p[rest], user_log_likelihood(p[first], y_first))
+                n_used[rest] = first.size
+        column = self.output_column
         return pd.DataFrame(
             {
-                "query_id": data.meta["query_id"].to_numpy(),
-                "user_id": data.meta["user_id"].to_numpy(),
-                "mode": data.meta["mode"].to_numpy(),
-                self.output_column: p,
-                "label": data.meta["label"].astype("Int64").array,
+                "query_id": meta["query_id"].to_numpy(),
+                "user_id": meta["user_id"].to_numpy(),
+                "mode": meta["mode"].to_numpy(),
+                column: adapted,
+                f"{column}_population": p,
+                "label": labels.astype("Int64").array,
+                "used_for_adaptation": used,
+                "user_labels_used": n_used,
                 "abstained": ~keep,
                 "quality": np.round(quality, 4),
             }
@@ -186,6 +224,30 @@ def load_artifact(path: Path | str) -> RewardModel:
     return RewardModel(estimator=payload["estimator"], quality=payload["quality"], metadata=meta)
 
 
+def gate_passes(result: Any, groups: Any) -> dict[str, Any]:
+    """The quality gate's check on grouped folds: accuracy on kept rows above abstained rows in every judged fold.
+
+    A fold is judged when the gate (fitted on its training rows) both kept and abstained on some test rows.
+    """
+    folds = []
+    for s, seed in enumerate(result.protocol.seeds):
+        hit = (result.oof[s] > 0.5) == result.y
+        keep = result.keep[s]
+        for fold, (_, test) in enumerate(result.protocol.splits(result.y.size, groups, seed)):
+            kept, dropped = hit[test][keep[test]], hit[test][~keep[test]]
+            if kept.size and dropped.size:
+                folds.append(
+                    {"seed": seed, "fold": fold, "kept": float(kept.mean()), "abstained": float(dropped.mean())}
+                )
+    passes = bool(folds) and all(f["kept"] > f["abstained"] for f in folds)
+    return {
+        "passes": passes,
+        "folds_kept_better": sum(f["kept"] > f["abstained"] for f in folds),
+        "folds_judged": len(folds),
+        "rule": "on by default only if accuracy on kept > on abstained rows in every judged grouped fold",
+    }
+
+
 def train(
     frame: pd.DataFrame,
     task: str,
@@ -197,7 +259,12 @@ def train(
     n_jobs: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RewardModel:
-    """Evaluate with the grouped protocol, then fit the model and the quality gate on every labelled row."""
+    """Evaluate with the grouped protocol, then fit the model, the quality gate and the per-user prior on every row.
+
+    The per-user prior (reward_svc.model.adapt) is fitted on the grouped out-of-fold probabilities of the first
+    seed (or, with seeds=0, on a calibrated model's inner out-of-fold ones; else it keeps its floor). The quality
+    gate is enabled only when it passes its grouped check (see `gate_passes`).
+    """
     best_model, best_features = BEST[task]
     model = model or best_model
     features = features or (best_features if model == best_model else MODELS[model].default_features)
@@ -206,13 +273,21 @@ def train(
         raise ValueError(f"no labelled {task} rows to train on")
     protocol = grouped_protocol(seeds) if seeds > 0 else None
     scores: dict[str, Any] = {}
+    gate_check: dict[str, Any] = {"passes": False, "rule": "not checked (seeds=0): the gate stays off"}
+    oof: Any = None
     if protocol is not None:
         single = make_model(model, task, data.names)
-        scores = summarize(cross_validate(single, data, protocol, n_jobs=n_jobs, progress=progress))
+        result = cross_validate(single, data, protocol, n_jobs=n_jobs, progress=progress)
+        scores = summarize(result)
+        gate_check = gate_passes(result, data.groups)
+        oof = result.oof[0]
     estimator = make_model(model, task, data.names, n_jobs=n_jobs)
     fit_params = {"groups": data.groups} if hasattr(estimator, "_accepts_groups") else {}
     estimator.fit(data.X, data.y, **fit_params)
-    quality = SessionQuality().fit(data.frame)
+    if oof is None and hasattr(estimator, "oof_"):
+        oof = estimator.oof_
+    prior = fit_prior(oof, data.y, data.groups) if oof is not None else UserPrior()
+    quality = SessionQuality(enabled=bool(gate_check["passes"])).fit(data.frame)
     meta = {
         "format_version": FORMAT_VERSION,
         "task": task,
@@ -232,6 +307,7 @@ def train(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "protocol": protocol.describe() if protocol is not None else None,
         "scores": scores,
-        "quality_gate": quality.describe(),
+        "quality_gate": {**quality.describe(), "check": gate_check},
+        "adaptation": {**prior.to_dict(), "description": prior.describe()},
     }
     return RewardModel(estimator=estimator, quality=quality, metadata=meta)

@@ -23,6 +23,8 @@ from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifie
 
 from reward_svc.model.estimators import (
     GradientBoosting,
+    MeanEnsemble,
+    SignedLogLinear,
     SwapAugmented,
     SymmetricCalibrated,
     _Forest,
@@ -161,6 +163,29 @@ class _ConstantScorer:
 
 
 @dataclass(frozen=True)
+class _LinearScorer:
+    """SignedLogLinear as arrays: the same transform, standardisation and dot product (no sklearn call overhead)."""
+
+    mean: F64
+    scale: F64
+    coef: F64
+    intercept: float
+
+    def p1(self, X: F64) -> F64:
+        Z = finite(X)
+        Z = (np.sign(Z) * np.log1p(np.abs(Z)) - self.mean) / self.scale
+        return np.asarray(expit(Z @ self.coef + self.intercept))
+
+
+@dataclass(frozen=True)
+class _MeanScorer:
+    parts: tuple[_Scorer, ...]
+
+    def p1(self, X: F64) -> F64:
+        return np.asarray(np.mean([part.p1(X) for part in self.parts], axis=0))
+
+
+@dataclass(frozen=True)
 class _SwapScorer:
     inner: _Scorer
     plan: SwapPlan
@@ -254,6 +279,18 @@ def _compile(estimator: Any) -> _Scorer:
         return _CalibratedScorer(
             inner, None, np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64)
         )
+    if isinstance(estimator, SignedLogLinear):
+        model = estimator.model_
+        if list(model.classes_) != [0, 1]:
+            raise ValueError("compiled linear models need classes [0, 1]")
+        return _LinearScorer(
+            np.asarray(estimator.mean_, np.float64),
+            np.asarray(estimator.scale_, np.float64),
+            np.asarray(model.coef_[0], np.float64),
+            float(model.intercept_[0]),
+        )
+    if isinstance(estimator, MeanEnsemble):
+        return _MeanScorer(tuple(_compile(part) for part in estimator.estimators_))
     if isinstance(estimator, DummyClassifier):
         return _ConstantScorer(float(estimator.class_prior_[list(estimator.classes_).index(1)]))
     raise TypeError(f"cannot compile {type(estimator).__name__}")

@@ -12,6 +12,10 @@ Each component becomes its percentile among the *training* sessions (empirical C
 mean of those percentiles, in [0, 1]. The gate abstains on sessions scoring below the `quantile` of the training
 sessions' scores (default: the worst 10%), and always on sessions without behaviour samples. No worker list is
 involved (spec 5: the reference's 24 exclusions cannot be re-derived from its stated thresholds).
+
+The threshold only earns its place if it transfers: `train` checks it on grouped folds (accuracy on kept rows
+above accuracy on abstained rows in every fold) and builds the gate with `enabled=False` when it does not. A disabled
+gate still scores quality and still abstains on sessions with no behaviour samples at all (nothing was measured).
 """
 
 from __future__ import annotations
@@ -80,8 +84,14 @@ def session_components(frame: pd.DataFrame) -> pd.DataFrame:
 class SessionQuality(BaseEstimator):
     """Quality score per session (mean training-ECDF percentile of the components) and the abstention gate."""
 
-    def __init__(self, quantile: float = 0.1) -> None:
+    def __init__(self, quantile: float = 0.1, enabled: bool = True) -> None:
         self.quantile = quantile
+        self.enabled = enabled
+
+    @property
+    def active(self) -> bool:
+        """Whether the threshold abstains (gates pickled before `enabled` existed were always on)."""
+        return bool(getattr(self, "enabled", True))
 
     def fit(self, frame: pd.DataFrame) -> SessionQuality:
         """Learn the component distributions and the threshold from the sessions in `frame` (training rows)."""
@@ -111,7 +121,8 @@ class SessionQuality(BaseEstimator):
         sessions = session_components(frame)
         sessions["score"] = self._score(sessions)
         no_data = sessions["samples"].fillna(0.0) <= 0.0
-        sessions["keep"] = (sessions["score"] >= self.threshold_) & ~no_data
+        above = sessions["score"] >= self.threshold_ if self.active else True
+        sessions["keep"] = above & ~no_data
         return sessions
 
     def row_scores(self, frame: pd.DataFrame) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
@@ -125,6 +136,7 @@ class SessionQuality(BaseEstimator):
         check_is_fitted(self, "reference_")
         return {
             "score": "mean over components of the training-session percentile",
+            "enabled": self.active,
             "components": list(self.reference_),
             "quantile": self.quantile,
             "threshold": round(self.threshold_, 4),

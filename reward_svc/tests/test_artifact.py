@@ -29,7 +29,11 @@ def test_round_trip_and_metadata(frame: pd.DataFrame, artifact: Path) -> None:
     assert meta["data_hash"] == data_hash(data.meta["query_id"].to_numpy(), data.X)
     model = load_artifact(artifact)
     preds = model.score(frame)
-    assert list(preds.columns[:6]) == ["query_id", "user_id", "mode", "p_right", "label", "abstained"]
+    assert list(preds.columns[:6]) == ["query_id", "user_id", "mode", "p_right", "p_right_population", "label"]
+    assert {"used_for_adaptation", "user_labels_used", "abstained", "quality"} <= set(preds.columns)
+    # the adaptation prior is fitted and recorded with the model, with its floor stated
+    assert meta["adaptation"]["habit_weight"] >= meta["adaptation"]["description"]["min_habit_weight"]
+    assert isinstance(meta["quality_gate"]["check"]["passes"], bool)
     assert len(preds) == int((frame["mode"] == "pairwise").sum())  # unlabelled rows are scored too
     assert preds["label"].isna().sum() == frame["label"].isna().sum()
     fresh = train(frame, "pairwise", model="swap_et", features="all", seeds=0)

@@ -36,7 +36,7 @@ def test_evaluate_table_and_plots(table: Path, tmp_path: Path, capsys: pytest.Ca
     argv = ["reward", "evaluate", "--data", str(table), "--protocol", "paper", "--quiet", "--plots", str(plots)]
     assert main([*argv, "--n-jobs", "1"]) == 0
     out = capsys.readouterr().out
-    for label in ("RF + text only", "RF + all features", "RF + IF", "ours: swap_et"):
+    for label in ("RF + text only", "RF + all features", "RF + IF", "ours: swap_lr_sigmoid"):
         assert label in out
     assert "KFold(n_splits=5, shuffle=True)" in out
     assert sorted(p.name for p in plots.glob("*.png")) == [
@@ -53,11 +53,50 @@ def test_train_then_predict(table: Path, tmp_path: Path, capsys: pytest.CaptureF
     preds = tmp_path / "preds.csv"
     assert main(["reward", "predict", "--model", str(out), "--data", str(table), "--out", str(preds), "--quiet"]) == 0
     frame = pd.read_csv(preds)
-    assert list(frame.columns[:6]) == ["query_id", "user_id", "mode", "p_right", "label", "abstained"]
+    assert list(frame.columns) == [
+        "query_id",
+        "user_id",
+        "mode",
+        "p_right",
+        "p_right_population",
+        "label",
+        "used_for_adaptation",
+        "user_labels_used",
+        "abstained",
+        "quality",
+    ]
     assert frame["p_right"].between(0, 1).all()
+    # no adaptation asked for: the answered probability is the population one and no row was used
+    assert (frame["p_right"] == frame["p_right_population"]).all()
+    assert not frame["used_for_adaptation"].any()
     capsys.readouterr()
     meta = json.loads((out / "metadata.json").read_text())
     meta["feature_set_version"] = "1.pairwise.ffffffffff"
     (out / "metadata.json").write_text(json.dumps(meta))
     assert main(["reward", "predict", "--model", str(out), "--data", str(table), "--out", str(preds), "--quiet"]) == 2
     assert "feature set version" in capsys.readouterr().err
+
+
+def test_predict_adapts_to_each_users_first_k_labels(
+    table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    assert main(["reward", "train", "--data", str(table), "--out", str(out), "--seeds", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    preds = tmp_path / "preds.csv"
+    argv = ["reward", "predict", "--model", str(out), "--data", str(table), "--out", str(preds), "--json"]
+    assert main([*argv, "--adapt-first-k", "3", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    frame = pd.read_csv(preds).sort_values("query_id", kind="stable")
+    for _, rows in frame.groupby("user_id"):
+        used = rows[rows["used_for_adaptation"]]
+        # the first three labelled questions in question order, and only labelled ones
+        assert list(used["query_id"]) == list(rows[rows["label"].notna()]["query_id"][:3])
+        rest = rows[~rows["used_for_adaptation"]]
+        assert (rest["user_labels_used"] == 3).all()
+    # adaptation rows are out of the accuracy; both baselines are on the same rows
+    assert summary["used_for_adaptation"] == int(frame["used_for_adaptation"].sum())
+    assert summary["scored_labelled"] == int((frame["label"].notna() & ~frame["used_for_adaptation"]).sum())
+    for key in ("accuracy", "accuracy_population_same_rows", "accuracy_per_user_prior_only_same_rows", "ece"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert main([*argv, "--adapt-first-k", "-1", "--quiet"]) == 2

@@ -1,0 +1,58 @@
+"""Per-user adaptation: neutral when a user's labels look like the population's, decisive when they do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reward_svc.model.adapt import MIN_HABIT_WEIGHT, UserPrior, fit_prior, user_log_likelihood
+
+
+def test_no_labels_means_the_population_probability() -> None:
+    p = np.array([0.2, 0.5, 0.9])
+    assert np.array_equal(UserPrior().predict(p, None), p)
+
+
+def test_one_sided_labels_are_decisive_and_balanced_ones_are_not() -> None:
+    prior = UserPrior()
+    p = np.array([0.3, 0.5, 0.7, 0.9])
+    one_sided = prior.predict(p, user_log_likelihood(np.full(5, 0.6), [0, 0, 0, 0, 0]))
+    balanced = prior.predict(p, user_log_likelihood(np.full(5, 0.6), [1, 0, 1, 0, 1]))
+    # five of five on one side: even a confident population score for the other side is overruled
+    assert (one_sided < 0.5).all()
+    # a split the population would produce leaves the population model in charge (same side as p everywhere)
+    assert ((balanced > 0.5) == (p > 0.5)).all() or balanced[1] == pytest.approx(0.5, abs=0.05)
+    assert np.all(np.abs(balanced - p) < np.abs(one_sided - p))
+
+
+def test_predictions_are_symmetric_in_the_two_sides() -> None:
+    prior = UserPrior(habit_weight=0.6)
+    p = np.array([0.1, 0.35, 0.8])
+    left = prior.predict(p, user_log_likelihood(np.full(4, 0.5), [0, 0, 0, 1]))
+    right = prior.predict(1 - p, user_log_likelihood(np.full(4, 0.5), [1, 1, 1, 0]))
+    assert np.allclose(left, 1 - right)
+
+
+def test_prior_follows_biased_training_users_but_never_drops_below_the_floor() -> None:
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), 12)
+    p = rng.uniform(0.3, 0.7, users.size)
+    unbiased = (rng.random(users.size) < p).astype(int)
+    fitted = fit_prior(p, unbiased, users)
+    assert fitted.habit_weight == MIN_HABIT_WEIGHT  # an unbiased population cannot switch adaptation off
+    assert fitted.estimated_weight is not None
+    assert fitted.estimated_weight < MIN_HABIT_WEIGHT
+    sides = rng.integers(0, 2, 60)[users]
+    habit = np.where(rng.random(users.size) < 0.9, sides, unbiased)
+    biased = fit_prior(p, habit, users)
+    assert biased.habit_weight > 0.8  # nearly every user has a habit: the data raise the weight
+
+
+def test_posterior_describes_the_habit_and_round_trips() -> None:
+    prior = fit_prior(np.full(20, 0.5), np.r_[np.zeros(10), np.ones(10)], np.repeat([1, 2], 10))
+    habit = prior.habit(user_log_likelihood(np.full(6, 0.5), np.ones(6)))
+    assert habit["p_habit"] > 0.8
+    assert habit["p_towards_class1"] > 0.99
+    assert UserPrior.from_dict(prior.to_dict()) == prior
+    with pytest.raises(ValueError, match="habit_weight"):
+        UserPrior(habit_weight=1.0)

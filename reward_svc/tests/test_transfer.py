@@ -1,0 +1,50 @@
+"""The transfer protocol's pieces: the one-SE rule, preference injection, the gate check and warm-start rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from reward_svc.model.data import task_data
+from reward_svc.model.transfer import choose, gate_check, inject_preference, nested_runs, warm_start_table
+
+
+def _row(model: str, macro: float, se: float) -> dict[str, float | str]:
+    return {"model": model, "macro": macro, "se": se}
+
+
+def test_one_se_rule_prefers_the_simplest_candidate_within_noise() -> None:
+    rows = [_row("simple", 0.60, 0.03), _row("middle", 0.62, 0.02), _row("complex", 0.63, 0.02)]
+    assert choose(rows)["chosen"] == "middle"  # simple is 0.03 below the best, more than its SE of 0.02
+    rows[0]["macro"] = 0.615
+    assert choose(rows)["chosen"] == "simple"
+    assert choose(rows)["best"] == "complex"
+
+
+def test_injection_pushes_each_worker_towards_one_side_and_is_stable() -> None:
+    users = np.repeat(np.array(["a", "b", "c", "d"]), 50)
+    y = np.tile(np.array([0, 1]), 100)
+    injected = inject_preference(y, users, 0.8, seed=3)
+    assert np.array_equal(injected, inject_preference(y, users, 0.8, seed=3))
+    for user in "abcd":
+        share = injected[users == user].mean()
+        assert share > 0.8 or share < 0.2  # about 90 % on the drawn side
+    assert np.array_equal(inject_preference(y, users, 0.0, seed=3), y)
+
+
+def test_nested_runs_give_warm_start_rows_on_the_same_rows(frame: pd.DataFrame) -> None:
+    data = task_data(frame, "pairwise", "all")
+    runs = nested_runs(data, "swap_lr_sigmoid", seeds=1)
+    assert len(runs.folds) == 5
+    rows = warm_start_table(runs, ks=(0, 3))
+    by_k = {k: [r for r in rows if r["k"] == k] for k in (0, 3)}
+    for k, group in by_k.items():
+        assert len({r["rows"] for r in group}) == 1, f"methods at k={k} scored different rows"
+        methods = {r["method"] for r in group}
+        assert {"adapted", "population", "per-user prior only", "majority class"} <= methods
+    zero = {r["method"]: r for r in by_k[0]}
+    assert zero["adapted"]["micro"] == zero["population"]["micro"]  # no labels, no adaptation
+    assert by_k[3][0]["rows"] < by_k[0][0]["rows"]
+    check = gate_check(runs)
+    assert check["folds_judged"] <= 5
+    assert isinstance(check["passes"], bool)
