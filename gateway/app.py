@@ -186,31 +186,38 @@ class Pipeline:
         self._observe(session, score)
         return _record_score(row, created=False)
 
-    async def ingest(self, session: Session, raw: bytes | None = None) -> SessionScore:
+    async def ingest(self, session: Session, raw: bytes | None = None, *, demo: bool = False) -> SessionScore:
         """Answer a session's score; it is stored before the answer is sent, whatever the services do.
 
         A new session is scored first and stored together with its score in one write; when a service is
         down it is stored alone, pending, and the rescoring loop scores it later. `raw`: the JSON the session
-        was decoded and validated from (sent on to feature_svc as it is).
+        was decoded and validated from (sent on to feature_svc as it is). `demo`: recorded with a demo token.
         """
         refuse_nul_ids(session)
         status = await anyio.to_thread.run_sync(self.store.score_status, session.session_id)
         if status == "scored":
-            row, _ = await anyio.to_thread.run_sync(self.store.put_session, session)  # raises on a conflict
+            row, _ = await anyio.to_thread.run_sync(
+                lambda: self.store.put_session(session, demo=demo)  # raises on a conflict
+            )
             return _record_score(row, created=False)
         try:
             vector, score = await self.compute(session, raw)
         except (DependencyDownError, DependencyError) as err:
-            row, created = await anyio.to_thread.run_sync(self.store.put_session, session)
+            row, created = await anyio.to_thread.run_sync(lambda: self.store.put_session(session, demo=demo))
             self._count(session, created)
             reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.problem.code}"
             self.metrics.pending.labels(reason).inc()
             # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
-            retryable = isinstance(err, DependencyDownError) or err.status == 409
-            mark = self.store.defer_score if retryable else self.store.mark_score_failed
-            row = await anyio.to_thread.run_sync(mark, session.session_id, str(err))
+            if isinstance(err, DependencyDownError):
+                row = await anyio.to_thread.run_sync(self.store.defer_score, session.session_id, str(err))
+            elif err.status == 409:
+                row = await anyio.to_thread.run_sync(self._defer_refused, session.session_id, str(err))
+            else:
+                row = await anyio.to_thread.run_sync(self.store.mark_score_failed, session.session_id, str(err))
             return _record_score(row, created=created)
-        row, created = await anyio.to_thread.run_sync(lambda: self.store.put_session(session, result=(vector, score)))
+        row, created = await anyio.to_thread.run_sync(
+            lambda: self.store.put_session(session, result=(vector, score), demo=demo)
+        )
         self._count(session, created)
         self._observe(session, score)
         return _record_score(row, created=created)
@@ -219,11 +226,25 @@ class Pipeline:
         if created:
             self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower()).inc()
 
+    def _defer_refused(self, session_id: str, reason: str) -> Any:
+        retry_in = dt.timedelta(seconds=self.settings.rescore_defer_s)
+        return self.store.defer_score(session_id, reason, retry_in=retry_in)
+
     async def rescore_pending(self, limit: int = 50) -> int:
-        """Score sessions left pending; stops at the first dependency that is still down."""
-        done = 0
+        """Score sessions left pending; the sessions scored or set aside (0: nothing more to do now).
+
+        Stops at the first dependency that is down. A session the reward service refuses (409: e.g. no active
+        model for its mode) is set aside for `rescore_defer_s` with the reason, and so is every other session
+        of that mode in this pass (the refusals are per mode), so the others are still scored.
+        """
+        handled = 0
+        refused: dict[str, str] = {}  # mode -> the reward service's refusal in this pass
         rows = await anyio.to_thread.run_sync(self.store.pending, limit)
         for row in rows:
+            if row.mode in refused:
+                await anyio.to_thread.run_sync(self._defer_refused, row.session_id, refused[row.mode])
+                handled += 1
+                continue
             try:
                 session = await anyio.to_thread.run_sync(self.store.load_payload, row)
             except PayloadPurgedError:  # retention removed the trajectories before a score came
@@ -234,12 +255,15 @@ class Pipeline:
             except DependencyDownError:
                 break
             except DependencyError as err:
-                if err.status == 409:  # e.g. no active model yet: keep waiting, stop this pass
-                    break
+                if err.status == 409:
+                    refused[row.mode] = str(err)
+                    await anyio.to_thread.run_sync(self._defer_refused, row.session_id, str(err))
+                    handled += 1
+                    continue
                 await anyio.to_thread.run_sync(self.store.mark_score_failed, row.session_id, str(err))
             else:
-                done += 1
-        return done
+                handled += 1
+        return handled
 
 
 def _score_of(
@@ -254,6 +278,7 @@ def _score_of(
     quality: float | None,
     abstained: bool | None,
     created: bool = True,
+    pending_reason: str | None = None,
 ) -> SessionScore:
     return SessionScore(
         session_id=session_id,
@@ -267,6 +292,7 @@ def _score_of(
         quality=quality,
         abstained=abstained,
         created=created,
+        pending_reason=pending_reason,
     )
 
 
@@ -283,6 +309,7 @@ def _record_score(row: Any, created: bool = True) -> SessionScore:
         row.quality,
         row.abstained,
         created,
+        (row.score_error or None) if row.score_status == "pending" else None,
     )
 
 
@@ -302,6 +329,7 @@ def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:
         feature_set_version=row.feature_set_version,
         score=_record_score(row, created=False),
         session=store.load_payload(row) if include_payload and row.payload else None,
+        demo=bool(row.demo),
     )
 
 
@@ -337,9 +365,29 @@ async def post_sessions(request: Request[Any, Any, Any], state: State) -> Respon
             refuse_nul_ids(session)
         except SessionError as err:
             raise SessionError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
-    results = [await state.pipeline.ingest(s) for s in sorted(batch.sessions, key=lambda s: s.turn or 0)]
+    # All or nothing: a conflict with what is stored (or within the batch) is found before anything is written.
+    conflict = await anyio.to_thread.run_sync(state.store.first_conflict, batch.sessions)
+    if conflict is not None:
+        raise _batch_conflict(batch.sessions, conflict, stored_before=0)
+    results: list[SessionScore] = []
+    for session in sorted(batch.sessions, key=lambda s: s.turn or 0):
+        try:
+            results.append(await state.pipeline.ingest(session))
+        except SessionConflict:  # a concurrent writer took the id since the check above
+            index = next(i for i, s in enumerate(batch.sessions) if s.session_id == session.session_id)
+            raise _batch_conflict(batch.sessions, index, stored_before=len(results)) from None
     by_id = {r.session_id: r for r in results}
     return json_response({"results": [by_id[s.session_id] for s in batch.sessions]})
+
+
+def _batch_conflict(sessions: list[Session], index: int, *, stored_before: int) -> RequestError:
+    stored = "nothing was stored" if not stored_before else f"{stored_before} other sessions were stored before it"
+    return RequestError(
+        409,
+        "conflict",
+        f"sessions[{index}].session_id",
+        f"session {sessions[index].session_id!r} is stored (or earlier in this batch) with other content; {stored}",
+    )
 
 
 @get("/v1/sessions/{session_id:str}", summary="One stored session", **scoped("read", SessionRecord))
@@ -364,7 +412,9 @@ async def list_sessions(
         raise RequestError(422, "invalid", "limit", "limit must be between 1 and 500")
     try:
         rows, next_cursor = await anyio.to_thread.run_sync(
-            lambda: state.store.list_sessions(user_id=user_id, since=since, limit=limit, cursor=cursor)
+            lambda: state.store.list_sessions(
+                user_id=user_id, since=since, limit=limit, cursor=cursor, include_demo=True
+            )
         )
     except ValueError as err:
         raise RequestError(422, "invalid", "cursor", str(err)) from None
@@ -425,6 +475,8 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
 async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
     state.pipeline._sets.clear()  # the feature set follows the active model
+    if (response.status_code or 500) < 300:  # sessions set aside for want of a model are due now
+        await anyio.to_thread.run_sync(state.store.retry_deferred)
     return response
 
 

@@ -5,7 +5,9 @@ A page records reading with `/sdk/tacit.js` and posts whole Sessions to `POST /v
 session-id prefix, so a token copied out of a page can add sessions for that user only and read back only
 those sessions. It is never an API key: `require_scope` refuses it, and it cannot be turned into one.
 A host backend mints tokens with its ingest key (`POST /v1/collector/tokens`); the demo mints its own
-(`POST /demo/token`, rate-limited, off with `TACIT_COLLECTOR_DEMO=false`).
+(`POST /demo/token`, rate-limited; off unless `TACIT_COLLECTOR_DEMO=true`). Anyone may mint a demo token, so
+sessions recorded with one are marked `demo` and kept out of training pairs, and browser-token ingest and the
+demo's LLM relay are rate-limited per token user and per client address.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
-from gateway.access import bearer, json_response, require_scope
+from gateway.access import bearer, client_address, json_response, require_scope
 from gateway.openapi import documented
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
@@ -59,6 +61,8 @@ STATIC = Path(__file__).parent / "static"
 BROWSER_PREFIX = "tacitb_"
 #: A browser posts one question's samples (two boxes, two modalities, ~13.5 Hz): 8 MiB is about an hour.
 MAX_BROWSER_BODY = 8 * 1024 * 1024
+#: A demo question is at most 2,000 characters: its JSON body is far below this.
+MAX_QUESTION_BODY = 16 * 1024
 _ENCODER = msgspec.json.Encoder()
 _JSON = "application/json"
 
@@ -73,10 +77,17 @@ class CollectorSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Lifetime of a browser token."""
     max_token_ttl_s: int = 3600
     """The longest lifetime a host backend may ask for."""
-    demo: bool = True
-    """Serve /demo and let it mint tokens for throwaway demo users."""
+    demo: bool = False
+    """Serve /demo and let anyone reaching the gateway mint tokens for throwaway demo users (`tacit up` on
+    loopback turns it on; keep it off on any address others can reach)."""
     demo_tokens_per_minute: int = 20
     """Demo tokens one client address may mint per minute."""
+    sessions_per_minute: int = 30
+    """Sessions one browser-token user may post per minute (a reader answers far fewer questions)."""
+    demo_sessions_per_minute: int = 60
+    """Sessions one client address may post per minute with demo tokens (whatever number of tokens it minted)."""
+    demo_answers_per_minute: int = 6
+    """Questions one client address may send to the demo's LLM endpoint per minute (each costs two LLM calls)."""
     llm_base_url: str = ""
     """OpenAI-compatible endpoint the demo asks for answers; empty = the bundled sample answers only."""
     llm_api_key: str = ""
@@ -89,8 +100,11 @@ class CollectorSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("TACIT_COLLECTOR_SECRET must be at least 32 characters")
         if not 0 < self.token_ttl_s <= self.max_token_ttl_s:
             raise SettingsError("token_ttl_s must be > 0 and <= max_token_ttl_s")
-        if self.demo_tokens_per_minute < 1:
-            raise SettingsError("demo_tokens_per_minute must be >= 1")
+        for name in ("demo_tokens_per_minute", "sessions_per_minute", "demo_sessions_per_minute"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1")
+        if self.demo_answers_per_minute < 1:
+            raise SettingsError("demo_answers_per_minute must be >= 1")
         if self.llm_base_url and not 1 <= len(self.llm_models) <= 2:
             raise SettingsError("llm_models needs one or two model names when llm_base_url is set")
 
@@ -98,7 +112,7 @@ class CollectorSettings(msgspec.Struct, frozen=True, kw_only=True):
 # --- browser tokens -----------------------------------------------------------------------------------------
 
 
-class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """What a browser token grants: ingest (and read back) sessions of `sub` whose ids start with `sid`."""
 
     v: Literal[1] = 1
@@ -110,6 +124,8 @@ class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     iat: int
     exp: int
     """Expiry, Unix seconds."""
+    demo: bool = False
+    """Minted by /demo/token for anyone: its sessions are marked demo."""
 
 
 class TokenError(ValueError):
@@ -129,9 +145,11 @@ def _sign(secret: bytes, body: str) -> str:
     return _b64(hmac.new(secret, b"tacit-browser-token\x00" + body.encode(), hashlib.sha256).digest())
 
 
-def mint_token(secret: bytes, *, user_id: str, session_prefix: str, ttl_s: int, now: float) -> tuple[str, TokenClaims]:
+def mint_token(
+    secret: bytes, *, user_id: str, session_prefix: str, ttl_s: int, now: float, demo: bool = False
+) -> tuple[str, TokenClaims]:
     """A signed browser token and its claims."""
-    claims = TokenClaims(sub=user_id, sid=session_prefix, iat=int(now), exp=int(now) + ttl_s)
+    claims = TokenClaims(sub=user_id, sid=session_prefix, iat=int(now), exp=int(now) + ttl_s, demo=demo)
     body = BROWSER_PREFIX + _b64(_ENCODER.encode(claims))
     return f"{body}.{_sign(secret, body)}", claims
 
@@ -251,16 +269,34 @@ class Collector:
         self.assets = {name: (STATIC / name).read_bytes() for name in _ASSETS}
         self.samples = msgspec.json.decode(self.assets["demo_samples.json"])
         self.demo_limit = _RateLimit(self.settings.demo_tokens_per_minute)
+        self.session_limit = _RateLimit(self.settings.sessions_per_minute)
+        self.demo_session_limit = _RateLimit(self.settings.demo_sessions_per_minute)
+        self.answers_limit = _RateLimit(self.settings.demo_answers_per_minute)
 
-    def mint(self, user_id: str | None = None, ttl_s: int | None = None) -> BrowserToken:
+    def mint(self, user_id: str | None = None, ttl_s: int | None = None, *, demo: bool = False) -> BrowserToken:
         ttl = min(ttl_s or self.settings.token_ttl_s, self.settings.max_token_ttl_s)
         user = user_id or f"b-{secrets.token_hex(8)}"
         # Random per token: another token of the same user can neither overwrite nor read these sessions.
         prefix = f"{user[:40]}.{secrets.token_hex(6)}."
-        token, claims = mint_token(self.secret, user_id=user, session_prefix=prefix, ttl_s=ttl, now=self.clock())
+        token, claims = mint_token(
+            self.secret, user_id=user, session_prefix=prefix, ttl_s=ttl, now=self.clock(), demo=demo
+        )
         return BrowserToken(
             token=token, user_id=user, session_prefix=prefix, expires_at=claims.exp, scopes=[claims.scope]
         )
+
+    @staticmethod
+    def limit(limit: _RateLimit, key: str, what: str) -> None:
+        """429 with Retry-After when `key` is over `limit`; else the event is counted."""
+        wait = limit.retry_after(key, time.monotonic())
+        if wait > 0:
+            raise RequestError(
+                429,
+                "rate_limited",
+                "authorization",
+                f"over the limit of {limit.per_minute} {what} a minute",
+                {"Retry-After": str(int(wait) + 1)},
+            )
 
     def verify(self, token: str) -> TokenClaims:
         try:
@@ -327,7 +363,7 @@ async def asset(state: State, name: FromPath[str]) -> Response[bytes]:
 
 def _demo_on(state: State) -> None:
     if not state.collector.settings.demo:
-        raise RequestError(404, "not_found", "path", "the demo is disabled (TACIT_COLLECTOR_DEMO=false)")
+        raise RequestError(404, "not_found", "path", "the demo is off (TACIT_COLLECTOR_DEMO=true serves it)")
 
 
 @get("/demo", summary="Live demo: read two answers, see the predicted preference", include_in_schema=False)
@@ -346,13 +382,8 @@ async def demo_samples(state: State) -> Response[bytes]:
 async def demo_token(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     _demo_on(state)
     collector: Collector = state.collector
-    client = request.client.host if request.client else "?"
-    wait = collector.demo_limit.retry_after(client, time.monotonic())
-    if wait > 0:
-        raise RequestError(
-            429, "rate_limited", "$", "too many demo tokens from this address", {"Retry-After": str(int(wait) + 1)}
-        )
-    token = collector.mint(user_id=f"demo-{secrets.token_hex(6)}")
+    collector.limit(collector.demo_limit, client_address(request), "demo tokens from one address")
+    token = collector.mint(user_id=f"demo-{secrets.token_hex(6)}", demo=True)
     return json_response(token, 201, {"Cache-Control": "no-store"})
 
 
@@ -382,10 +413,15 @@ async def create_token(request: Request[Any, Any, Any], state: State) -> Respons
     responses=documented(SessionScore, 200, 202),
 )
 async def post_collected(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    claims: TokenClaims = request.state.browser
+    collector: Collector = state.collector
+    collector.limit(collector.session_limit, claims.sub, "sessions per browser-token user")
+    if claims.demo:
+        collector.limit(collector.demo_session_limit, client_address(request), "demo sessions from one address")
     body = await request.body()
     session = decode_session(body)
-    _own(request.state.browser, session.session_id, session.user_id)
-    result = await state.pipeline.ingest(session, body)
+    _own(claims, session.session_id, session.user_id)
+    result = await state.pipeline.ingest(session, body, demo=claims.demo)
     return json_response(result, 200 if result.status == "scored" else 202)
 
 
@@ -429,13 +465,18 @@ def _tidy(text: str) -> str:
     summary="Two answers to the demo question from the configured OpenAI-compatible endpoint",
     guards=[require_browser_token],
     include_in_schema=False,
+    request_max_body_size=MAX_QUESTION_BODY,
 )
 async def demo_answers(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     _demo_on(state)
-    settings: CollectorSettings = state.collector.settings
+    collector: Collector = state.collector
+    settings: CollectorSettings = collector.settings
     if not settings.llm_base_url:
         raise RequestError(404, "not_found", "path", "no LLM endpoint configured: the demo uses its sample answers")
-    spec: DemoQuestion = decode_body(_DEMO_QUESTION, await request.body())
+    raw = await request.body()  # over MAX_QUESTION_BODY: 413 before anything is counted
+    collector.limit(collector.answers_limit, f"address:{client_address(request)}", "demo questions from one address")
+    collector.limit(collector.answers_limit, f"user:{request.state.browser.sub}", "demo questions per demo user")
+    spec: DemoQuestion = decode_body(_DEMO_QUESTION, raw)
     models = settings.llm_models * 2 if len(settings.llm_models) == 1 else settings.llm_models
     base = settings.llm_base_url.rstrip("/")
     url = f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"

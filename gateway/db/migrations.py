@@ -222,10 +222,19 @@ def _v3_alignment(conn: Connection) -> None:
     meta.create_all(conn, checkfirst=False)
 
 
+def _v4_session_retry_and_demo(conn: Connection) -> None:
+    # retry_at: a session the reward service refused waits without blocking the rescoring of others.
+    # demo: sessions recorded with demo browser tokens, kept out of training pairs.
+    ts = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    conn.execute(text(f"ALTER TABLE sessions ADD COLUMN retry_at {ts}"))
+    conn.execute(text("ALTER TABLE sessions ADD COLUMN demo BOOLEAN NOT NULL DEFAULT FALSE"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial),
     Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
     Migration(3, "alignment jobs, their pair snapshots and the job event log", _v3_alignment),
+    Migration(4, "sessions: retry_at of refused scorings, demo flag", _v4_session_retry_and_demo),
 )
 LATEST = MIGRATIONS[-1].version
 

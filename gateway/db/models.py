@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Dialect, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Column, DateTime, Dialect, Float, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import registry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -120,6 +120,10 @@ class SessionRow(_Base, table=True):
     model_id: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     model_demo: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
     scored_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    retry_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    """A pending session the reward service refused (409) waits until then, so it holds back no other."""
+    demo: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    """Recorded with a demo browser token (anyone may mint one): never in training pairs unless asked for."""
 
 
 class FeatureNamesRow(_Base, table=True):

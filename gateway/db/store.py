@@ -12,6 +12,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import logging
 import math
 import sqlite3
 import threading
@@ -46,7 +47,7 @@ from gateway.db.models import (
     TrainingSetRow,
     utcnow,
 )
-from gateway.db.payload import Prepared, decode_payload, prepare
+from gateway.db.payload import Prepared, canonical_json, decode_payload, prepare, strip_unconsented
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Session
@@ -69,6 +70,7 @@ _MAX_ERROR_CHARS = 2000
 # Listings and score updates never need the (large) payload; load_payload fetches it on demand.
 _PAYLOAD_COLUMN: Any = SessionRow.payload
 _LAZY_PAYLOAD = defer(_PAYLOAD_COLUMN)
+logger = logging.getLogger(__name__)
 _SESSION_TABLE: Table = SessionRow.__table__  # type: ignore[attr-defined]
 _SESSION_COLUMNS = tuple(_SESSION_TABLE.columns)
 
@@ -152,11 +154,13 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from pysqlite (it would not BEGIN before DDL), as SQLAlchemy documents.
         dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        # Deleted rows (erasure, retention) are overwritten with zeros, not left in free pages of the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         if not memory:
-            cursor = dbapi_conn.cursor()
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
+        cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -234,9 +238,10 @@ class Store:
 
     # -- sessions --------------------------------------------------------------------------------------
 
-    def _new_row(self, prepared: Prepared, received_at: dt.datetime | None) -> SessionRow:
+    def _new_row(self, prepared: Prepared, received_at: dt.datetime | None, demo: bool = False) -> SessionRow:
         session = prepared.session
         return SessionRow(
+            demo=demo,
             session_id=session.session_id,
             user_id=session.user_id,
             task_id=session.task_id,
@@ -265,15 +270,16 @@ class Store:
         *,
         received_at: dt.datetime | None = None,
         result: tuple[FeatureVector, Score] | None = None,
+        demo: bool = False,
     ) -> tuple[SessionRow, bool]:
         """Store a session (unconsented signals stripped); (row, created). Same id and content: the stored row.
 
         Raises SessionConflict when the id is stored with different content. `received_at` (default now)
         is for imports of past sessions. `result` (its feature vector and score) is written in the same
-        transaction, so the ingest hot path takes one write instead of two.
+        transaction, so the ingest hot path takes one write instead of two. `demo`: recorded with a demo token.
         """
         prepared = prepare(session)
-        row = self._new_row(prepared, received_at)
+        row = self._new_row(prepared, received_at, demo)
         if result is not None:
             vector, sc = result
             floats = self._checked_values(vector.names, vector.values)
@@ -329,6 +335,18 @@ class Store:
             return [self._put_one(session, received_at) for session in sessions]
         return results
 
+    def first_conflict(self, sessions: Sequence[Session]) -> int | None:
+        """The index of the first session whose id is stored (or earlier in `sessions`) with other content."""
+        digests = [hashlib.sha256(canonical_json(strip_unconsented(session))).hexdigest() for session in sessions]
+        ids = list({session.session_id for session in sessions})
+        query = select(SessionRow.session_id, SessionRow.payload_sha256).where(col(SessionRow.session_id).in_(ids))
+        with self._read() as s:
+            known: dict[str, str] = dict(s.exec(query).all())
+        for i, (session, digest) in enumerate(zip(sessions, digests, strict=True)):
+            if known.setdefault(session.session_id, digest) != digest:
+                return i
+        return None
+
     def _put_one(self, session: Session, received_at: dt.datetime | None) -> tuple[SessionRow, bool] | SessionConflict:
         try:
             return self.put_session(session, received_at=received_at)
@@ -379,10 +397,12 @@ class Store:
         since: dt.datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        include_demo: bool = False,
     ) -> tuple[list[SessionRow], str | None]:
         """Sessions oldest first by (received_at, session_id), without payload; and the next page's cursor.
 
-        `since` keeps sessions received at or after it; the cursor is None on the last page. Raises
+        `since` keeps sessions received at or after it; the cursor is None on the last page. Sessions recorded
+        with demo tokens only with `include_demo` (so training pairs never see them unless asked). Raises
         InvalidCursorError for a cursor this store did not make.
         """
         if limit < 1:
@@ -393,6 +413,8 @@ class Store:
             query = query.where(SessionRow.user_id == user_id)
         if since is not None:
             query = query.where(received >= since)
+        if not include_demo:
+            query = query.where(col(SessionRow.demo).is_(False))
         if cursor is not None:
             after_at, after_id = _decode_cursor(cursor)
             query = query.where(or_(received > after_at, and_(received == after_at, sid > after_id)))
@@ -586,24 +608,39 @@ class Store:
                 s.commit()
             return row
 
-    def defer_score(self, session_id: str, reason: str) -> SessionRow:
-        """Note why a session is still unscored (a dependency is down) without counting an attempt."""
+    def defer_score(self, session_id: str, reason: str, *, retry_in: dt.timedelta | None = None) -> SessionRow:
+        """Note why a session is still unscored without counting an attempt; `retry_in`: `pending()` leaves it
+        out that long (a refusal that would repeat), None: retried at the next pass (a dependency is down)."""
         with self._write() as s:
             row = s.get(SessionRow, session_id, options=[_LAZY_PAYLOAD])
             if row is None:
                 raise KeyError(session_id)
             if row.score_status == "pending":
                 row.score_error = reason[:_MAX_ERROR_CHARS]
+                row.retry_at = None if retry_in is None else utcnow() + retry_in
                 s.add(row)
                 s.commit()
             return row
 
+    def retry_deferred(self) -> int:
+        """Make every deferred pending session due now (e.g. a model was activated); rows changed."""
+        statement = (
+            update(SessionRow)
+            .where(col(SessionRow.score_status) == "pending", col(SessionRow.retry_at).is_not(None))
+            .values(retry_at=None)
+        )
+        with self._write() as s:
+            count = s.exec(statement).rowcount
+            s.commit()
+        return int(count)
+
     def pending(self, limit: int = 100) -> list[SessionRow]:
-        """Sessions waiting for a score, oldest first (without payload)."""
+        """Sessions waiting for a score and due for a try, oldest first (without payload)."""
+        due = or_(col(SessionRow.retry_at).is_(None), col(SessionRow.retry_at) <= utcnow())
         query = (
             select(SessionRow)
             .options(_LAZY_PAYLOAD)
-            .where(SessionRow.score_status == "pending")
+            .where(SessionRow.score_status == "pending", due)
             .order_by(col(SessionRow.received_at), col(SessionRow.session_id))
             .limit(limit)
         )
@@ -664,7 +701,8 @@ class Store:
             )
             s.add(record)
             s.commit()
-            return record
+        self._checkpoint()
+        return record
 
     def erasures(self, user_id: str | None = None) -> list[Erasure]:
         """Erasure records, newest first; only those of `user_id` (matched by its hash) when given."""
@@ -692,7 +730,22 @@ class Store:
         with self._write() as s:
             count = s.exec(statement).rowcount
             s.commit()
+        if count:
+            self._checkpoint()
         return int(count)
+
+    def _checkpoint(self) -> None:
+        """SQLite: copy the WAL into the file and truncate it, so deleted rows leave no copy in the WAL."""
+        if self.engine.dialect.name != "sqlite" or _is_memory(self.url):
+            return
+        with self._serial, self._writers:
+            raw = self.engine.raw_connection()  # outside any transaction (pysqlite's own BEGIN is off)
+            try:
+                busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                raw.close()
+        if busy:  # a reader still holds an old snapshot: the next checkpoint (SQLite's own, or ours) finishes
+            logger.info("WAL checkpoint after a deletion was blocked by a reader")
 
     # -- API keys (the hashing lives in gateway.keys) --------------------------------------------------
 

@@ -40,6 +40,12 @@ def _session(token: dict[str, str], name: str = "q1", **kw: object) -> bytes:
     return msgspec.json.encode(session)
 
 
+@pytest.fixture(autouse=True)
+def demo_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo is off by default; these tests exercise it."""
+    monkeypatch.setenv("TACIT_COLLECTOR_DEMO", "true")
+
+
 @pytest.fixture
 def database(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
@@ -228,12 +234,101 @@ def test_demo_tokens_are_rate_limited(database: str, monkeypatch: pytest.MonkeyP
         assert int(client.post("/demo/token").headers["retry-after"]) > 0
 
 
-def test_demo_can_be_switched_off(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TACIT_COLLECTOR_DEMO", "false")
+@pytest.mark.parametrize("setting", [None, "false", "0"])
+def test_the_demo_is_off_unless_switched_on(
+    database: str, monkeypatch: pytest.MonkeyPatch, setting: str | None
+) -> None:
+    # Finding 2: /demo/token minted ingest tokens for anyone by default.
+    if setting is None:
+        monkeypatch.delenv("TACIT_COLLECTOR_DEMO")
+    else:
+        monkeypatch.setenv("TACIT_COLLECTOR_DEMO", setting)
     with TestClient(create_app(GatewaySettings(database_url=database, rescore_interval_s=3600))) as client:
         assert client.get("/demo").status_code == 404
         assert client.post("/demo/token").status_code == 404
+        assert "TACIT_COLLECTOR_DEMO=true" in client.post("/demo/token").json()["detail"]
+        assert client.post("/demo/answers", json={"question": "Why?"}).status_code in (401, 404)
         assert client.get("/sdk/tacit.js").status_code == 200  # the SDK serves host pages whatever the demo
+
+
+def test_demo_sessions_are_marked_and_kept_out_of_training_pairs(client: TestClient, database: str) -> None:
+    # Finding 2: 302 of 304 alignment pairs came from an anonymous demo user.
+    demo = client.post("/demo/token").json()
+    keys = _keys(database)
+    host = client.post("/v1/collector/tokens", json={"user_id": "reader-1"}, headers=_bearer(keys["ingest"])).json()
+    assert (
+        client.post("/v1/collector/sessions", content=_session(demo), headers=_bearer(demo["token"])).status_code == 202
+    )
+    assert (
+        client.post("/v1/collector/sessions", content=_session(host), headers=_bearer(host["token"])).status_code == 202
+    )
+    listed = client.get("/v1/sessions", headers=_bearer(keys["read"])).json()["items"]
+    assert {item["user_id"]: item["demo"] for item in listed} == {demo["user_id"]: True, "reader-1": False}
+    store = Store(database)
+    try:
+        rows, _ = store.list_sessions()  # what training pairs are built from
+        assert [row.user_id for row in rows] == ["reader-1"]
+        assert len(store.list_sessions(include_demo=True)[0]) == 2
+    finally:
+        store.close()
+
+
+def test_browser_ingest_is_rate_limited_per_user_and_demo_address(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Finding 2: demo-token ingest had no limit (96 sessions/s).
+    monkeypatch.setenv("TACIT_COLLECTOR_SECRET", SECRET)
+    monkeypatch.setenv("TACIT_COLLECTOR_SESSIONS_PER_MINUTE", "3")
+    monkeypatch.setenv("TACIT_COLLECTOR_DEMO_SESSIONS_PER_MINUTE", "5")
+    settings = GatewaySettings(
+        database_url=database,
+        feature_url="http://127.0.0.1:9",
+        reward_url="http://127.0.0.1:9",
+        retries=0,
+        timeout_s=1,
+        rescore_interval_s=3600,
+    )
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/demo/token").json()
+        statuses = [
+            client.post(
+                "/v1/collector/sessions", content=_session(first, f"q{i}"), headers=_bearer(first["token"])
+            ).status_code
+            for i in range(4)
+        ]
+        assert statuses == [202, 202, 202, 429]
+        # More tokens from the same address: the address's budget of demo sessions is spent after 5.
+        second, third = client.post("/demo/token").json(), client.post("/demo/token").json()
+        statuses = [
+            client.post("/v1/collector/sessions", content=_session(t, f"q{i}"), headers=_bearer(t["token"])).status_code
+            for t in (second, third)
+            for i in range(2)
+        ]
+        assert statuses == [202, 202, 429, 429]
+        refused = client.post("/v1/collector/sessions", content=_session(third, "q9"), headers=_bearer(third["token"]))
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.json()["code"] == "rate_limited"
+
+
+def test_demo_answers_are_rate_and_size_limited(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding 5: /demo/answers relayed anyone's prompts to the LLM with no limit (50 calls -> 100 upstream).
+    with FakeOpenAIServer() as llm:
+        for _ in range(10):
+            llm.push(Reply.ok("An answer."))
+        monkeypatch.setenv("TACIT_COLLECTOR_LLM_BASE_URL", llm.base_url)
+        monkeypatch.setenv("TACIT_COLLECTOR_LLM_MODELS", '["model-a"]')
+        monkeypatch.setenv("TACIT_COLLECTOR_DEMO_ANSWERS_PER_MINUTE", "2")
+        with TestClient(create_app(GatewaySettings(database_url=database, rescore_interval_s=3600))) as client:
+            tokens = [client.post("/demo/token").json()["token"] for _ in range(3)]
+            huge = client.post("/demo/answers", json={"question": "x" * 20_000}, headers=_bearer(tokens[0]))
+            assert huge.status_code == 413
+            statuses = [
+                client.post("/demo/answers", json={"question": "Why?"}, headers=_bearer(token)).status_code
+                for token in tokens
+                for _ in range(2)
+            ]
+            assert statuses == [200, 200, 429, 429, 429, 429]
+            assert len(llm.requests) == 4  # two questions, two answers each
 
 
 def test_demo_answers_from_an_openai_compatible_endpoint(database: str, monkeypatch: pytest.MonkeyPatch) -> None:

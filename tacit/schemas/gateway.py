@@ -41,6 +41,9 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     abstained: bool | None = None
     created: bool = True
     """False when this session id was already stored (idempotent re-post)."""
+    pending_reason: str | None = None
+    """Why the score is still pending (a service down, or the reward service's refusal, e.g. no active model for
+    the session's mode); None once scored."""
 
 
 class SessionBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +69,8 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     feature_set_version: str | None
     score: SessionScore
     session: Session | None = None
+    demo: bool = False
+    """Recorded with a demo browser token: left out of training pairs unless asked for."""
 
 
 class SessionPage(msgspec.Struct, frozen=True, kw_only=True):

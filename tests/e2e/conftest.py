@@ -182,6 +182,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
             "TACIT_GATEWAY_RESCORE_INTERVAL_S": "0.3",
             "TACIT_GATEWAY_TIMEOUT_S": "2",
             "TACIT_GATEWAY_RETRIES": "1",
+            "TACIT_COLLECTOR_DEMO": "true",  # off by default; the browser demo test drives /demo
         },
         gateway_port,
         tmp_path / "gateway.log",
