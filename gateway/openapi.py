@@ -16,7 +16,7 @@ from tacit.schemas.problem import Problem
 __all__ = ["ERROR_STATUSES", "documented"]
 
 #: Statuses an API route may answer besides success, always with a Problem body.
-ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429, 502, 503)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 502, 503)
 
 
 def documented(ok: Any, *success: int, media_type: str = "application/json") -> dict[int, ResponseSpec]:

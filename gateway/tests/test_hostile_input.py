@@ -166,3 +166,20 @@ def test_every_id_of_the_alphabet_can_be_read_and_erased(client: TestClient[Lite
         assert erased.status_code == 200, erased.text
         assert erased.json()["rows_deleted"]["sessions"] == 1
         assert client.get(f"/v1/sessions/{user}.s").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/v1/collector/tokens", b'{"user_id":"reader-1","user_id":"admin"}', "user_id"),
+        ("/v1/alignment/pairs:preview", b'{"min_confidence":0.6,"min_confidence":0.9}', "min_confidence"),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(
+    client: TestClient[Litestar], path: str, body: bytes, key: str
+) -> None:
+    # Finding 20: duplicate keys were accepted (the last one won; another parser may take the first).
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == key
+    assert "duplicate key" in response.json()["detail"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
 
 from tacit.schemas.session import ID_PATTERN
 
-__all__ = ["NESTED_TOO_DEEPLY", "Problem", "RequestError", "decode_body", "readable"]
+__all__ = ["NESTED_TOO_DEEPLY", "Problem", "RequestError", "decode_body", "readable", "refuse_duplicate_keys"]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,10 +47,44 @@ def readable(detail: str) -> str:
     return _PATTERNS.get(detail, detail)
 
 
-def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """Decode a request body; 400 for malformed (or too deeply nested) JSON, 422 naming the field msgspec rejected."""
+#: Bodies up to this size are also checked for duplicate keys (control bodies: job specs, selections, tokens);
+#: session bodies (megabytes) are not, a second parse would double their cost.
+UNIQUE_KEYS_MAX_BYTES = 64 * 1024
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
+
+
+def refuse_duplicate_keys(body: bytes | str) -> None:
+    """400 naming the key when a JSON object of `body` holds the same key twice (parsers disagree on which wins)."""
     try:
-        return decoder.decode(body)
+        json.loads(body, object_pairs_hook=_unique)
+    except _DuplicateKeyError as err:
+        raise RequestError(400, "malformed", err.key, f"duplicate key {err.key!r} in a JSON object") from None
+    except (ValueError, RecursionError):  # not JSON at all: msgspec has said so already
+        return
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """Decode a request body; 400 for malformed (or too deeply nested) JSON or a duplicate key in a small body,
+    422 naming the field msgspec rejected."""
+    try:
+        value = decoder.decode(body)
+        if len(body) <= UNIQUE_KEYS_MAX_BYTES:
+            refuse_duplicate_keys(body)
+        return value
     except msgspec.ValidationError as err:
         message = str(err)
         field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
