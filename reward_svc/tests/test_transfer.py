@@ -48,3 +48,17 @@ def test_nested_runs_give_warm_start_rows_on_the_same_rows(frame: pd.DataFrame) 
     check = gate_check(runs)
     assert check["folds_judged"] <= 5
     assert isinstance(check["passes"], bool)
+
+
+def test_transfer_section_writes_its_tables_and_plots(frame: pd.DataFrame, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reward_svc.model.transfer_report import transfer_section
+
+    text = transfer_section(frame, tmp_path, seeds=2, nested_seeds=1)
+    for heading in ("### Candidates", "**Choice by the rule:**", "### Calibration", "quality gate", "### Warm start"):
+        assert heading in text
+    assert "injected preference, share 0.8" in text
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "reward_transfer_reliability_per_fold.png",
+        "reward_transfer_accuracy_vs_k.png",
+        "reward_transfer_per_worker.png",
+    }
