@@ -1,21 +1,185 @@
-"""What every service's `serve()` shares: uvicorn options."""
+"""What every service's `serve()` shares: uvicorn options, with read timeouts and caps against stalled clients.
+
+uvicorn waits forever for a request's headers and body, and keeps any number of connections: 500 connections
+that sent nothing stayed open past 60 s and 40 stalled uploads held 301 MB. With httptools (uvicorn[standard],
+what the lock installs) the protocol below closes a connection whose headers are not complete in
+`header_timeout_s` or whose body stops arriving for `body_timeout_s` (408), refuses connections above
+`max_connections` (503, at once), and caps the body bytes of unfinished requests across the process (503 for
+the request that would go over).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import logging
+import time
 from typing import Any
 
-__all__ = ["fast_server_options"]
+__all__ = ["ServerLimits", "fast_server_options", "guarded_protocol"]
+
+logger = logging.getLogger("tacit.serving")
 
 
-def fast_server_options() -> dict[str, Any]:
-    """uvicorn's C HTTP parser and event loop when they are installed (uvicorn[standard]); its defaults otherwise.
+class ServerLimits:
+    """How long a client may take to send its request, and how much it may hold (defaults suit a laptop)."""
+
+    def __init__(
+        self,
+        *,
+        header_timeout_s: float = 10.0,
+        body_timeout_s: float = 15.0,
+        max_connections: int = 512,
+        max_inflight_body_bytes: int = 128 * 1024 * 1024,
+    ) -> None:
+        if min(header_timeout_s, body_timeout_s) <= 0 or max_connections < 1 or max_inflight_body_bytes < 1:
+            raise ValueError("server limits must be positive")
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.max_connections = max_connections
+        self.max_inflight_body_bytes = max_inflight_body_bytes
+        self.inflight_body_bytes = 0
+        """Body bytes received for requests that have not finished (one counter per server process)."""
+        self._refused: dict[str, int] = {}
+        self._logged_at = 0.0
+
+    def refused(self, why: str) -> None:
+        """Count a refusal; log the counts at most every 10 s (an attack must not flood the log)."""
+        self._refused[why] = self._refused.get(why, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at >= 10.0:
+            counts = ", ".join(f"{n} x {what}" for what, n in sorted(self._refused.items()))
+            logger.warning("refused in the last 10 s: %s", counts)
+            self._refused.clear()
+            self._logged_at = now
+
+
+def _answer(status: int, reason: str, detail: str) -> bytes:
+    body = f'{{"status":{status},"code":"{reason.lower().replace(" ", "_")}","detail":"{detail}"}}'.encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n"
+    )
+    if status == 503:
+        head += "retry-after: 1\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with header/body read timeouts, a connection cap and an in-flight body cap."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+        _held = 0  # body bytes of the current request counted in limits.inflight_body_bytes
+        _phase = "headers"
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                limits.refused(f"connection over the limit of {limits.max_connections}")
+                transport.write(_answer(503, "Service Unavailable", "too many connections"))
+                transport.close()
+                return
+            self._arm(limits.header_timeout_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            self._release()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._phase = "headers"
+            if self._timer is None:
+                self._arm(limits.header_timeout_s)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._phase = "body"
+            self._arm(limits.body_timeout_s)
+
+        def on_body(self, body: bytes) -> None:
+            if limits.inflight_body_bytes + len(body) > limits.max_inflight_body_bytes:
+                limits.refused(f"request body over {limits.max_inflight_body_bytes} bytes in flight")
+                self._abort(503, "Service Unavailable", "too many request bytes in flight; retry shortly")
+                return
+            limits.inflight_body_bytes += len(body)
+            self._held += len(body)
+            self._arm(limits.body_timeout_s)
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            self._phase = "app"
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self._release()
+            super().on_response_complete()
+
+        def timeout_keep_alive_handler(self) -> None:
+            self._disarm()
+            super().timeout_keep_alive_handler()
+
+        # -- helpers -------------------------------------------------------------------------------------------
+
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(seconds, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _release(self) -> None:
+            limits.inflight_body_bytes -= self._held
+            self._held = 0
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if self._phase == "body" and self.flow is not None and self.flow.read_paused:
+                self._arm(limits.body_timeout_s)  # we stopped reading (the app is busy), not the client
+                return
+            if self._phase == "app":
+                return
+            what = "headers" if self._phase == "headers" else "body"
+            limits.refused(f"request {what} timed out")
+            seconds = limits.header_timeout_s if what == "headers" else limits.body_timeout_s
+            self._abort(408, "Request Timeout", f"the request {what} did not arrive within {seconds:g} s")
+
+        def _abort(self, status: int, reason: str, detail: str) -> None:
+            self._disarm()
+            cycle = self.cycle
+            if cycle is None or not cycle.response_started:
+                self.transport.write(_answer(status, reason, detail))
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._release()
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+def fast_server_options(limits: ServerLimits | None = None) -> dict[str, Any]:
+    """uvicorn's C HTTP parser (guarded, see the module) and event loop when installed; its defaults otherwise.
 
     Access logs are off: request metrics live in /metrics, and a log line per request costs throughput.
     """
-    options: dict[str, Any] = {"access_log": False}
+    limits = limits or ServerLimits()
+    options: dict[str, Any] = {
+        "access_log": False,
+        "limit_concurrency": limits.max_connections,
+        "timeout_keep_alive": 5,
+        # h11 (without httptools) has no read timeouts; it bounds the size of an incomplete request head.
+        "h11_max_incomplete_event_size": 64 * 1024,
+    }
     if importlib.util.find_spec("httptools") is not None:
-        options["http"] = "httptools"
+        options["http"] = guarded_protocol(limits)
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
     return options
