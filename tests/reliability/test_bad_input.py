@@ -108,6 +108,8 @@ def _stream_field(name: str, value: Any) -> Callable[[Body], bytes]:
     return _edit(lambda body: body["responses"][0]["mouse"].__setitem__(name, value))
 
 
+SQL = "'); DROP TABLE sessions; -- \" OR 1=1; SELECT * FROM api_keys"
+
 # (name, body maker, status, field)
 REFUSED: list[tuple[str, Callable[[Body], bytes], int, str]] = [
     ("truncated JSON", lambda body: msgspec.json.encode(body)[:-40], 400, "$"),
@@ -176,10 +178,13 @@ REFUSED: list[tuple[str, Callable[[Body], bytes], int, str]] = [
     ("empty session id", _put("session_id", ""), 422, "session_id"),
     ("user id of 500 characters", _put("user_id", "u" * 500), 422, "user_id"),
     ("NUL character in the user id", _put("user_id", "a\x00b"), 422, "user_id"),
+    ("SQL as the user id", _put("user_id", SQL[:128]), 422, "user_id"),
+    ("a path as the user id", _put("user_id", "../../x"), 422, "user_id"),
+    ("'..' as the user id", _put("user_id", ".."), 422, "user_id"),
+    ("a slash in the session id", _put("session_id", "a/b"), 422, "session_id"),
 ]
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)> &amp; </textarea>'
-SQL = "'); DROP TABLE sessions; -- \" OR 1=1; SELECT * FROM api_keys"
 UNICODE = "\u202eevil\u202c \u200d👩🏽‍🔬 e\u0301 ｆｕｌｌ \U0001f600 \ufeff 𝔘𝔫𝔦 \u0000 end"
 
 
@@ -201,7 +206,6 @@ ACCEPTED: list[tuple[str, Callable[[Body], bytes], str]] = [
     ("markup in a response", _text(MARKUP, "response"), "stored verbatim; answered only as JSON, never rendered"),
     ("markup in the query", _text(MARKUP, "query"), "stored verbatim; answered only as JSON, never rendered"),
     ("SQL in the query", _text(SQL, "query"), "stored verbatim; bound as a value, never run"),
-    ("SQL as the user id", _text(SQL, "user_id"), "stored verbatim; bound as a value, never run"),
     ("odd Unicode in a response", _text(UNICODE, "response"), "stored exactly (bidi controls, ZWJ, NUL, astral)"),
 ]
 
