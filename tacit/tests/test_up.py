@@ -146,8 +146,8 @@ def test_without_a_reachable_redis_a_real_server_is_started(tmp_path: Path, stop
     stop_after.append(choice.service.start().wait_ready(20))
     assert redis_ping(choice.url)
     argv = choice.service.argv
-    assert argv[argv.index("--save") + 1] == ""
-    assert argv[argv.index("--appendonly") + 1] == "no"
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--bind") + 1] == "127.0.0.1"
     assert argv[argv.index("--dir") + 1] == str(tmp_path / "redis")
     pid = choice.service.pid
     assert pid is not None

@@ -1,0 +1,320 @@
+"""`tacit up` hardening (issue 14): supervision with backoff, a restart right after a stop, Redis with a password
+and an append-only file, a private home, one bootstrap admin key, orphaned alignment jobs reaped, demo banner."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tacit.tests.test_up import REDIS_SERVER, needs_redis_server
+from tacit.up import (
+    KEY_FILE,
+    Service,
+    Stack,
+    Supervisor,
+    _banner,
+    _demo_env,
+    bootstrap_admin_key,
+    port_free,
+    reap_alignment_jobs,
+    redact,
+    redis_ping,
+    redis_service,
+    secure_home,
+)
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@pytest.fixture
+def started() -> Iterator[list[Service]]:
+    services: list[Service] = []
+    yield services
+    for service in services:
+        service.stop(timeout=2)
+
+
+# -- a restart right after a stop ---------------------------------------------------------------------------
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_stack_counts_as_free() -> None:
+    """The launcher's own check refused a restart for 40-60 s: the old gateway's closed connections sat in
+    TIME_WAIT, and a bind without SO_REUSEADDR (unlike uvicorn's own) fails on them."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's and redis-server's listeners
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    clients = []
+    for _ in range(3):
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = listener.accept()
+        conn.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+        clients.append(client)
+    time.sleep(0.1)
+    for client in clients:
+        client.close()
+    listener.close()
+    with socket.socket() as plain, pytest.raises(OSError, match="in use"):
+        plain.bind(("127.0.0.1", port))  # the reproduction: what the old check did
+    assert port_free(port)
+
+
+# -- supervision --------------------------------------------------------------------------------------------
+
+
+def test_a_crashing_child_is_restarted_with_backoff_and_the_rest_stays_up(
+    tmp_path: Path, started: list[Service]
+) -> None:
+    steady = Service("steady", _python("import time; time.sleep(60)"), tmp_path / "steady.log")
+    crashing = Service("crashing", _python("import sys, time; time.sleep(0.2); sys.exit(3)"), tmp_path / "c.log")
+    started += [steady.start(), crashing.start()]
+    said: list[tuple[float, str]] = []
+    supervisor = Supervisor(started, lambda m: said.append((time.monotonic(), m)), base=0.2, cap=0.8, stable=30)
+    steady_pid = steady.pid
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        supervisor.tick()
+        time.sleep(0.02)
+    assert steady.pid == steady_pid
+    assert steady.running
+    assert supervisor.restarts == {"steady": 0, "crashing": supervisor.restarts["crashing"]}
+    assert 3 <= supervisor.restarts["crashing"] <= 8
+    exits = [m for _, m in said if m.startswith("crashing exited with code 3")]
+    delays = [float(m.split("restarting it in ")[1].split(" s")[0]) for m in exits]
+    assert delays[:4] == [0.2, 0.4, 0.8, 0.8]  # doubling, capped
+    assert any(m.startswith("restarted crashing (pid ") for _, m in said)
+
+
+def test_a_killed_child_is_back_and_its_leftover_helpers_are_killed(tmp_path: Path, started: list[Service]) -> None:
+    helper_pid = tmp_path / "helper"
+    parent = Service(
+        "parent",
+        _python(f"""
+            import pathlib, subprocess, sys, time
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            pathlib.Path({str(helper_pid)!r}).write_text(str(child.pid))
+            time.sleep(60)
+        """),
+        tmp_path / "parent.log",
+        probe=helper_pid.exists,
+    )
+    started.append(parent.start().wait_ready(20))
+    time.sleep(0.1)
+    helper = int(helper_pid.read_text())
+    helper_pid.unlink()
+    said: list[str] = []
+    restarted: list[tuple[str, int | None]] = []
+    supervisor = Supervisor(
+        started, said.append, on_restart=lambda s, code: restarted.append((s.name, code)), base=0.1, stable=30
+    )
+    assert parent.process is not None
+    parent.process.kill()
+    parent.process.wait()
+    deadline = time.monotonic() + 10
+    while not any("is back" in m for m in said) and time.monotonic() < deadline:
+        supervisor.tick()
+        time.sleep(0.05)
+    assert restarted == [("parent", -9)]
+    assert parent.running
+    assert any(m.startswith("parent exited with code -9") for m in said)
+    assert any(m.startswith("parent is back") for m in said)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{helper}").exists():
+        if Path(f"/proc/{helper}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    state = (
+        Path(f"/proc/{helper}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if Path(f"/proc/{helper}").exists()
+        else "gone"
+    )
+    assert state in ("Z", "gone")
+
+
+# -- Redis ----------------------------------------------------------------------------------------------------
+
+
+@needs_redis_server
+def test_embedded_redis_needs_its_password_and_keeps_data_across_a_restart(
+    tmp_path: Path, started: list[Service]
+) -> None:
+    import redis
+
+    assert REDIS_SERVER is not None
+    first = redis_service(REDIS_SERVER, tmp_path)
+    assert first.url is not None
+    password = (tmp_path / "redis" / "password").read_text().strip()
+    assert password not in " ".join(first.argv)  # not on the command line, where every local user can read it
+    assert f":{password}@" in first.url
+    assert redact(first.url) == first.url.replace(password, "***")
+    for private in (tmp_path / "redis" / "password", tmp_path / "redis" / "redis.conf"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    started.append(first.start().wait_ready(20))
+    anonymous = redis.Redis.from_url(redact(first.url).replace(":***@", "@"))
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.set("x", "1")
+    anonymous.close()
+    client = redis.Redis.from_url(first.url)
+    client.rpush("align", "queued-job")
+    client.close()
+    time.sleep(1.2)  # appendfsync everysec
+    first.stop()
+
+    again = redis_service(REDIS_SERVER, tmp_path)  # a new port, the same directory and password
+    started.append(again.start().wait_ready(20))
+    assert again.url is not None
+    assert f":{password}@" in again.url
+    client = redis.Redis.from_url(again.url)
+    assert client.lrange("align", 0, -1) == [b"queued-job"]
+    client.close()
+    assert redis_ping(again.url)
+
+
+# -- the home -------------------------------------------------------------------------------------------------
+
+
+def test_secure_home_closes_the_home_and_what_is_in_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "logs").mkdir(parents=True)
+    home.chmod(0o755)
+    (home / "logs").chmod(0o755)
+    for name in ("gateway.db", "logs/gateway.log"):
+        (home / name).write_text("x")
+        (home / name).chmod(0o644)
+    (home / "link").symlink_to("/etc/hostname")
+    secure_home(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "logs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "gateway.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "logs" / "gateway.log").stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path("/etc/hostname").stat().st_mode) & 0o044  # a link's target is left alone
+
+
+def test_what_children_write_under_tacit_ups_umask_is_private(tmp_path: Path) -> None:
+    previous = os.umask(0o077)
+    try:
+        service = Service("writer", _python(f"open({str(tmp_path / 'db')!r}, 'w').write('x')"), tmp_path / "w.log")
+        service.start()
+        assert service.process is not None
+        service.process.wait(timeout=20)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "w.log").stat().st_mode) == 0o600
+
+
+# -- the bootstrap admin key ---------------------------------------------------------------------------------
+
+
+def test_one_bootstrap_key_reused_then_rotated(tmp_path: Path) -> None:
+    db = pytest.importorskip("gateway.db")
+    keys = pytest.importorskip("gateway.keys")
+    env = {"TACIT_HOME": str(tmp_path)}
+    store = db.Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.migrate()
+    piled = [keys.create_key(store, ["admin"], "up")[0] for _ in range(3)]  # what earlier versions left
+    other, _ = keys.create_key(store, ["ingest"], "my app")
+    try:
+        first = bootstrap_admin_key(env, tmp_path)
+        assert first.token is not None
+        assert first.revoked == 3
+        assert first.path == tmp_path / KEY_FILE
+        assert first.path.read_text().strip() == first.token
+        assert stat.S_IMODE(first.path.stat().st_mode) == 0o600
+        assert all(keys.authenticate(store, token) is None for token in piled)
+        assert keys.authenticate(store, other) is not None  # not a tacit up key: untouched
+
+        for _ in range(3):  # later starts: the same key, not shown again, no new row
+            again = bootstrap_admin_key(env, tmp_path)
+            assert again.token is None
+        live = [k for k in keys.list_keys(store) if k.name == "up" and k.revoked_at is None]
+        assert len(live) == 1
+        assert keys.authenticate(store, first.token) is not None
+
+        rotated = bootstrap_admin_key(env, tmp_path, rotate=True)
+        assert rotated.token not in (None, first.token)
+        assert rotated.revoked == 1
+        assert keys.authenticate(store, first.token) is None
+        assert first.path.read_text().strip() == rotated.token
+
+        first.path.write_text("tacit_not-a-key\n")  # edited or stale: replaced, never trusted
+        replaced = bootstrap_admin_key(env, tmp_path)
+        assert replaced.token is not None
+        assert keys.authenticate(store, replaced.token) is not None
+    finally:
+        store.close()
+
+
+def test_the_banner_shows_a_new_key_once_and_says_where_it_is_after(tmp_path: Path) -> None:
+    pytest.importorskip("gateway.keys")
+    env = {"TACIT_HOME": str(tmp_path)}
+    stack = Stack(home=tmp_path)
+    shown = io.StringIO()
+    key = bootstrap_admin_key(env, tmp_path)
+    _banner(stack, key, None, 8100, None, shown)
+    assert f"admin key: {key.token}" in shown.getvalue()
+    later = io.StringIO()
+    _banner(stack, bootstrap_admin_key(env, tmp_path), None, 8100, None, later)
+    assert str(key.token) not in later.getvalue()
+    assert f"admin key: in {tmp_path / KEY_FILE}" in later.getvalue()
+
+
+# -- demo pages -------------------------------------------------------------------------------------------------
+
+
+def test_demo_pages_on_for_the_loopback_stack_unless_said_otherwise_and_the_banner_says_so(tmp_path: Path) -> None:
+    assert _demo_env({}) == {"TACIT_COLLECTOR_DEMO": "true"}
+    assert _demo_env({"TACIT_COLLECTOR_DEMO": "false"}) == {}
+    on, off = io.StringIO(), io.StringIO()
+    _banner(Stack(home=tmp_path), None, "n/a", 8100, None, on, demo=True)
+    _banner(Stack(home=tmp_path), None, "n/a", 8100, None, off, demo=False)
+    assert "demo pages    ON at http://127.0.0.1:8100/demo" in on.getvalue()
+    assert "demo pages    off" in off.getvalue()
+
+
+# -- orphaned alignment jobs -----------------------------------------------------------------------------------
+
+
+def test_jobs_left_running_by_an_earlier_stack_are_failed_with_the_reason(tmp_path: Path) -> None:
+    pytest.importorskip("gateway.db")
+    from gateway.db import Store
+    from gateway.db.alignment import AlignmentJobs
+    from gateway.tests.test_alignment_store import SUMMARY, _pair
+
+    env = {"TACIT_HOME": str(tmp_path)}
+    store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.migrate()
+    jobs = AlignmentJobs(store)
+    try:
+        ids = [jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(n, ("alice",))]).id for n in range(4)]
+        running, cancelling, queued, finished = ids
+        for job_id in (running, cancelling, finished):
+            assert jobs.claim(job_id, "celery@old") is not None
+        jobs.request_cancel(cancelling)  # a running job only gets a flag: its worker is gone, nobody acts on it
+        jobs.finish(finished, "succeeded", result={})
+
+        reaped = reap_alignment_jobs(env, "an earlier tacit up stopped")
+        assert sorted(reaped) == sorted([running, cancelling])
+        failed = jobs.get(running)
+        assert failed is not None
+        assert failed.status == "failed"
+        assert "an earlier tacit up stopped" in failed.error
+        assert jobs.get(cancelling).status == "cancelled"  # type: ignore[union-attr]
+        assert jobs.get(queued).status == "queued"  # type: ignore[union-attr]  (its message is in Redis's AOF)
+        assert jobs.get(finished).status == "succeeded"  # type: ignore[union-attr]
+        assert [e.kind for e in jobs.events(running)][-1] == "failed"
+        assert reap_alignment_jobs(env, "again") == []
+    finally:
+        store.close()
