@@ -4,12 +4,19 @@
 a fixed, hashed snapshot whatever arrives later), stores job and pairs in one transaction and enqueues the job
 id on the Celery `align` queue by name (no worker code is imported here). The worker moves the job through its
 states in the same database; `GET .../events` streams the job's event log as server-sent events.
+
+A stream ends with the job, after `STREAM_IDLE_S` without an event (the client resumes with `Last-Event-ID`), or
+when the job's worker has been silent for `ORPHAN_AFTER_S`; a key holds at most `STREAMS_PER_KEY` streams at once
+(429 beyond) and the gateway `MAX_STREAMS`. Cancelling a running job whose worker is that silent ends it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from functools import partial
@@ -24,11 +31,11 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from align_worker.training.data import Observation, pairs_from_sessions
-from gateway.access import JSON, json_response, scoped
+from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
 from gateway.db import PayloadPurgedError, Store
 from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
-from gateway.db.models import AlignmentJobRow
+from gateway.db.models import AlignmentJobRow, utcnow
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,
@@ -49,8 +56,16 @@ __all__ = ["alignment_routes", "load_observations"]
 logger = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 _SPEC = msgspec.json.Decoder(AlignmentJobSpec)
-#: How often the event stream looks for new events.
+#: How often the event stream looks for new events (doubling up to `MAX_POLL_S` while nothing happens).
 POLL_S = 0.5
+MAX_POLL_S = 4.0
+#: A stream with no new event for this long ends (EventSource clients reconnect with Last-Event-ID).
+STREAM_IDLE_S = 120.0
+#: A running job whose worker has not written (progress or heartbeat, every 15 s) for this long is orphaned.
+ORPHAN_AFTER_S = 120.0
+#: Event streams open at once, per key and for the whole gateway process.
+STREAMS_PER_KEY = 4
+MAX_STREAMS = 64
 
 
 # -- pairs from the store ----------------------------------------------------------------------------------
@@ -217,12 +232,18 @@ async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     **scoped("train", AlignmentJobInfo, (202,)),
 )
 async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    silent = _silent_s(await _get(state, job_id))  # before the cancel request itself touches the row
     try:
         row = await anyio.to_thread.run_sync(_jobs(state).request_cancel, job_id)
     except KeyError:
         raise RequestError(404, "not_found", "job_id", f"no alignment job {job_id!r}") from None
     except InvalidTransitionError as err:
         raise RequestError(409, "conflict", "job_id", str(err)) from None
+    if row.status == "running" and silent >= ORPHAN_AFTER_S:
+        # Nobody will see the flag: the worker is gone (it writes a heartbeat every 15 s). End the job here.
+        reason = f"cancelled; its worker ({row.worker or 'unknown'}) had not been heard of for {silent:.0f} s"
+        ended = await anyio.to_thread.run_sync(lambda: _jobs(state).finish(job_id, "cancelled", error=reason))
+        row = ended or await _get(state, job_id)
     return json_response(job_info(row), 202)
 
 
@@ -253,6 +274,54 @@ async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Respon
     return json_response({"summary": summary, "pairs": pairs})
 
 
+def _silent_s(row: AlignmentJobRow) -> float:
+    """Seconds since the job's worker last wrote to it."""
+    return (utcnow() - row.updated_at).total_seconds() if row.updated_at else 0.0
+
+
+class _Streams:
+    """Open event streams per key (a stream's generator is held weakly: one never started frees its slot too)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, weakref.WeakSet[Any]] = defaultdict(weakref.WeakSet)
+
+    def total(self) -> int:
+        return sum(len(s) for s in self.open.values())
+
+    def check(self, who: str) -> None:
+        if len(self.open[who]) >= STREAMS_PER_KEY:
+            raise RequestError(
+                429,
+                "too_many_streams",
+                "authorization",
+                f"this key already holds {STREAMS_PER_KEY} event streams; close one first",
+                {"Retry-After": "5"},
+            )
+        if self.total() >= MAX_STREAMS:
+            raise RequestError(
+                503,
+                "too_many_streams",
+                "job_id",
+                f"{MAX_STREAMS} event streams are open; try again",
+                {"Retry-After": "5"},
+            )
+
+    def add(self, who: str, stream: Any) -> None:
+        self.open[who].add(stream)
+
+    def discard(self, who: str, stream: Any) -> None:
+        self.open[who].discard(stream)
+        if not self.open[who]:
+            del self.open[who]
+
+
+def _streams(state: State) -> _Streams:
+    streams: _Streams | None = getattr(state, "alignment_streams", None)
+    if streams is None:
+        streams = state.alignment_streams = _Streams()
+    return streams
+
+
 def _event_message(event: Any) -> ServerSentEventMessage:
     body = AlignmentEvent(seq=event.id, at=event.at, kind=event.kind, data=event.data)
     return ServerSentEventMessage(data=_ENCODER.encode(body).decode(), event=event.kind, id=event.id)
@@ -266,27 +335,50 @@ def _event_message(event: Any) -> ServerSentEventMessage:
 async def job_events(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[str], after: FromQuery[int] = 0
 ) -> ServerSentEvent:
-    await _get(state, job_id)
     last = request.headers.get("last-event-id", "")
-    start = int(last) if last.isdigit() else after
+    start = int(last) if last.isdigit() and len(last) <= 18 else after
+    if not 0 <= start < 2**62:
+        raise RequestError(400, "invalid", "after", "after (or Last-Event-ID) must be an event id >= 0")
+    who = hashlib.sha256(bearer(request).encode()).hexdigest()[:16]
+    streams = _streams(state)
+    streams.check(who)
+    await _get(state, job_id)
     jobs = _jobs(state)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        seen = start
-        while True:
-            events = await anyio.to_thread.run_sync(partial(jobs.events, job_id, after=seen))
-            for event in events:
-                seen = event.id or seen
-                yield _event_message(event)
-            if any(e.kind in TERMINAL for e in events):
-                return
-            if not events:
-                row = await anyio.to_thread.run_sync(jobs.get, job_id)
-                if row is None or (row.status in TERMINAL and not jobs.events(job_id, after=seen)):
+        seen, poll, last_event = start, POLL_S, time.monotonic()
+        try:
+            while True:
+                events = await anyio.to_thread.run_sync(partial(jobs.events, job_id, after=seen))
+                for event in events:
+                    seen = event.id or seen
+                    yield _event_message(event)
+                if any(e.kind in TERMINAL for e in events):
                     return
-            await asyncio.sleep(POLL_S)
+                if events:
+                    poll, last_event = POLL_S, time.monotonic()
+                else:
+                    row = await anyio.to_thread.run_sync(jobs.get, job_id)
+                    if row is None or (row.status in TERMINAL and not jobs.events(job_id, after=seen)):
+                        return
+                    if row.status == "running" and (silent := _silent_s(row)) >= ORPHAN_AFTER_S:
+                        yield ServerSentEventMessage(
+                            data=None, comment=f"the job's worker has been silent for {silent:.0f} s"
+                        )
+                        return
+                    if time.monotonic() - last_event >= STREAM_IDLE_S:
+                        yield ServerSentEventMessage(
+                            data=None, comment=f"no event for {STREAM_IDLE_S:g} s: reconnect to resume"
+                        )
+                        return
+                    poll = min(MAX_POLL_S, poll * 2)
+                await asyncio.sleep(poll)
+        finally:
+            streams.discard(who, body)
 
-    return ServerSentEvent(stream())
+    body = stream()
+    streams.add(who, body)
+    return ServerSentEvent(body)
 
 
 @get(
