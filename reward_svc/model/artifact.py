@@ -19,6 +19,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from reward_svc.model.adapt import UserPrior, fit_prior, user_log_likelihood
@@ -153,15 +154,21 @@ class RewardModel:
         used = np.zeros(data.n, dtype=np.bool_)
         n_used = np.zeros(data.n, dtype=np.int64)
         if adapt_first_k > 0:
-            prior = self.prior
             order = np.argsort(meta["query_id"].to_numpy(dtype=np.int64), kind="stable")
             users = meta["user_id"].to_numpy()[order]
+            firsts: dict[Any, npt.NDArray[np.intp]] = {}
             for user in pd.unique(users):
                 rows = order[users == user]
                 labelled = rows[labels.iloc[rows].notna().to_numpy()]
-                first = labelled[:adapt_first_k]
-                if first.size == 0:
-                    continue
+                if labelled.size:
+                    firsts[user] = labelled[:adapt_first_k]
+            first_all = np.concatenate(list(firsts.values())) if firsts else np.zeros(0, dtype=np.intp)
+            y_all = labels.iloc[first_all].to_numpy(dtype=np.int64)
+            # empirical Bayes across the people scored: their adaptation labels (never the scored ones) may raise
+            # the prior's habit weight above the training users', never lower it
+            prior = self.prior.updated_with(p[first_all], y_all, meta["user_id"].to_numpy()[first_all])
+            for user, first in firsts.items():
+                rows = order[users == user]
                 used[first] = True
                 rest = np.setdiff1d(rows, first)
                 y_first = labels.iloc[first].to_numpy(dtype=np.int64)

@@ -17,7 +17,9 @@ The protocol, fixed before any of its numbers were looked at (changing it means 
 5. The quality gate is on by default only if, in every outer fold with abstentions, accuracy on kept rows is above
    accuracy on abstained rows.
 6. Warm start: for each test worker, their first k labelled questions in question order (query id) adapt the
-   per-user offset (reward_svc.model.adapt) and the rest are scored; k = 0, 3, 5, 10. Every method at one k is
+   per-user side-habit term (reward_svc.model.adapt) and the rest are scored; k = 0, 3, 5, 10. The prior's habit
+   weight is re-estimated on all test workers' adaptation labels (floored at the training prior's weight); the
+   same adaptation with the training prior alone is reported beside it. Every method at one k is
    scored on the same rows. Baselines: the training folds' majority class (for pairwise this is also "position
    only"), the per-user prior only (majority of the worker's first k labels; a tie or k = 0 falls back to the
    training majority), length only (the same linear model on text lengths). The adapted model must beat
@@ -296,6 +298,17 @@ def warm_start_table(
             y = data.y if inject_share is None else inject_preference(data.y, users, inject_share, f["seed"])
             test = f["test"]
             prior: UserPrior = f["prior"]
+            if k:
+                # as `tacit reward predict` does: the prior's habit weight is re-estimated on every test worker's
+                # adaptation labels (never their scored ones), floored at the training prior's weight
+                firsts = []
+                for user in np.unique(users[test]):
+                    local = np.flatnonzero(users[test] == user)
+                    firsts.append(local[np.argsort(qid[test][local], kind="stable")][:k])
+                first = np.concatenate(firsts)
+                new_prior = prior.updated_with(f["p"][first], y[test][first], users[test][first])
+            else:
+                new_prior = prior
             for user in np.unique(users[test]):
                 local = np.flatnonzero(users[test] == user)
                 local = local[np.argsort(qid[test][local], kind="stable")]
@@ -305,10 +318,12 @@ def warm_start_table(
                 yt = y[test][scored]
                 p_pop = f["p"][scored]
                 ll = user_log_likelihood(f["p"][adapt], y[test][adapt]) if k else None
-                p_user = prior.predict(p_pop, ll)
+                p_user = new_prior.predict(p_pop, ll)
+                p_user_train = prior.predict(p_pop, ll)
                 prior_side = _prior_only(y[test][adapt], f["majority"])
                 methods = {
                     "adapted": p_user,
+                    "adapted (training prior)": p_user_train,
                     "population": p_pop,
                     "per-user prior only": np.full(scored.size, float(prior_side)),
                     "majority class": np.full(scored.size, float(f["majority"])),

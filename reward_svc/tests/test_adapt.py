@@ -56,3 +56,16 @@ def test_posterior_describes_the_habit_and_round_trips() -> None:
     assert UserPrior.from_dict(prior.to_dict()) == prior
     with pytest.raises(ValueError, match="habit_weight"):
         UserPrior(habit_weight=1.0)
+
+
+def test_new_users_labels_raise_the_habit_weight_but_never_lower_it() -> None:
+    rng = np.random.default_rng(1)
+    trained = UserPrior(habit_weight=0.6)
+    users = np.repeat(np.arange(20), 5)
+    p = rng.uniform(0.3, 0.7, users.size)
+    one_sided = np.repeat(rng.integers(0, 2, 20), 5)  # every new user always picks their own side
+    raised = trained.updated_with(p, one_sided, users)
+    assert raised.habit_weight > 0.9
+    content_driven = (rng.random(users.size) < p).astype(int)
+    assert trained.updated_with(p, content_driven, users).habit_weight == trained.habit_weight
+    assert trained.updated_with(np.zeros(0), np.zeros(0), np.zeros(0)) is trained
