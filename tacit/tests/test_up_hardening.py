@@ -4,15 +4,21 @@ and an append-only file, a private home, one bootstrap admin key, orphaned align
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import msgspec
 import pytest
 
 from tacit.tests.test_up import REDIS_SERVER, needs_redis_server
@@ -24,6 +30,7 @@ from tacit.up import (
     _banner,
     _demo_env,
     bootstrap_admin_key,
+    free_port,
     port_free,
     reap_alignment_jobs,
     redact,
@@ -318,3 +325,119 @@ def test_jobs_left_running_by_an_earlier_stack_are_failed_with_the_reason(tmp_pa
         assert reap_alignment_jobs(env, "again") == []
     finally:
         store.close()
+
+
+# -- the whole stack ------------------------------------------------------------------------------------------
+
+
+class _Up:
+    """A `tacit up` process and its output lines (read in a thread)."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TACIT_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tacit.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in self.lines if text in line), None)
+            if found is not None:
+                return found
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} in the output of tacit up:\n{''.join(self.lines)}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            self.reader.join(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+def _client(port: int, key: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@needs_redis_server
+def test_killed_reward_svc_comes_back_while_the_gateway_answers_and_a_restart_after_a_stop_works(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("gateway.app")
+    import redis
+
+    from tacit.simulate import simulate_session
+
+    home, port = tmp_path / "home", free_port()
+    stack = _Up(home, port)
+    try:
+        key = stack.wait_for("admin key: ", 300).split("admin key: ", 1)[1].strip()
+        stack.wait_for("Ctrl-C stops everything", 30)
+        assert "demo pages    ON" in "".join(stack.lines)
+        described = json.loads((home / "up.json").read_text())
+        reward_pid, gateway_pid = described["services"]["reward_svc"]["pid"], described["services"]["gateway"]["pid"]
+
+        # Finding 14: a private home, a Redis that wants its password (not written in up.json).
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        for private in ("gateway.db", "admin.key", "logs/gateway.log", "redis/redis.conf"):
+            assert stat.S_IMODE((home / private).stat().st_mode) == 0o600, private
+        redis_url = described["redis"]["url"]
+        assert ":***@" in redis_url
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(redis_url.replace(":***@", "@")).set("x", "1")
+
+        # Finding 4: reward_svc SIGKILLed; the gateway keeps answering; reward_svc is back in seconds.
+        killed_at = time.monotonic()
+        os.kill(reward_pid, signal.SIGKILL)
+        statuses: dict[int, int] = {}
+        with _client(port, key) as client:
+            for n in range(60):
+                answer = client.post(
+                    "/v1/sessions",
+                    content=msgspec.json.encode(simulate_session(seed=100 + n, samples=120)),
+                    headers={"Content-Type": "application/json"},
+                )
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        assert set(statuses) <= {200, 201, 202}, statuses
+        stack.wait_for("reward_svc exited with code -9; restarting it in 1 s", 30)
+        stack.wait_for("reward_svc is back", 60)
+        print(f"reward_svc SIGKILLed: back after {time.monotonic() - killed_at:.1f} s; gateway answers {statuses}")
+        described = json.loads((home / "up.json").read_text())
+        assert described["services"]["reward_svc"]["pid"] != reward_pid
+        assert described["services"]["gateway"]["pid"] == gateway_pid
+        assert "reward_svc exited with code -9" in (home / "logs" / "up.log").read_text()
+    finally:
+        code = stack.stop()
+    assert code == 0, "".join(stack.lines)
+
+    # A restart right after the stop: same port, same key (not printed again), no new key.
+    again = _Up(home, port)
+    try:
+        line = again.wait_for("admin key: ", 300)
+        assert key not in "".join(again.lines)
+        assert f"admin key: in {home / 'admin.key'}" in line
+        again.wait_for("Ctrl-C stops everything", 30)
+        with _client(port, key) as client:
+            assert client.get("/v1/reward/models").status_code == 200
+    finally:
+        assert again.stop() == 0, "".join(again.lines)
