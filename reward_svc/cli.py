@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.model is not None and args.model not in MODELS:
         print(f"tacit: unknown model {args.model!r}; known: {', '.join(MODELS)}", file=sys.stderr)
         return 2
+    if args.protocol == "transfer":
+        return _evaluate_transfer(args)
     if args.protocol == "paper":
         protocol = paper_protocol(args.task, balance=args.balance)
     else:
@@ -90,6 +93,25 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(format_table(report))
         for path in report.get("plots", []):
             print(f"plot: {path}")
+    return 0
+
+
+def _evaluate_transfer(args: argparse.Namespace) -> int:
+    """The transfer protocol as text tables (the same tables `make results` writes into docs/results/reward.md)."""
+    from reward_svc.model.transfer_report import transfer_section
+
+    if args.task != "pairwise":
+        print("tacit: the transfer protocol covers the pairwise task", file=sys.stderr)
+        return 2
+    frame = _frame(args, args.feature_mode)
+    out = args.plots if args.plots is not None else Path(tempfile.mkdtemp(prefix="tacit-transfer-"))
+    out.mkdir(parents=True, exist_ok=True)
+    text = transfer_section(frame, out, seeds=max(args.seeds, 2), nested_seeds=min(args.seeds, 3))
+    if args.json:
+        print(json.dumps({"markdown": text, "plots": str(out)}))
+    else:
+        print(text)
+        print(f"plots: {out}")
     return 0
 
 
@@ -221,7 +243,13 @@ def add_reward_commands(sub: Any) -> None:
     ev.add_argument("--task", choices=TASKS, default="pairwise")
     ev.add_argument("--features", default=None, help="feature set id (tacit features sets)")
     ev.add_argument("--model", default=None, help="model name (default: the Table-2 comparison)")
-    ev.add_argument("--protocol", choices=["paper", "grouped"], default="grouped")
+    ev.add_argument(
+        "--protocol",
+        choices=["paper", "grouped", "transfer"],
+        default="grouped",
+        help="transfer: the model-choice protocol (candidates, one-SE rule, calibration per fold, gate check, "
+        "warm start with baselines; pairwise only)",
+    )
     ev.add_argument("--seeds", type=int, default=5, help="grouped protocol: repetitions with seeds 0..N-1")
     ev.add_argument("--feature-mode", choices=["default", "reference"], default="default")
     ev.add_argument("--balance", action="store_true", help="paper protocol: the reference's 50/50 class subsample")

@@ -100,3 +100,15 @@ def test_predict_adapts_to_each_users_first_k_labels(
     for key in ("accuracy", "accuracy_population_same_rows", "accuracy_per_user_prior_only_same_rows", "ece"):
         assert 0.0 <= summary[key] <= 1.0
     assert main([*argv, "--adapt-first-k", "-1", "--quiet"]) == 2
+
+
+def test_evaluate_transfer_prints_the_protocol_tables(
+    table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["reward", "evaluate", "--data", str(table), "--protocol", "transfer", "--seeds", "2", "--quiet"]
+    assert main([*argv, "--plots", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "**Choice by the rule:**" in out
+    assert "per-user prior only" in out
+    assert (tmp_path / "reward_transfer_accuracy_vs_k.png").is_file()
+    assert main([*argv, "--task", "pointwise"]) == 2
