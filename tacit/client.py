@@ -92,6 +92,10 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+#: The event kinds that end an alignment job.
+_JOB_ENDS = ("succeeded", "failed", "cancelled")
+
+
 def _when(value: dt.datetime | str) -> str:
     return value.isoformat() if isinstance(value, dt.datetime) else value
 
@@ -244,16 +248,32 @@ class TacitClient:
         return result
 
     def alignment_events(self, job_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
-        """The job's event log as it happens (server-sent events); ends when the job does."""
-        with self._http.stream(
-            "GET", f"/v1/alignment/jobs/{_seg(job_id)}/events", params={"after": after}, timeout=None
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise TacitError.from_response(response)
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    yield json.loads(line[5:].strip())
+        """The job's event log as it happens (server-sent events); ends when the job does.
+
+        The gateway ends a quiet stream after a while: it is resumed from the last event seen. A stream the gateway
+        ends because the job's worker is gone ends this iterator too (the job stays as it is; see its status).
+        """
+        seen = after
+        while True:
+            idle = False
+            with self._http.stream(
+                "GET", f"/v1/alignment/jobs/{_seg(job_id)}/events", params={"after": seen}, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise TacitError.from_response(response)
+                for line in response.iter_lines():
+                    if line.startswith("id:") and line[3:].strip().isdigit():
+                        seen = int(line[3:].strip())
+                    elif line.startswith("data:"):
+                        event = json.loads(line[5:].strip())
+                        yield event
+                        if event.get("kind") in _JOB_ENDS:
+                            return
+                    elif line.startswith(": no event for"):
+                        idle = True
+            if not idle:
+                return
 
     # Health
 

@@ -173,3 +173,33 @@ def test_cancel_of_a_job_whose_worker_is_alive_only_flags_it(gateway: Gateway) -
     assert answer.status_code == 202
     info: dict[str, Any] = answer.json()
     assert (info["status"], info["cancel_requested"]) == ("running", True)
+
+
+def test_the_client_resumes_a_stream_the_gateway_ended_for_quiet_until_the_job_ends(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tacit.client import TacitClient
+
+    monkeypatch.setattr(alignment, "STREAM_IDLE_S", 0.3)
+    job_id = gateway.running_job()
+    done = threading.Event()
+
+    def worker() -> None:  # alive and quiet, then one progress event, quiet again, then finished
+        for n in range(30):
+            gateway.jobs.heartbeat(job_id)
+            if n == 10:
+                gateway.jobs.add_event(job_id, "stage", {"stage": "sft"})
+            if done.wait(0.1):
+                return
+        gateway.jobs.finish(job_id, "succeeded", result={})
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    token = gateway.key("read")["Authorization"].split(" ", 1)[1]
+    try:
+        with TacitClient(gateway.url, token) as client:
+            kinds = [e["kind"] for e in client.alignment_events(job_id)]
+    finally:
+        done.set()
+        thread.join()
+    assert kinds == ["queued", "started", "stage", "succeeded"]
