@@ -3,7 +3,10 @@
 One guard for the whole gateway (sessions, reward models, alignment jobs, the collector's key routes): the key
 row is read on every request (a revocation holds at once; `gateway.keys` remembers only verified tokens, so
 no scrypt runs twice), the key is rate-limited, and its scopes are checked against the route's `scope` option.
-Failed authentications are rate-limited per client address and per key prefix before any scrypt runs.
+Failed authentications that cost a scrypt (a stored key's prefix, a wrong secret) are rate-limited per client
+address and per key prefix: over the limit, 429 before any scrypt runs. A token verified lately, and one whose
+prefix matches no key, costs no scrypt and is never throttled (so an attack on a prefix cannot lock out a key
+in use).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from litestar import Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.keys import PREFIX_CHARS, allowed, authenticate, recently_verified
+from gateway.keys import PREFIX_CHARS, allowed, authenticate
 from gateway.limits import RateLimiter
 from gateway.openapi import documented
 from tacit.schemas.problem import RequestError
@@ -37,7 +40,7 @@ MAX_AUTHORIZATION_CHARS = 1024
 
 
 class AuthFailures:
-    """Failed authentications per client address and per key prefix (token buckets; `rate` <= 0: no limit)."""
+    """Failed scrypt checks per client address and per key prefix (token buckets; `rate` <= 0: no limit)."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.by_address = RateLimiter(rate, burst)
@@ -78,7 +81,10 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
     state = connection.app.state
     failures: AuthFailures = state.auth_failures
     address = client_address(connection)
-    if not recently_verified(token):  # a known-good token costs no scrypt: never locked out by others' failures
+    hashed = False
+
+    def before_hash() -> None:
+        nonlocal hashed
         wait = failures.wait(address, token)
         if wait > 0:
             raise RequestError(
@@ -88,9 +94,12 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
                 "too many failed authentications from this address or for this key prefix",
                 {"Retry-After": str(math.ceil(wait))},
             )
-    key = await anyio.to_thread.run_sync(authenticate, state.store, token)
+        hashed = True
+
+    key = await anyio.to_thread.run_sync(lambda: authenticate(state.store, token, before_hash=before_hash))
     if key is None:
-        failures.failed(address, token)
+        if hashed:
+            failures.failed(address, token)
         raise RequestError(401, "unauthorized", "authorization", "unknown or revoked API key")
     limiter: RateLimiter = state.limiter
     wait = limiter.take(key.id)

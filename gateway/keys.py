@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from gateway.db import SCOPES, KeyRow, Store
 from gateway.db.models import utcnow
@@ -35,7 +35,6 @@ __all__ = [
     "create_key",
     "keys_command",
     "list_keys",
-    "recently_verified",
     "revoke",
 ]
 
@@ -136,13 +135,12 @@ def _well_formed(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX) and PREFIX_CHARS + 8 <= len(token) <= 256
 
 
-def recently_verified(token: str) -> bool:
-    """Whether `token` was verified in this process lately, so authenticating it costs no scrypt."""
-    return _well_formed(token) and _verified.get(hashlib.sha256(token.encode()).digest()) is not None
+def authenticate(store: Store, token: str, *, before_hash: Callable[[], None] | None = None) -> KeyRow | None:
+    """The key a token belongs to; None for an unknown, malformed or revoked token.
 
-
-def authenticate(store: Store, token: str) -> KeyRow | None:
-    """The key a token belongs to; None for an unknown, malformed or revoked token."""
+    `before_hash` is called when the token must be checked by scrypt (its prefix is a stored key's and it was not
+    verified lately): the one costly path, which a caller may refuse by raising (a failed-attempt throttle).
+    """
     if not _well_formed(token):
         return None
     digest = hashlib.sha256(token.encode()).digest()
@@ -153,7 +151,10 @@ def authenticate(store: Store, token: str) -> KeyRow | None:
         if candidate is not None and hmac.compare_digest(candidate.hash, cached[1]):
             row = candidate
     if row is None:
-        for candidate in store.keys_with_prefix(token[:PREFIX_CHARS]):
+        candidates = store.keys_with_prefix(token[:PREFIX_CHARS])
+        if candidates and before_hash is not None:
+            before_hash()
+        for candidate in candidates:
             if verify_token(token, candidate.hash):
                 row = candidate
                 _verified.put(digest, candidate.id, candidate.hash)

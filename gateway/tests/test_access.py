@@ -128,12 +128,18 @@ def test_failed_authentications_are_throttled_per_prefix_and_address(database: s
 
 
 def test_failed_authentications_are_counted_per_address(database: str, store: Store) -> None:
+    first, row_a = create_key(store, ["read"])
+    _, row_b = create_key(store, ["read"])
     with _client(database, auth_failures_per_s=0.01, auth_failure_burst=5) as client:
-        statuses = [
-            client.get("/v1/sessions", headers=_auth("tacit_" + secrets.token_urlsafe(32))).status_code
-            for _ in range(8)
-        ]
-    assert statuses == [401] * 5 + [429] * 3
+
+        def fake(prefix: str) -> int:
+            token = prefix + secrets.token_urlsafe(32)[: len(first) - len(prefix)]
+            return client.get("/v1/sessions", headers=_auth(token)).status_code
+
+        # Three wrong secrets for key A's prefix, then key B's: the address's budget (5) ends before B's prefix's.
+        assert [fake(row_a.prefix) for _ in range(3)] + [fake(row_b.prefix) for _ in range(3)] == [401] * 5 + [429]
+        # Tokens whose prefix is no key's cost no scrypt: never throttled, always 401.
+        assert {fake("tacit_" + secrets.token_urlsafe(6)[:8]) for _ in range(30)} == {401}
 
 
 def test_json_routes_refuse_other_content_types(database: str, store: Store) -> None:
