@@ -14,6 +14,7 @@ import datetime as dt
 import gc
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -52,6 +53,7 @@ from tacit.schemas.gateway import (
     SessionScore,
 )
 from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, decode_body
+from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
 from tacit.settings import GatewaySettings, load_settings
@@ -500,10 +502,19 @@ def _job_info(row: Any) -> JobInfo:
     )
 
 
+_ID = re.compile(ID_PATTERN)
+
+
+def _safe_ids(session: Session) -> bool:
+    ids = (session.session_id, session.user_id, session.task_id, session.query_id)
+    return all(value is None or (len(value) <= MAX_ID_CHARS and _ID.match(value)) for value in ids)
+
+
 def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
     """Store every question of an IFLLM folder as a session (pending score), one task folder at a time.
 
     Scoring is left to the rescoring loop, so an import never waits on (or fails with) the other services.
+    Sessions are built, not decoded, so the id alphabet is checked here: one outside it is counted, not stored.
     """
     from tacit.ifllm.reader import Dataset
     from tacit.ifllm.sessions import segment_to_session
@@ -512,10 +523,12 @@ def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
         dataset = Dataset(data)
         folders = dataset.task_dirs()
         store.update_job(job_id, status="running", stage="sessions", done=0, total=len(folders))
-        stored = existing = conflicts = 0
+        stored = existing = conflicts = invalid = 0
         for done, (key, folder) in enumerate(folders, 1):
             recording = dataset.load(key, folder)
-            sessions = [segment_to_session(segment) for segment in recording.segments()]
+            built = [segment_to_session(segment) for segment in recording.segments()]
+            sessions = [session for session in built if _safe_ids(session)]
+            invalid += len(built) - len(sessions)
             for outcome in store.put_sessions(sessions):
                 if isinstance(outcome, SessionConflict):
                     conflicts += 1
@@ -528,7 +541,7 @@ def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
             job_id,
             status="succeeded",
             stage="done",
-            result={"stored": stored, "already_stored": existing, "conflicts": conflicts},
+            result={"stored": stored, "already_stored": existing, "conflicts": conflicts, "invalid_ids": invalid},
         )
     except Exception as err:
         logger.exception("IFLLM import %s failed", job_id)

@@ -183,3 +183,45 @@ def test_duplicate_keys_are_refused_naming_the_key(
     assert response.status_code == 400, response.text
     assert response.json()["field"] == key
     assert "duplicate key" in response.json()["detail"]
+
+
+def test_an_import_stores_no_id_outside_the_alphabet(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Imported sessions are built, not decoded: the alphabet is checked by the import itself.
+    import tacit.ifllm.reader
+    import tacit.ifllm.sessions
+    from gateway.app import run_ifllm_import
+
+    good = simulate_session(seed=1, samples=20, session_id="ifllm-1", user_id="worker_1")
+    bad = simulate_session(seed=2, samples=20, session_id="ifllm-2", user_id="../worker_2")
+
+    class Folder:
+        def segments(self) -> list[Any]:
+            return [good, bad]
+
+    class Dataset:
+        def __init__(self, root: str) -> None:
+            self.root = root
+
+        def task_dirs(self) -> list[tuple[Any, Any]]:
+            return [(("worker_1", "1"), "folder")]
+
+        def load(self, key: Any, folder: Any) -> Folder:
+            return Folder()
+
+    monkeypatch.setattr(tacit.ifllm.reader, "Dataset", Dataset)
+    monkeypatch.setattr(tacit.ifllm.sessions, "segment_to_session", lambda segment: segment)
+    store = Store(database)
+    try:
+        store.migrate()
+        job = store.create_job("import_ifllm", {"data": "x"})
+        run_ifllm_import(store, job.id, "x")
+        row = store.get_job(job.id)
+        assert row is not None
+        assert (row.status, row.result) == (
+            "succeeded",
+            {"stored": 1, "already_stored": 0, "conflicts": 0, "invalid_ids": 1},
+        )
+        assert store.get_session("ifllm-1") is not None
+        assert store.get_session("ifllm-2") is None
+    finally:
+        store.close()
