@@ -225,3 +225,19 @@ def test_an_import_stores_no_id_outside_the_alphabet(database: str, monkeypatch:
         assert store.get_session("ifllm-2") is None
     finally:
         store.close()
+
+
+def test_ids_stored_before_the_alphabet_can_still_be_erased(client: TestClient[Litestar], database: str) -> None:
+    # Finding 7: a user id with '/' was stored but DELETE /v1/users/{id} answered 404 (it is no path segment).
+    store = Store(database)
+    try:
+        for user in ("a/b", "../c", "."):  # written by an older gateway, straight into the database
+            store.put_session(simulate_session(seed=7, samples=20, user_id=user, session_id=f"legacy-{len(user)}"))
+    finally:
+        store.close()
+    assert client.delete("/v1/users/a%2Fb").status_code == 404
+    for user in ("a/b", "../c", "."):
+        erased = client.delete("/v1/users", params={"user_id": user})
+        assert erased.status_code == 200, erased.text
+        assert (erased.json()["user_id"], erased.json()["rows_deleted"]["sessions"]) == (user, 1)
+    assert client.delete("/v1/users").status_code == 400  # the query parameter is required
