@@ -288,7 +288,9 @@ class _Streams:
     def total(self) -> int:
         return sum(len(s) for s in self.open.values())
 
-    def check(self, who: str) -> None:
+    def claim(self, who: str, stream: Any) -> None:
+        """Count `stream` for `who`, or refuse it (429 over the key's share, 503 over the gateway's); no await
+        between the check and the count, so concurrent requests cannot all pass the check."""
         if len(self.open[who]) >= STREAMS_PER_KEY:
             raise RequestError(
                 429,
@@ -305,8 +307,6 @@ class _Streams:
                 f"{MAX_STREAMS} event streams are open; try again",
                 {"Retry-After": "5"},
             )
-
-    def add(self, who: str, stream: Any) -> None:
         self.open[who].add(stream)
 
     def discard(self, who: str, stream: Any) -> None:
@@ -341,8 +341,6 @@ async def job_events(
         raise RequestError(400, "invalid", "after", "after (or Last-Event-ID) must be an event id >= 0")
     who = hashlib.sha256(bearer(request).encode()).hexdigest()[:16]
     streams = _streams(state)
-    streams.check(who)
-    await _get(state, job_id)
     jobs = _jobs(state)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
@@ -377,7 +375,12 @@ async def job_events(
             streams.discard(who, body)
 
     body = stream()
-    streams.add(who, body)
+    streams.claim(who, body)
+    try:
+        await _get(state, job_id)
+    except BaseException:
+        streams.discard(who, body)
+        raise
     return ServerSentEvent(body)
 
 
