@@ -54,10 +54,15 @@ class ServerLimits:
             self._logged_at = now
 
 
-def _answer(status: int, reason: str, detail: str) -> bytes:
-    body = f'{{"status":{status},"code":"{reason.lower().replace(" ", "_")}","detail":"{detail}"}}'.encode()
+def _answer(status: int, reason: str, code: str, field: str, detail: str) -> bytes:
+    """A complete HTTP answer with the edge kit's Problem body, sent before the connection is closed."""
+    import msgspec
+
+    from tacit.schemas.problem import Problem
+
+    body = msgspec.json.encode(Problem(code=code, field=field, detail=detail))
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n"
     )
     if status == 503:
@@ -78,7 +83,9 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
                 limits.refused(f"connection over the limit of {limits.max_connections}")
-                transport.write(_answer(503, "Service Unavailable", "too many connections"))
+                transport.write(
+                    _answer(503, "Service Unavailable", "unavailable", "connection", "too many open connections")
+                )
                 transport.close()
                 return
             self._arm(limits.header_timeout_s)
@@ -102,7 +109,9 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
         def on_body(self, body: bytes) -> None:
             if limits.inflight_body_bytes + len(body) > limits.max_inflight_body_bytes:
                 limits.refused(f"request body over {limits.max_inflight_body_bytes} bytes in flight")
-                self._abort(503, "Service Unavailable", "too many request bytes in flight; retry shortly")
+                self._abort(
+                    503, "Service Unavailable", "unavailable", "body", "too many request bytes in flight; retry"
+                )
                 return
             limits.inflight_body_bytes += len(body)
             self._held += len(body)
@@ -149,13 +158,15 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
             what = "headers" if self._phase == "headers" else "body"
             limits.refused(f"request {what} timed out")
             seconds = limits.header_timeout_s if what == "headers" else limits.body_timeout_s
-            self._abort(408, "Request Timeout", f"the request {what} did not arrive within {seconds:g} s")
+            self._abort(
+                408, "Request Timeout", "timeout", what, f"the request {what} did not arrive within {seconds:g} s"
+            )
 
-        def _abort(self, status: int, reason: str, detail: str) -> None:
+        def _abort(self, status: int, reason: str, code: str, field: str, detail: str) -> None:
             self._disarm()
             cycle = self.cycle
             if cycle is None or not cycle.response_started:
-                self.transport.write(_answer(status, reason, detail))
+                self.transport.write(_answer(status, reason, code, field, detail))
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()

@@ -140,6 +140,7 @@ def test_connections_that_send_no_complete_head_are_closed_with_408(tmp_path: Pa
         sock.close()
     assert None not in answers, "a stalled connection stayed open"
     assert all(b" 408 " in a for a in answers if a is not None)
+    assert all(b'{"code":"timeout","field":"headers"' in a for a in answers if a is not None)  # the edge kit's Problem
     assert waited < 4
 
 
