@@ -986,10 +986,11 @@ def _after_start(
 ) -> None:
     """The first reward model, the admin key, the IFLLM import and the banner (in a helper thread)."""
     try:
+        # The key first: a slow or stuck first training must not leave the user without one (it is in its file).
+        key, key_error = _admin_key(env, stack.home, args.rotate_admin_key)
         _first_model(stack, args, out, stop)
         if stop.is_set():
             return
-        key, key_error = _admin_key(env, stack.home, args.rotate_admin_key)
         if key is not None and args.data is not None:
             _import(f"http://127.0.0.1:{args.port}", key.token or key.path.read_text().strip(), args.data, out)
         _banner(stack, key, key_error, args.port, args.data, out, demo=_demo_on(env))
