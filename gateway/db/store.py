@@ -194,7 +194,7 @@ class Store:
             .returning(_SESSION_TABLE.c.session_id)
         )
         keys: Table = KeyRow.__table__  # type: ignore[attr-defined]
-        self._key_by_id = select(keys).where(keys.c.id == bindparam("key_id"))
+        self._key_by_id = keys.select().where(keys.c.id == bindparam("key_id"))
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
         self._names_lock = threading.Lock()
         # An in-memory SQLite database is one connection: its transactions must take turns.
