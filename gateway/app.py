@@ -41,7 +41,7 @@ from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
 from gateway.openapi import documented
-from tacit.schemas import FeatureVector, Score, Session, SessionError, validate_session
+from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel, validate_session
 from tacit.schemas.gateway import (
     Erasure,
     ImportIfllm,
@@ -171,7 +171,12 @@ class Pipeline:
         """
         feature_set = await self.feature_set(session.mode)
         vector = await self.features.vectorize(session, feature_set, await self.previous(session), raw=raw)
-        [score] = await self.reward.score([vector], session.mode)
+        # the user's earlier explicit labels adapt the score (reward_svc.model.adapt); never this session's own
+        history = await anyio.to_thread.run_sync(
+            lambda: self.store.label_history(session.user_id, session.mode, exclude=session.session_id)
+        )
+        labels = [UserLabel(p_population=p, label=label, model_id=model) for p, label, model in history]
+        [score] = await self.reward.score([vector], session.mode, labels)
         return vector, score
 
     def _observe(self, session: Session, score: Score) -> None:
@@ -281,8 +286,13 @@ def _score_of(
     abstained: bool | None,
     created: bool = True,
     pending_reason: str | None = None,
+    p_population: float | None = None,
+    user_labels_used: int | None = None,
 ) -> SessionScore:
     return SessionScore(
+        p_right_population=p_population if mode == "pairwise" else None,
+        p_current_population=p_population if mode == "pointwise" else None,
+        user_labels_used=user_labels_used,
         session_id=session_id,
         status=status,  # type: ignore[arg-type]
         preferred=preferred,  # type: ignore[arg-type]
@@ -312,6 +322,8 @@ def _record_score(row: Any, created: bool = True) -> SessionScore:
         row.abstained,
         created,
         (row.score_error or None) if row.score_status == "pending" else None,
+        row.p_population if row.p_population is not None else row.p,
+        row.user_labels_used if row.p is not None else None,
     )
 
 

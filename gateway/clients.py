@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import msgspec
 
-from tacit.schemas import FeatureVector, Score, ScoreResponse, Session
+from tacit.schemas import FeatureVector, Score, ScoreResponse, Session, UserLabel
 from tacit.schemas.gateway import Problem
 
 __all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "JudgeClient", "RewardClient"]
@@ -136,8 +137,14 @@ class RewardClient(_Service):
     name = "reward_svc"
     _SCORES = msgspec.json.Decoder(ScoreResponse)
 
-    async def score(self, vectors: list[FeatureVector], mode: str) -> list[Score]:
-        body = msgspec.json.encode({"vectors": vectors, "mode": mode})
+    async def score(
+        self, vectors: list[FeatureVector], mode: str, user_history: Sequence[UserLabel] = ()
+    ) -> list[Score]:
+        """Scores of `vectors` (one user's when `user_history` is given: their earlier labels adapt the scores)."""
+        request: dict[str, Any] = {"vectors": vectors, "mode": mode}
+        if user_history:
+            request["user_history"] = list(user_history)
+        body = msgspec.json.encode(request)
         response = await self.request("POST", "/v1/score", content=body)
         return self._SCORES.decode(response.content).scores
 

@@ -113,7 +113,7 @@ def _json(value: Any, status: int = 200) -> Response[bytes]:
 async def score(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     body: ScoreRequest = decode_body(_SCORE, await request.body())
     start = time.perf_counter()
-    scores = state.scorer.score(body.vectors, body.mode, body.model_id)
+    scores = state.scorer.score(body.vectors, body.mode, body.model_id, body.user_history)
     metrics: Metrics = state.metrics
     metrics.latency.labels(str(len(scores) > 1)).observe(time.perf_counter() - start)
     for item in scores:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from reward_svc.model.adapt import user_log_likelihood
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
 from reward_svc.model.data import load_frame
 from reward_svc.registry import ModelRow, Registry
-from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel
+from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
 
 __all__ = ["ScoreError", "Scorer", "model_info", "run_training"]
 
@@ -169,7 +170,14 @@ class Scorer:
                 self._models[row.id] = model
         return row, model
 
-    def score(self, vectors: Sequence[FeatureVector], mode: str, model_id: str | None = None) -> list[Score]:
+    def score(
+        self,
+        vectors: Sequence[FeatureVector],
+        mode: str,
+        model_id: str | None = None,
+        user_history: Sequence[UserLabel] = (),
+    ) -> list[Score]:
+        """Population probabilities, adapted to the user by their earlier labels that this model scored."""
         row, model = self.model(mode, model_id)
         meta = model.metadata
         names = list(meta["feature_names"])
@@ -194,18 +202,26 @@ class Scorer:
             p = model.estimator.predict_proba(X)[:, 1]
         quality, keep = self._quality(model, vectors, names, X)
         pairwise = mode == "pairwise"
+        own = [h for h in user_history if h.model_id == row.id]
+        adapted = p
+        if own:
+            history_p = np.array([h.p_population for h in own], dtype=np.float64)
+            history_y = np.array([h.label for h in own], dtype=np.int64)
+            adapted = np.asarray(model.prior.predict(p, user_log_likelihood(history_p, history_y)), dtype=np.float64)
         return [
             Score(
                 session_id=v.session_id,
-                p=float(p[i]),
-                preferred=("right" if p[i] >= 0.5 else "left")
+                p=float(adapted[i]),
+                preferred=("right" if adapted[i] >= 0.5 else "left")
                 if pairwise
-                else ("current" if p[i] >= 0.5 else "previous"),
-                confidence=float(max(p[i], 1 - p[i])),
+                else ("current" if adapted[i] >= 0.5 else "previous"),
+                confidence=float(max(adapted[i], 1 - adapted[i])),
                 abstained=not bool(keep[i]),
                 quality=None if np.isnan(quality[i]) else float(quality[i]),
                 model_id=row.id,
                 demo=row.demo,
+                p_population=float(p[i]),
+                user_labels_used=len(own),
             )
             for i, v in enumerate(vectors)
         ]

@@ -230,11 +230,20 @@ def _v4_session_retry_and_demo(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE sessions ADD COLUMN demo BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
+def _v5_session_adaptation(conn: Connection) -> None:
+    # per-user adaptation: the population probability beside the adapted one, and how many labels adapted it;
+    # the index serves the per-user label history read on every ingest
+    conn.execute(text("ALTER TABLE sessions ADD COLUMN p_population FLOAT"))
+    conn.execute(text("ALTER TABLE sessions ADD COLUMN user_labels_used INTEGER"))
+    conn.execute(text("CREATE INDEX ix_sessions_user_mode_label ON sessions (user_id, mode, label)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial),
     Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
     Migration(3, "alignment jobs, their pair snapshots and the job event log", _v3_alignment),
     Migration(4, "sessions: retry_at of refused scorings, demo flag", _v4_session_retry_and_demo),
+    Migration(5, "sessions: population probability and labels used by per-user adaptation", _v5_session_adaptation),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -84,6 +84,8 @@ class SessionRow(_Base, table=True):
     __table_args__ = (
         Index("ix_sessions_user_received", "user_id", "received_at", "session_id"),
         Index("ix_sessions_status_received", "score_status", "received_at", "session_id"),
+        # the per-user label history read on every ingest (per-user adaptation)
+        Index("ix_sessions_user_mode_label", "user_id", "mode", "label"),
     )
 
     session_id: str = Field(sa_column=Column(String(128), primary_key=True))
@@ -119,6 +121,9 @@ class SessionRow(_Base, table=True):
     abstained: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
     model_id: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     model_demo: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
+    p_population: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    """The model's probability for an average user; `p` is adapted to this user when `user_labels_used` > 0."""
+    user_labels_used: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     scored_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     retry_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     """A pending session the reward service refused (409) waits until then, so it holds back no other."""

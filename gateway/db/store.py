@@ -291,7 +291,7 @@ class Store:
                 vector.feature_set_version,
                 floats,
             )
-            self._apply_score(row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo)
+            self._apply(row, sc)
         values = {column.name: getattr(row, column.name) for column in _SESSION_COLUMNS}
         for _ in range(3):
             with self._write() as s:
@@ -380,6 +380,36 @@ class Store:
         )
         with self._read() as s:
             return s.exec(query).first()
+
+    def label_history(
+        self, user_id: str, mode: str, *, exclude: str | None = None, limit: int = 1000
+    ) -> list[tuple[float, int, str]]:
+        """The user's explicit labels of `mode` with the population probability and model of each: per-user state.
+
+        (p_population, label, model_id) of scored sessions with a label, newest first, at most `limit`. This is
+        the adaptation state: it lives in the sessions themselves, so erasing the user erases it, a new label
+        updates it with the ingest that brings it, and rescoring with another model re-versions it. `exclude`:
+        the session being scored (its own label must never inform its own score).
+        """
+        query = (
+            select(SessionRow.p_population, SessionRow.p, SessionRow.label, SessionRow.model_id)
+            .where(
+                SessionRow.user_id == user_id,
+                SessionRow.mode == mode,
+                col(SessionRow.label).is_not(None),
+                SessionRow.score_status == "scored",
+                SessionRow.session_id != (exclude or ""),
+            )
+            .order_by(col(SessionRow.received_at).desc(), col(SessionRow.session_id).desc())
+            .limit(limit)
+        )
+        with self._read() as s:
+            rows = s.exec(query).all()
+        return [
+            (float(p_pop if p_pop is not None else p), int(label), str(model_id))
+            for p_pop, p, label, model_id in rows
+            if model_id is not None and (p_pop is not None or p is not None)
+        ]
 
     def load_payload(self, row: SessionRow) -> Session:
         """The stored (consent-stripped) Session of a row; raises PayloadPurgedError after retention dropped it."""
@@ -548,10 +578,31 @@ class Store:
         abstained: bool,
         model_id: str,
         model_demo: bool,
+        p_population: float | None = None,
+        user_labels_used: int = 0,
     ) -> None:
         row.p, row.preferred, row.confidence, row.quality = p, preferred, confidence, quality
         row.abstained, row.model_id, row.model_demo = abstained, model_id, model_demo
+        # scores from before adaptation existed (or without one) are population scores
+        row.p_population = p if p_population is None else p_population
+        row.user_labels_used = user_labels_used
         row.score_status, row.score_error, row.scored_at = "scored", "", utcnow()
+
+    @classmethod
+    def _apply(cls, row: SessionRow, sc: Score) -> None:
+        """Every field of a reward-service Score onto its row."""
+        cls._apply_score(
+            row,
+            sc.p,
+            sc.preferred,
+            sc.confidence,
+            sc.quality,
+            sc.abstained,
+            sc.model_id,
+            sc.demo,
+            sc.p_population,
+            sc.user_labels_used,
+        )
 
     def set_scores(self, scores: Iterable[Score]) -> int:
         """Record many scores (a reward service answer) in one transaction; sessions updated (unknown ids skipped)."""
@@ -563,9 +614,7 @@ class Store:
             rows = list(s.exec(query.where(col(SessionRow.session_id).in_(list(by_id)))))
             for row in rows:
                 sc = by_id[row.session_id]
-                self._apply_score(
-                    row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo
-                )
+                self._apply(row, sc)
                 s.add(row)
             s.commit()
         return len(rows)
@@ -586,7 +635,7 @@ class Store:
                 floats,
             )
             sc = score
-            self._apply_score(row, sc.p, sc.preferred, sc.confidence, sc.quality, sc.abstained, sc.model_id, sc.demo)
+            self._apply(row, sc)
             s.add(row)
             s.commit()
             return row

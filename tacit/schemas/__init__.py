@@ -9,6 +9,7 @@ from tacit.schemas.reward import (
     ScoreRequest,
     ScoreResponse,
     TrainRewardModel,
+    UserLabel,
 )
 from tacit.schemas.session import (
     MAX_SAMPLES,
@@ -41,6 +42,7 @@ __all__ = [
     "SessionError",
     "Stream",
     "TrainRewardModel",
+    "UserLabel",
     "ViewportStream",
     "decode_session",
     "decode_sessions",

@@ -32,6 +32,13 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     """Pairwise: P(right preferred)."""
     p_current: float | None = None
     """Pointwise: P(current answer better than the previous one)."""
+    p_right_population: float | None = None
+    """Pairwise: P(right preferred) for an average user, before adaptation to this user."""
+    p_current_population: float | None = None
+    """Pointwise: the same for P(current better)."""
+    user_labels_used: int | None = None
+    """How many of this user's earlier explicit labels (scored by the same model) adapted `p_right`/`p_current`:
+    0 means the answer is the population probability."""
     confidence: float | None = None
     model_version: str | None = None
     """Reward model id that produced the score."""

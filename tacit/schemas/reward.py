@@ -9,7 +9,15 @@ import msgspec
 
 from tacit.schemas.features import FeatureVector
 
-__all__ = ["ModelProgress", "RewardModelInfo", "Score", "ScoreRequest", "ScoreResponse", "TrainRewardModel"]
+__all__ = [
+    "ModelProgress",
+    "RewardModelInfo",
+    "Score",
+    "ScoreRequest",
+    "ScoreResponse",
+    "TrainRewardModel",
+    "UserLabel",
+]
 
 
 class TrainRewardModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,18 +65,34 @@ class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: dt.datetime | None
 
 
+class UserLabel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One explicit label a user gave earlier, with the population probability the model gave that session."""
+
+    p_population: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    """The model's population P(class 1) for that session (never an adapted one: no label counts twice)."""
+    label: Literal[0, 1]
+    """Pairwise: 1 = right preferred; pointwise: 1 = current better."""
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    """The model that gave `p_population`: labels scored by another model are not used (adaptation is versioned
+    with the model)."""
+
+
 class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/score: one or many feature vectors; the active model of their mode unless `model_id`."""
 
     vectors: Annotated[list[FeatureVector], msgspec.Meta(min_length=1, max_length=10_000)]
     mode: Literal["pairwise", "pointwise"] = "pairwise"
     model_id: str | None = None
+    user_history: Annotated[list[UserLabel], msgspec.Meta(max_length=1000)] = []
+    """Earlier explicit labels of the one user every vector belongs to: the score is adapted to them
+    (reward_svc.model.adapt) and the population probability is answered beside it."""
 
 
 class Score(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     p: float
-    """Pairwise: P(right preferred); pointwise: P(current better than previous)."""
+    """Pairwise: P(right preferred); pointwise: P(current better than previous). Adapted to the user when
+    `user_labels_used` > 0, else the population probability."""
     preferred: Literal["left", "right", "current", "previous"]
     confidence: float
     """Probability of the preferred side: max(p, 1 - p)."""
@@ -77,6 +101,10 @@ class Score(msgspec.Struct, frozen=True, kw_only=True):
     quality: float | None
     model_id: str
     demo: bool
+    p_population: float | None = None
+    """The model's probability for an average user (no per-user adaptation)."""
+    user_labels_used: int = 0
+    """How many of the user's earlier explicit labels (scored by this model) adapted `p`."""
 
 
 class ScoreResponse(msgspec.Struct, frozen=True, kw_only=True):
