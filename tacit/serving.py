@@ -31,13 +31,17 @@ class ServerLimits:
         body_timeout_s: float = 15.0,
         max_connections: int = 512,
         max_inflight_body_bytes: int = 128 * 1024 * 1024,
+        graceful_shutdown_s: int = 5,
     ) -> None:
-        if min(header_timeout_s, body_timeout_s) <= 0 or max_connections < 1 or max_inflight_body_bytes < 1:
+        if min(header_timeout_s, body_timeout_s, graceful_shutdown_s, max_connections, max_inflight_body_bytes) <= 0:
             raise ValueError("server limits must be positive")
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.max_connections = max_connections
         self.max_inflight_body_bytes = max_inflight_body_bytes
+        self.graceful_shutdown_s = graceful_shutdown_s
+        """On SIGTERM, open requests (event streams too) get this long before the process exits (uvicorn waits
+        forever by default, which kept a stopped service, and a restart behind it, waiting)."""
         self.inflight_body_bytes = 0
         """Body bytes received for requests that have not finished (one counter per server process)."""
         self._refused: dict[str, int] = {}
@@ -186,6 +190,7 @@ def fast_server_options(limits: ServerLimits | None = None) -> dict[str, Any]:
         "access_log": False,
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": limits.graceful_shutdown_s,
         # h11 (without httptools) has no read timeouts; it bounds the size of an incomplete request head.
         "h11_max_incomplete_event_size": 64 * 1024,
     }

@@ -6,6 +6,7 @@ held 301 MB) with small, bounded numbers, then once with the default limits.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -25,11 +26,17 @@ MiB = 1024 * 1024
 
 #: An ASGI app that buffers the whole body before answering, as the services' `await request.body()` does.
 _SERVER = """
+import asyncio
 import sys
 import uvicorn
 from tacit.serving import ServerLimits, fast_server_options
 
 async def app(scope, receive, send):
+    if scope["path"] == "/stream":  # an event stream that never ends by itself
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        while True:
+            await send({"type": "http.response.body", "body": b"tick\\n", "more_body": True})
+            await asyncio.sleep(0.1)
     body = bytearray()
     while True:
         message = await receive()
@@ -211,3 +218,19 @@ def test_five_hundred_stalled_connections_are_gone_within_the_default_header_tim
     assert sum(a is None for a in answers) == 0
     assert time.monotonic() - start < deadline
     assert server.get().status_code == 200
+
+
+def test_a_stop_does_not_wait_forever_for_open_streams(tmp_path: Path, servers: list[Server]) -> None:
+    server = _start(tmp_path, "{'graceful_shutdown_s': 1}")
+    servers.append(server)
+    streams = [httpx.stream("GET", f"http://127.0.0.1:{server.port}/stream", timeout=10) for _ in range(5)]
+    for stream in streams:
+        assert stream.__enter__().status_code == 200
+    start = time.monotonic()
+    server.proc.terminate()
+    server.proc.wait(timeout=15)
+    waited = time.monotonic() - start
+    for stream in streams:
+        with contextlib.suppress(httpx.HTTPError):
+            stream.__exit__(None, None, None)
+    assert waited < 4
