@@ -427,7 +427,7 @@ async def list_sessions(
     try:
         rows, next_cursor = await anyio.to_thread.run_sync(
             lambda: state.store.list_sessions(
-                user_id=user_id, since=since, limit=limit, cursor=cursor, include_demo=True
+                user_id=user_id, since=since, limit=limit, cursor=cursor, include_demo_sessions=True
             )
         )
     except ValueError as err:

@@ -429,12 +429,12 @@ class Store:
         since: dt.datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
-        include_demo: bool = False,
+        include_demo_sessions: bool = False,
     ) -> tuple[list[SessionRow], str | None]:
         """Sessions oldest first by (received_at, session_id), without payload; and the next page's cursor.
 
         `since` keeps sessions received at or after it; the cursor is None on the last page. Sessions recorded
-        with demo tokens only with `include_demo` (so training pairs never see them unless asked). Raises
+        with demo tokens only with `include_demo_sessions` (so training pairs never see them unless asked). Raises
         InvalidCursorError for a cursor this store did not make.
         """
         if limit < 1:
@@ -445,7 +445,7 @@ class Store:
             query = query.where(SessionRow.user_id == user_id)
         if since is not None:
             query = query.where(received >= since)
-        if not include_demo:
+        if not include_demo_sessions:
             query = query.where(col(SessionRow.demo).is_(False))
         if cursor is not None:
             after_at, after_id = _decode_cursor(cursor)

@@ -268,7 +268,7 @@ def test_demo_sessions_are_marked_and_kept_out_of_training_pairs(client: TestCli
     try:
         rows, _ = store.list_sessions()  # what training pairs are built from
         assert [row.user_id for row in rows] == ["reader-1"]
-        assert len(store.list_sessions(include_demo=True)[0]) == 2
+        assert len(store.list_sessions(include_demo_sessions=True)[0]) == 2
     finally:
         store.close()
 
