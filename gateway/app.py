@@ -288,8 +288,10 @@ def _score_of(
     pending_reason: str | None = None,
     p_population: float | None = None,
     user_labels_used: int | None = None,
+    abstain_reason: str | None = None,
 ) -> SessionScore:
     return SessionScore(
+        abstain_reason=abstain_reason,  # type: ignore[arg-type]
         p_right_population=p_population if mode == "pairwise" else None,
         p_current_population=p_population if mode == "pointwise" else None,
         user_labels_used=user_labels_used,
@@ -324,7 +326,15 @@ def _record_score(row: Any, created: bool = True) -> SessionScore:
         (row.score_error or None) if row.score_status == "pending" else None,
         row.p_population if row.p_population is not None else row.p,
         row.user_labels_used if row.p is not None else None,
+        _abstain_reason(row),
     )
+
+
+def _abstain_reason(row: Any) -> str | None:
+    # derived from what the row stores: the reward service abstains on sessions without samples, or below its gate
+    if not row.abstained:
+        return None
+    return "no_behaviour_samples" if not row.samples else "quality_below_gate"
 
 
 def _record(store: Store, row: Any, include_payload: bool) -> SessionRecord:

@@ -46,6 +46,12 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     """The score comes from a demo model trained on simulated readers."""
     quality: float | None = None
     abstained: bool | None = None
+    """True: do not act on this score. `preferred` and the probabilities are still given (what the model would
+    say), and `abstain_reason` says why the model abstains."""
+    abstain_reason: Literal["no_behaviour_samples", "quality_below_gate"] | None = None
+    """`no_behaviour_samples`: the session has no mouse or gaze samples, so nothing was measured;
+    `quality_below_gate`: its data quality is below the model's gate (only for models whose gate passed its
+    grouped check). None when the model does not abstain."""
     created: bool = True
     """False when this session id was already stored (idempotent re-post)."""
     pending_reason: str | None = None

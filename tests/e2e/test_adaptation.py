@@ -70,3 +70,17 @@ def test_another_users_labels_do_not_move_a_score(stack: Stack) -> None:
         mine = client.post("/v1/sessions", json=_probe(user, "p0")).json()
     assert mine["user_labels_used"] == 0
     assert mine["p_right"] == pytest.approx(mine["p_right_population"])
+
+
+def test_an_abstaining_score_says_why(stack: Stack) -> None:
+    user = f"abst-{uuid.uuid4().hex[:8]}"
+    empty = msgspec.to_builtins(simulate_session(seed=3, samples=0, user_id=user, session_id=f"{user}-empty"))
+    with stack.client("ingest") as client:
+        nothing = client.post("/v1/sessions", json=empty).json()
+        normal = client.post("/v1/sessions", json=_probe(user, "p0")).json()
+    assert nothing["abstained"] is True
+    assert nothing["abstain_reason"] == "no_behaviour_samples"
+    assert (normal["abstain_reason"] is None) == (normal["abstained"] is False)
+    with stack.client("read") as client:
+        stored = client.get(f"/v1/sessions/{user}-empty").json()["score"]
+    assert stored["abstain_reason"] == "no_behaviour_samples"
