@@ -36,11 +36,12 @@ from gateway.access import AuthFailures, bearer, json_response, scoped
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
-from gateway.db import PayloadPurgedError, SessionConflict, Store
+from gateway.db import OutOfFold, PayloadPurgedError, SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
 from gateway.openapi import documented
+from gateway.training import training_set
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel, validate_session
 from tacit.schemas.gateway import (
     Erasure,
@@ -53,6 +54,7 @@ from tacit.schemas.gateway import (
     SessionScore,
 )
 from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, decode_body
+from tacit.schemas.reward import StoredSessions, TrainingMembers, UserErasure, decode_train
 from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
@@ -175,7 +177,7 @@ class Pipeline:
         history = await anyio.to_thread.run_sync(
             lambda: self.store.label_history(session.user_id, session.mode, exclude=session.session_id)
         )
-        labels = [UserLabel(p_population=p, label=label, model_id=model) for p, label, model in history]
+        labels = [UserLabel(p_population=p, label=1 if label else 0, model_id=model) for p, label, model in history]
         [score] = await self.reward.score([vector], session.mode, labels)
         return vector, score
 
@@ -466,9 +468,28 @@ async def delete_user_by_query(state: State, user_id: FromQuery[str]) -> Respons
 
 
 async def _erase(state: State, user_id: str) -> Response[bytes]:
-    erasure = await anyio.to_thread.run_sync(state.store.erase_user, user_id)
+    # reward_svc's training-set rows first (it names the models trained on the user); the gateway's own rows are
+    # erased even when it is down, and the answer says what is left (repeating the erasure finishes it)
+    also: list[str] = []
+    counts: dict[str, int] = {}
+    not_erased: list[str] = []
+    try:
+        response = await state.reward.request("DELETE", "/v1/reward/training-rows", params={"user_id": user_id})
+        answer = msgspec.json.decode(response.content, type=UserErasure)
+        also, counts = answer.models_affected, {"reward_training_rows": answer.rows_deleted}
+    except (DependencyDownError, DependencyError) as err:
+        logger.warning("erasure: reward_svc's training sets not erased: %s", type(err).__name__)
+        not_erased.append("reward_svc training-set rows (the service did not answer): repeat the erasure")
+    erasure = await anyio.to_thread.run_sync(
+        lambda: state.store.erase_user(user_id, also_models=also, extra_counts=counts)
+    )
     return json_response(
-        Erasure(user_id=user_id, rows_deleted=dict(erasure.rows_deleted), models_affected=list(erasure.models_affected))
+        Erasure(
+            user_id=user_id,
+            rows_deleted=dict(erasure.rows_deleted),
+            models_affected=list(erasure.models_affected),
+            not_erased=not_erased,
+        )
     )
 
 
@@ -504,7 +525,19 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     **scoped("train", success=(202,)),
 )
 async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    return await _proxy(state, "POST", "/v1/reward/models", await request.body())
+    body = await request.body()
+    spec = decode_train(body)
+    if not isinstance(spec.source, StoredSessions):
+        return await _proxy(state, "POST", "/v1/reward/models", body)
+    pipeline: Pipeline = state.pipeline
+    training, users = await training_set(state.store, state.features, spec, pipeline.previous)
+    response = await state.reward.request(
+        "POST", "/v1/reward/models:sessions", content=msgspec.json.encode(training), retry=False
+    )
+    model_id = str(msgspec.json.decode(response.content)["id"])
+    # the users go on record with the model (erasure names it); only once reward_svc has accepted the job
+    await anyio.to_thread.run_sync(state.store.record_training_set, model_id, users)
+    return Response(response.content, status_code=202, media_type=JSON)
 
 
 @post(
@@ -513,9 +546,26 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
 async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
     state.pipeline._sets.clear()  # the feature set follows the active model
-    if (response.status_code or 500) < 300:  # sessions set aside for want of a model are due now
+    if (response.status_code or 500) < 300:
+        await _score_training_set(state, model_id)
+        # sessions set aside for want of a model are due now
         await anyio.to_thread.run_sync(state.store.retry_deferred)
     return response
+
+
+async def _score_training_set(state: State, model_id: str) -> None:
+    """The active model's own training sessions get their out-of-fold scores (never in-sample ones)."""
+    try:
+        response = await state.reward.request("GET", f"/v1/reward/models/{_segment(model_id)}/training-set")
+    except (DependencyDownError, DependencyError) as err:  # scoring them later through reward_svc is out-of-fold too
+        logger.warning("activation of %s: training set not read: %s", model_id, err)
+        return
+    members = msgspec.json.decode(response.content, type=TrainingMembers)
+    held_out = [
+        OutOfFold(m.session_id, m.content_hash, m.p_out_of_fold) for m in members.members if m.p_out_of_fold is not None
+    ]
+    if held_out:
+        await anyio.to_thread.run_sync(state.store.apply_out_of_fold, members.model_id, members.demo, held_out)
 
 
 # --- imports ------------------------------------------------------------------------------------------------
