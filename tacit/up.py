@@ -929,7 +929,7 @@ def up(
         services = build_services(home, env, args.port)
         for service in services:
             stack.services.append(service.start())
-        up_json.write_text(json.dumps(stack.describe(args.port, "starting"), indent=2) + "\n")
+        _write_private(up_json, json.dumps(stack.describe(args.port, "starting"), indent=2) + "\n")
         wrote_json = True
         for service in services:
             if stop.is_set():
@@ -945,7 +945,7 @@ def up(
 
         supervisor = Supervisor(stack.services, say, on_restart=restarted)
         if not stop.is_set():
-            up_json.write_text(json.dumps(stack.describe(args.port), indent=2) + "\n")
+            _write_private(up_json, json.dumps(stack.describe(args.port), indent=2) + "\n")
             # The first model, the key and the banner in a helper thread: this one supervises meanwhile.
             bootstrap = threading.Thread(
                 target=_after_start, args=(stack, args, env, out, stop), name="tacit-up-bootstrap", daemon=True
@@ -956,7 +956,7 @@ def up(
             supervisor.tick()
             if sum(supervisor.restarts.values()) != restarts:
                 restarts = sum(supervisor.restarts.values())
-                up_json.write_text(json.dumps(stack.describe(args.port), indent=2) + "\n")
+                _write_private(up_json, json.dumps(stack.describe(args.port), indent=2) + "\n")
         print("\nstopping ...", file=out, flush=True)
         if bootstrap is not None:
             bootstrap.join(timeout=10)
