@@ -7,12 +7,14 @@ errors are values mapped to HTTP status in `_problem`, the one place that does s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -20,11 +22,21 @@ from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from reward_svc.model.estimators import MODELS
-from reward_svc.registry import ModelRow, Registry
+from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
 from reward_svc.service import ScoreError, Scorer, model_info
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
+from tacit.schemas.reward import (
+    MIN_TRAINING_SESSIONS,
+    MIN_TRAINING_USERS,
+    SessionTrainingSet,
+    StoredSessions,
+    TrainingMember,
+    TrainingMembers,
+    UserErasure,
+    decode_train,
+)
 from tacit.serving import fast_server_options
 from tacit.settings import RewardSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
@@ -35,7 +47,7 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 
 _SCORE = msgspec.json.Decoder(ScoreRequest)
-_TRAIN = msgspec.json.Decoder(TrainRewardModel)
+_SESSIONS = msgspec.json.Decoder(SessionTrainingSet)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -125,7 +137,10 @@ async def score(request: Request[Any, Any, Any], state: State) -> Response[bytes
 
 @get("/v1/reward/models", summary="List reward models")
 async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
-    return _json([model_info(row) for row in state.registry.list(task)])
+    registry: Registry = state.registry
+    rows = registry.list(task)
+    sets = registry.training_sets(row.id for row in rows)
+    return _json([model_info(row, sets.get(row.id)) for row in rows])
 
 
 @get("/v1/reward/models/{model_id:str}", summary="One reward model")
@@ -133,14 +148,45 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     row = state.registry.get(model_id)
     if row is None:
         raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}")
-    return _json(model_info(row))
+    return _json(model_info(row, state.registry.training_set(model_id)))
 
 
-@post("/v1/reward/models", status_code=202, summary="Train a reward model (a job on the cpu queue)")
-async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    spec: TrainRewardModel = decode_body(_TRAIN, await request.body())
+@get(
+    "/v1/reward/models/{model_id:str}/training-set",
+    summary="A model's stored-session training set: ids, users, content hashes, out-of-fold probabilities "
+    "(internal: the gateway reads it; never proxied to the public API)",
+)
+async def get_training_set(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    registry: Registry = state.registry
+    row = registry.get(model_id)
+    if row is None:
+        raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}")
+    members = [
+        TrainingMember(
+            session_id=r.session_id,
+            user_id=r.user_id,
+            content_hash=r.content_hash,
+            label=r.label,
+            p_out_of_fold=r.p_oof,
+        )
+        for r in registry.training_rows(model_id)
+    ]
+    return _json(TrainingMembers(model_id=row.id, task=row.task, demo=row.demo, members=members))
+
+
+def _check_model(spec: TrainRewardModel) -> None:
     if spec.model is not None and spec.model not in MODELS:
         raise RequestError(422, "unknown_model", "model", f"unknown model {spec.model!r}; known: {', '.join(MODELS)}")
+
+
+def _enqueue(
+    state: State,
+    spec: TrainRewardModel,
+    training_set: TrainingSetRow | None = None,
+    rows: list[TrainingRowRow] | None = None,
+) -> Response[bytes]:
+    """Register the model (with its training set, in one transaction) and queue its training; 503 and nothing
+    registered when the queue is down."""
     registry: Registry = state.registry
     row = registry.create(
         task=spec.task,
@@ -148,19 +194,101 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
         feature_set=spec.feature_set or "",
         spec=msgspec.to_builtins(spec),
         demo=spec.demo,
+        training_set=training_set,
+        training_rows=rows or (),
     )
     try:
         state.celery.send_task(
             TASK_TRAIN_REWARD, args=[row.id, msgspec.to_builtins(spec)], queue=QUEUE_CPU, task_id=f"reward-{row.id}"
         )
     except Exception as err:  # broker down: nothing is queued, so nothing stays registered
-        with registry.session() as session:
-            session.delete(registry.get(row.id))
-            session.commit()
+        registry.delete(row.id)
         raise RequestError(
             503, "queue_unavailable", "$", f"job queue unavailable: {type(err).__name__}", {"Retry-After": "5"}
         ) from None
-    return _json(model_info(row), 202)
+    return _json(model_info(row, training_set), 202)
+
+
+@post("/v1/reward/models", status_code=202, summary="Train a reward model (a job on the cpu queue)")
+async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    spec = decode_train(await request.body())
+    if isinstance(spec.source, StoredSessions):
+        raise RequestError(
+            422, "invalid", "source", "stored sessions are selected by the gateway: POST /v1/reward/models there"
+        )
+    _check_model(spec)
+    return _enqueue(state, spec)
+
+
+@post(
+    "/v1/reward/models:sessions",
+    status_code=202,
+    summary="Train a reward model from stored sessions the gateway selected and vectorised (internal)",
+)
+async def train_from_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    body: SessionTrainingSet = decode_body(_SESSIONS, await request.body())
+    spec = body.spec
+    if not isinstance(spec.source, StoredSessions):
+        raise RequestError(422, "invalid", "spec.source", "a training set needs a stored-sessions source")
+    _check_model(spec)
+    users = {r.user_id for r in body.rows}
+    labels = {str(k): sum(r.label == k for r in body.rows) for k in (0, 1)}
+    if len(body.rows) < MIN_TRAINING_SESSIONS or len(users) < MIN_TRAINING_USERS or min(labels.values()) == 0:
+        raise RequestError(
+            422,
+            "too_few_sessions",
+            "rows",
+            f"{len(body.rows)} labelled sessions of {len(users)} users (labels {labels}); at least "
+            f"{MIN_TRAINING_SESSIONS} sessions of {MIN_TRAINING_USERS} users with both labels are needed",
+        )
+    if len({r.session_id for r in body.rows}) != len(body.rows):
+        raise RequestError(422, "invalid", "rows", "a session is in the training set twice")
+    for i, r in enumerate(body.rows):
+        if len(r.values) != len(body.names):
+            raise RequestError(
+                422, "invalid", f"rows[{i}].values", f"{len(r.values)} values for {len(body.names)} names"
+            )
+    digest = hashlib.sha256()
+    for r in sorted(body.rows, key=lambda r: r.session_id):
+        digest.update(f"{r.session_id}\x00{r.content_hash}\n".encode())
+    summary = TrainingSetRow(
+        model_id="",
+        source="sessions",
+        sessions=len(body.rows),
+        users=len(users),
+        labels_json=json.dumps(labels),
+        digest=digest.hexdigest(),
+        feature_set=body.feature_set,
+        feature_set_version=body.feature_set_version,
+        names_json=json.dumps(body.names),
+    )
+    rows = [
+        TrainingRowRow(
+            model_id="",
+            session_id=r.session_id,
+            user_id=r.user_id,
+            task_id=r.task_id,
+            turn=r.turn,
+            label=r.label,
+            samples=r.samples,
+            content_hash=r.content_hash,
+            values=list(r.values),
+        )
+        for r in body.rows
+    ]
+    return _enqueue(state, spec, summary, rows)
+
+
+@delete(
+    "/v1/reward/training-rows",
+    status_code=200,
+    summary="Erase a user from every training set (internal: the gateway's user erasure); the models affected",
+)
+async def erase_user(state: State, user_id: FromQuery[str]) -> Response[bytes]:
+    registry: Registry = state.registry
+    count, models = registry.erase_user(user_id)
+    state.scorer.forget_training_sets()
+    return _json(UserErasure(rows_deleted=count, models_affected=models))
 
 
 @post("/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Make a model the active one")
@@ -175,7 +303,7 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     metrics: Metrics = state.metrics
     metrics.active.clear()
     metrics.activated(row)
-    return _json(model_info(row))
+    return _json(model_info(row, state.registry.training_set(model_id)))
 
 
 @get("/healthz", summary="Liveness")
@@ -215,7 +343,18 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
         registry.close()
 
     return Litestar(
-        route_handlers=[score, list_models, get_model, train_model, activate_model, healthz, metrics_endpoint],
+        route_handlers=[
+            score,
+            list_models,
+            get_model,
+            get_training_set,
+            train_model,
+            train_from_sessions,
+            erase_user,
+            activate_model,
+            healthz,
+            metrics_endpoint,
+        ],
         on_startup=[startup],
         on_shutdown=[shutdown],
         middleware=[metrics.http.middleware],

@@ -15,9 +15,10 @@ import numpy as np
 
 from reward_svc.model.adapt import user_log_likelihood
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
-from reward_svc.model.data import load_frame
-from reward_svc.registry import ModelRow, Registry
+from reward_svc.model.data import frame_from_vectors, load_frame
+from reward_svc.registry import ModelRow, Registry, TrainingSetRow
 from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
+from tacit.schemas.reward import StoredSessions, TrainingSetSummary
 
 __all__ = ["ScoreError", "Scorer", "model_info", "run_training"]
 
@@ -34,7 +35,20 @@ class ScoreError(ValueError):
         self.field, self.detail, self.code, self.status = field, detail, code, status
 
 
-def model_info(row: ModelRow) -> RewardModelInfo:
+def training_summary(row: TrainingSetRow | None) -> TrainingSetSummary | None:
+    if row is None:
+        return None
+    return TrainingSetSummary(
+        source=row.source,  # type: ignore[arg-type]
+        sessions=row.sessions,
+        users=row.users,
+        labels=row.labels,
+        digest=row.digest,
+    )
+
+
+def model_info(row: ModelRow, training_set: TrainingSetRow | None = None) -> RewardModelInfo:
+    """The public view of a registry entry (its training set in counts, never ids)."""
     return RewardModelInfo(
         id=row.id,
         task=row.task,
@@ -51,6 +65,34 @@ def model_info(row: ModelRow) -> RewardModelInfo:
         active=row.active,
         created_at=row.created_at,
         finished_at=row.finished_at,
+        training_set=training_summary(training_set),
+    )
+
+
+def _session_frame(registry: Registry, model_id: str, task: str) -> tuple[Any, list[str], TrainingSetRow]:
+    """The feature table of a model's stored-session training set, and the session id of each query_id."""
+    summary = registry.training_set(model_id)
+    rows = registry.training_rows(model_id)
+    if summary is None or not rows:
+        raise ValueError(f"reward model {model_id} has no stored training set (was its user erased?)")
+    meta = [
+        {"user_id": r.user_id, "task_id": r.task_id, "label": r.label, "turn": r.turn, "samples": r.samples}
+        for r in rows
+    ]
+    frame = frame_from_vectors(meta, summary.names, [list(r.values) for r in rows], task)
+    return frame, [r.session_id for r in rows], summary
+
+
+def _ifllm_summary(frame: Any, task: str, data_hash: str) -> TrainingSetRow:
+    rows = frame[(frame["mode"] == task) & frame["label"].notna()]
+    labels = {str(int(k)): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
+    return TrainingSetRow(
+        model_id="",
+        source="ifllm",
+        sessions=len(rows),
+        users=int(rows["user_id"].nunique()),
+        labels_json=json.dumps(labels),
+        digest=data_hash,
     )
 
 
@@ -76,7 +118,11 @@ def run_training(
     try:
         registry.update(model_id, status="running", error="", demo=spec.demo)
         progress("features", 0, 1)
-        frame = load_frame(spec.data, spec.feature_mode)
+        stored = isinstance(spec.source, StoredSessions)
+        if stored:
+            frame, session_ids, summary = _session_frame(registry, model_id, spec.task)
+        else:
+            frame = load_frame(spec.folder or "", spec.feature_mode)
         progress("features", 1, 1)
         folds = spec.seeds * 5
         counter = {"done": 0}
@@ -95,6 +141,32 @@ def run_training(
             progress=fold_done if folds else None,
         )
         model.metadata["demo"] = spec.demo
+        if stored:
+            meta = model.metadata
+            if (
+                meta["feature_set"] == summary.feature_set
+                and meta["feature_set_version"] != summary.feature_set_version
+            ):
+                raise ValueError(  # the gateway would send vectors this model refuses: train/serve skew
+                    f"the training table gives {meta['feature_set']} version {meta['feature_set_version']}, "
+                    f"the served vectors are version {summary.feature_set_version}"
+                )
+            if model.oof is None:
+                raise ValueError("no out-of-fold probabilities (seeds must be >= 1 for a stored-session source)")
+            oof = {session_ids[int(q)]: float(p) for q, p in zip(model.oof["query_id"], model.oof["p"], strict=True)}
+            registry.set_out_of_fold(model_id, oof)
+            model.metadata["training_set"] = {
+                "source": "sessions",
+                "sessions": summary.sessions,
+                "users": summary.users,
+            }
+        else:
+            ifllm = _ifllm_summary(frame, spec.task, model.metadata["data_hash"])
+            with registry.session() as s:
+                if s.get(TrainingSetRow, model_id) is None:
+                    ifllm.model_id = model_id
+                    s.add(ifllm)
+                    s.commit()
         progress("saving", 0, 1)
         path = model.save(models_dir / model_id)
         meta = model.metadata
@@ -135,10 +207,26 @@ class Scorer:
         self.registry = registry
         self._models: dict[str, RewardModel] = {}
         self._rows: dict[str, tuple[float, ModelRow | None]] = {}
+        self._oof: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
         self._rows.clear()
+
+    def forget_training_sets(self) -> None:
+        """Reload the out-of-fold probabilities on next use (a user's training rows were erased)."""
+        with self._lock:
+            self._oof.clear()
+
+    def out_of_fold(self, model_id: str) -> dict[str, float]:
+        """session id -> out-of-fold probability of the model's own training sessions (read once per model)."""
+        with self._lock:
+            cached = self._oof.get(model_id)
+        if cached is None:
+            cached = self.registry.out_of_fold(model_id)
+            with self._lock:
+                self._oof[model_id] = cached
+        return cached
 
     def _active(self, mode: str) -> ModelRow | None:
         now = time.monotonic()
@@ -177,7 +265,11 @@ class Scorer:
         model_id: str | None = None,
         user_history: Sequence[UserLabel] = (),
     ) -> list[Score]:
-        """Population probabilities, adapted to the user by their earlier labels that this model scored."""
+        """Population probabilities, adapted to the user by their earlier labels that this model scored.
+
+        A session of the model's own training set gets its out-of-fold probability instead (never an in-sample
+        one), unadapted, with `kind="out_of_fold"`.
+        """
         row, model = self.model(mode, model_id)
         meta = model.metadata
         names = list(meta["feature_names"])
@@ -208,6 +300,12 @@ class Scorer:
             history_p = np.array([h.p_population for h in own], dtype=np.float64)
             history_y = np.array([h.label for h in own], dtype=np.int64)
             adapted = np.asarray(model.prior.predict(p, user_log_likelihood(history_p, history_y)), dtype=np.float64)
+        oof = self.out_of_fold(row.id)
+        held_out = np.array([v.session_id in oof for v in vectors], dtype=np.bool_)
+        if held_out.any():
+            p, adapted = p.copy(), adapted.copy()
+            for k in np.flatnonzero(held_out):
+                p[k] = adapted[k] = oof[vectors[int(k)].session_id]
         return [
             Score(
                 session_id=v.session_id,
@@ -217,11 +315,15 @@ class Scorer:
                 else ("current" if adapted[i] >= 0.5 else "previous"),
                 confidence=float(max(adapted[i], 1 - adapted[i])),
                 abstained=not bool(keep[i]),
+                abstain_reason=None
+                if keep[i]
+                else ("no_behaviour_samples" if v.samples <= 0 else "quality_below_gate"),
                 quality=None if np.isnan(quality[i]) else float(quality[i]),
                 model_id=row.id,
                 demo=row.demo,
                 p_population=float(p[i]),
-                user_labels_used=len(own),
+                user_labels_used=0 if held_out[i] else len(own),
+                kind="out_of_fold" if held_out[i] else "model",
             )
             for i, v in enumerate(vectors)
         ]

@@ -86,6 +86,9 @@ class RewardModel:
     quality: SessionQuality
     metadata: dict[str, Any]
     _compiled: CompiledModel | None = None
+    oof: pd.DataFrame | None = None
+    """After `train` with seeds > 0: query_id and the grouped out-of-fold P(class 1) of each training row, the
+    mean over seeds (each from models that never saw the row's user). Not saved with the artifact."""
 
     @property
     def task(self) -> str:
@@ -282,12 +285,14 @@ def train(
     scores: dict[str, Any] = {}
     gate_check: dict[str, Any] = {"passes": False, "rule": "not checked (seeds=0): the gate stays off"}
     oof: Any = None
+    oof_table: pd.DataFrame | None = None
     if protocol is not None:
         single = make_model(model, task, data.names)
         result = cross_validate(single, data, protocol, n_jobs=n_jobs, progress=progress)
         scores = summarize(result)
         gate_check = gate_passes(result, data.groups)
         oof = result.oof[0]
+        oof_table = pd.DataFrame({"query_id": data.meta["query_id"].to_numpy(), "p": result.oof.mean(axis=0)})
     estimator = make_model(model, task, data.names, n_jobs=n_jobs)
     fit_params = {"groups": data.groups} if hasattr(estimator, "_accepts_groups") else {}
     estimator.fit(data.X, data.y, **fit_params)
@@ -317,4 +322,4 @@ def train(
         "quality_gate": {**quality.describe(), "check": gate_check},
         "adaptation": {**prior.to_dict(), "description": prior.describe()},
     }
-    return RewardModel(estimator=estimator, quality=quality, metadata=meta)
+    return RewardModel(estimator=estimator, quality=quality, metadata=meta, oof=oof_table)

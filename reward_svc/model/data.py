@@ -19,6 +19,7 @@ __all__ = [
     "TaskData",
     "available_features",
     "data_hash",
+    "frame_from_vectors",
     "load_frame",
     "task_data",
 ]
@@ -52,6 +53,30 @@ def load_frame(
     frame = result.table.to_pandas()
     frame.attrs["feature_mode"] = feature_mode  # what made the table, so a model can refuse the other mode
     return frame
+
+
+def frame_from_vectors(
+    meta: list[dict[str, Any]], names: list[str], values: list[list[float]], mode: str
+) -> pd.DataFrame:
+    """A feature table (META_COLUMNS, then `names`) from served feature vectors of one mode.
+
+    `meta` rows give user_id, task_id, label, turn and samples; query_id is the row's position, so a training
+    result maps back to the row it came from.
+    """
+    if len(meta) != len(values):
+        raise ValueError(f"{len(meta)} meta rows but {len(values)} vectors")
+    columns: dict[str, Any] = {
+        "query_id": np.arange(len(meta), dtype=np.int64),
+        "user_id": [str(m["user_id"]) for m in meta],
+        "task_id": [str(m.get("task_id", "")) for m in meta],
+        "mode": [mode] * len(meta),
+        "label": pd.array([m.get("label") for m in meta], dtype="Int64"),
+        "turn": np.asarray([int(m.get("turn") or 0) for m in meta], dtype=np.int64),
+        "samples": np.asarray([int(m.get("samples") or 0) for m in meta], dtype=np.int64),
+    }
+    matrix = np.asarray(values, dtype=np.float64).reshape(len(meta), len(names))
+    features = pd.DataFrame(matrix, columns=names)
+    return pd.concat([pd.DataFrame(columns), features], axis=1)
 
 
 def available_features(frame: pd.DataFrame, task: str) -> list[str]:
