@@ -6,8 +6,9 @@ Redis comes from `TACIT_REDIS_URL` when it answers PING, else a real `redis-serv
 Celery worker and the gateway start on free loopback ports (the gateway on `--port`; every other service is
 internal), each logging to `<home>/logs/<service>.log` and waited for on `/healthz`. The home is 0700 and what is
 written in it 0600. Alignment jobs left `running` by an earlier stack are failed with the reason, since their
-worker is gone. With no active pairwise reward model one is trained: from `--data` (an IFLLM folder, whose
-sessions the gateway then imports) or, without it, a demo model on simulated readers, labelled as such.
+worker is gone; `queued` ones whose queue message was lost are enqueued again. With no active pairwise reward
+model one is trained: from `--data` (an IFLLM folder, whose sessions the gateway then imports) or, without it, a
+demo model on simulated readers, labelled as such.
 
 One bootstrap admin key lives in `<home>/admin.key` (0600): it is printed once, when it is created, and reused
 after (`--rotate-admin-key` replaces it and revokes the old one). `tacit up` then supervises: a child that exits
@@ -60,6 +61,7 @@ __all__ = [
     "parse_args",
     "reap_alignment_jobs",
     "redis_ping",
+    "requeue_lost_jobs",
     "secure_home",
     "up",
 ]
@@ -641,6 +643,48 @@ def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
         store.close()
 
 
+def _raw(values: Any) -> bytes:
+    return b"".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
+
+
+def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
+    """Enqueue again every `queued` alignment job whose message is not in Redis (an earlier Redis without an
+    append-only file lost it on restart, and the job waited forever). Returns their ids."""
+    import redis
+
+    from align_worker.celery_app import create_celery
+    from gateway.db.alignment import AlignmentJobs
+    from tacit.settings import WorkerSettings
+    from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
+
+    store = _gateway_store(environ)
+    try:
+        queued = [row.id for row in AlignmentJobs(store).list_jobs(status="queued", limit=10_000)]
+    finally:
+        store.close()
+    if not queued:
+        return []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # kombu keeps a queue's messages in lists named after it (one per priority step), taken ones in "unacked";
+        # a message's headers (plain JSON) carry the task id, which is the job id.
+        held = [_raw(client.hvals("unacked"))]
+        lists = [name for name in client.scan_iter(match=f"{QUEUE_ALIGN}*") if client.type(name) == b"list"]
+        held.extend(_raw(client.lrange(name, 0, -1)) for name in lists)
+    finally:
+        client.close()
+    messages = b"".join(held)
+    lost = [job_id for job_id in queued if job_id.encode() not in messages]
+    if lost:
+        celery = create_celery(WorkerSettings(redis_url=redis_url))
+        try:
+            for job_id in lost:
+                celery.send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)
+        finally:
+            celery.close()
+    return lost
+
+
 def create_admin_key(environ: Mapping[str, str]) -> str:
     """A new admin API key in the gateway database that `environ` selects (the token, shown once)."""
     from gateway.db import Store
@@ -869,6 +913,18 @@ def _reap(env: Mapping[str, str], reason: str, say: Callable[[str], None]) -> No
         say(f"alignment jobs {', '.join(reaped)} were running when {reason}: marked failed (or cancelled)")
 
 
+def _requeue(env: Mapping[str, str], redis_url: str, say: Callable[[str], None]) -> None:
+    try:
+        lost = requeue_lost_jobs(env, redis_url)
+    except ImportError:
+        return
+    except Exception as err:
+        say(f"warning: could not check the queued alignment jobs: {type(err).__name__}: {err}")
+        return
+    if lost:
+        say(f"queued alignment jobs {', '.join(lost)} had lost their queue message: enqueued again")
+
+
 class _Log:
     """What `tacit up` says after start-up: to its output and, timestamped, to `<home>/logs/up.log`."""
 
@@ -926,6 +982,7 @@ def up(
         print(f"  redis         {redact(stack.redis.url)} ({stack.redis.source})", file=out, flush=True)
         env = child_env(home, env_in, stack.redis.url) | _demo_env(env_in)
         _reap(env, "an earlier tacit up stopped", say)
+        _requeue(env, stack.redis.url, say)
         services = build_services(home, env, args.port)
         for service in services:
             stack.services.append(service.start())

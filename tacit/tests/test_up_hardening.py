@@ -441,3 +441,35 @@ def test_killed_reward_svc_comes_back_while_the_gateway_answers_and_a_restart_af
             assert client.get("/v1/reward/models").status_code == 200
     finally:
         assert again.stop() == 0, "".join(again.lines)
+
+
+@pytest.mark.integration
+def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Path, redis_url: str) -> None:
+    pytest.importorskip("gateway.db")
+    import redis
+
+    from gateway.db import Store
+    from gateway.db.alignment import AlignmentJobs
+    from gateway.tests.test_alignment_store import SUMMARY, _pair
+    from tacit.up import requeue_lost_jobs
+
+    env = {"TACIT_HOME": str(tmp_path)}
+    store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.migrate()
+    jobs = AlignmentJobs(store)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+        lost = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(1, ("alice",))]).id
+        running = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(2, ("alice",))]).id
+        jobs.claim(running, "celery@old")
+        assert requeue_lost_jobs(env, redis_url) == [lost]  # what a Redis without persistence lost on restart
+        queued = b"".join(client.lrange("align", 0, -1))
+        assert lost.encode() in queued
+        assert running.encode() not in queued
+        assert requeue_lost_jobs(env, redis_url) == []  # its message is there now: not twice
+        assert client.llen("align") == 1
+    finally:
+        client.flushdb()
+        client.close()
+        store.close()
