@@ -980,6 +980,8 @@ def up(
             stack.services.append(stack.redis.service.start())
             stack.redis.service.wait_ready(args.ready_timeout, cancel=stop)
         print(f"  redis         {redact(stack.redis.url)} ({stack.redis.source})", file=out, flush=True)
+        if stack.redis.service is None and urlsplit(stack.redis.url).password is None:
+            print("  warning: this Redis takes no password; anyone who reaches it can run jobs", file=out, flush=True)
         env = child_env(home, env_in, stack.redis.url) | _demo_env(env_in)
         _reap(env, "an earlier tacit up stopped", say)
         _requeue(env, stack.redis.url, say)
