@@ -27,7 +27,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import OperationalError
@@ -40,7 +39,7 @@ from gateway.db import OutOfFold, PayloadPurgedError, SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
-from gateway.openapi import documented
+from gateway.openapi import documented, openapi_config
 from gateway.training import training_set
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel, validate_session
 from tacit.schemas.gateway import (
@@ -827,7 +826,7 @@ def create_app(
             metrics.http.middleware,
         ],
         exception_handlers={Exception: _problem},
-        openapi_config=OpenAPIConfig(title="Tacit", version="1", path="/schema"),
+        openapi_config=openapi_config(),
         # Only the configured origins (the pages that embed the collector); none by default.
         cors_config=(
             CORSConfig(
