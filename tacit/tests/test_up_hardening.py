@@ -365,7 +365,7 @@ class _Up:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            return self.proc.wait(timeout=60)
+            return self.proc.wait(timeout=120)
         finally:
             self.reader.join(timeout=10)
             if self.proc.stdout is not None:
@@ -425,6 +425,9 @@ def test_killed_reward_svc_comes_back_while_the_gateway_answers_and_a_restart_af
         assert described["services"]["reward_svc"]["pid"] != reward_pid
         assert described["services"]["gateway"]["pid"] == gateway_pid
         assert "reward_svc exited with code -9" in (home / "logs" / "up.log").read_text()
+    except BaseException:
+        print("".join(stack.lines))  # shown by pytest with the failure
+        raise
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.lines)
@@ -438,6 +441,9 @@ def test_killed_reward_svc_comes_back_while_the_gateway_answers_and_a_restart_af
         again.wait_for("Ctrl-C stops everything", 30)
         with _client(port, key) as client:
             assert client.get("/v1/reward/models").status_code == 200
+    except BaseException:
+        print("".join(again.lines))
+        raise
     finally:
         assert again.stop() == 0, "".join(again.lines)
 
