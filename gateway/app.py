@@ -290,9 +290,11 @@ def _score_of(
     p_population: float | None = None,
     user_labels_used: int | None = None,
     abstain_reason: str | None = None,
+    score_kind: str | None = None,
 ) -> SessionScore:
     return SessionScore(
         abstain_reason=abstain_reason,  # type: ignore[arg-type]
+        score_kind=score_kind if status == "scored" else None,  # type: ignore[arg-type]
         p_right_population=p_population if mode == "pairwise" else None,
         p_current_population=p_population if mode == "pointwise" else None,
         user_labels_used=user_labels_used,
@@ -328,6 +330,7 @@ def _record_score(row: Any, created: bool = True) -> SessionScore:
         row.p_population if row.p_population is not None else row.p,
         row.user_labels_used if row.p is not None else None,
         _abstain_reason(row),
+        row.score_kind,
     )
 
 
@@ -554,17 +557,20 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
 
 async def _score_training_set(state: State, model_id: str) -> None:
     """The active model's own training sessions get their out-of-fold scores (never in-sample ones)."""
+    # The model is active whatever happens here: a failure is logged, not answered (scoring these sessions later
+    # through reward_svc gives their out-of-fold probabilities too).
     try:
         response = await state.reward.request("GET", f"/v1/reward/models/{_segment(model_id)}/training-set")
-    except (DependencyDownError, DependencyError) as err:  # scoring them later through reward_svc is out-of-fold too
-        logger.warning("activation of %s: training set not read: %s", model_id, err)
-        return
-    members = msgspec.json.decode(response.content, type=TrainingMembers)
-    held_out = [
-        OutOfFold(m.session_id, m.content_hash, m.p_out_of_fold) for m in members.members if m.p_out_of_fold is not None
-    ]
-    if held_out:
-        await anyio.to_thread.run_sync(state.store.apply_out_of_fold, members.model_id, members.demo, held_out)
+        members = msgspec.json.decode(response.content, type=TrainingMembers)
+        held_out = [
+            OutOfFold(m.session_id, m.content_hash, m.p_out_of_fold)
+            for m in members.members
+            if m.p_out_of_fold is not None
+        ]
+        if held_out:
+            await anyio.to_thread.run_sync(state.store.apply_out_of_fold, members.model_id, members.demo, held_out)
+    except Exception as err:
+        logger.warning("activation of %s: training-set scores not applied: %s: %s", model_id, type(err).__name__, err)
 
 
 # --- imports ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from tacit.schemas import FeatureVector, Score, ScoreResponse, Session, UserLabel
+from tacit.schemas import FeatureVector, FeatureVectors, Score, ScoreResponse, Session, UserLabel
 from tacit.schemas.gateway import Problem
 
 __all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "JudgeClient", "RewardClient"]
@@ -125,6 +125,14 @@ class FeatureClient(_Service):
             content = b"".join(parts)
         response = await self.request("POST", "/v1/features", content=content)
         return self._VECTOR.decode(response.content)
+
+    _VECTORS = msgspec.json.Decoder(FeatureVectors)
+
+    async def vectorize_batch(self, sessions: Sequence[Session], feature_set: str) -> FeatureVectors:
+        """Vectors of many sessions of one mode, in order (pointwise `prev_*` from the batch's previous turns)."""
+        body = msgspec.json.encode({"sessions": list(sessions), "feature_set": feature_set})
+        response = await self.request("POST", "/v1/features:batch", content=body)
+        return self._VECTORS.decode(response.content)
 
     async def healthy(self) -> bool:
         try:

@@ -17,9 +17,11 @@ from gateway.db.store import (
     MAX_SCORE_ATTEMPTS,
     USER_TABLES,
     InvalidCursorError,
+    OutOfFold,
     PayloadPurgedError,
     SessionConflict,
     Store,
+    TrainingCandidate,
 )
 
 __all__ = [
@@ -34,11 +36,13 @@ __all__ = [
     "InvalidCursorError",
     "JobRow",
     "KeyRow",
+    "OutOfFold",
     "PayloadPurgedError",
     "SchemaTooNewError",
     "SessionConflict",
     "SessionRow",
     "Store",
+    "TrainingCandidate",
     "TrainingSetRow",
     "strip_unconsented",
 ]

@@ -238,12 +238,18 @@ def _v5_session_adaptation(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_sessions_user_mode_label ON sessions (user_id, mode, label)"))
 
 
+def _v6_score_kind(conn: Connection) -> None:
+    # out_of_fold: a session of the scoring model's training set, scored by models that never saw its user
+    conn.execute(text("ALTER TABLE sessions ADD COLUMN score_kind VARCHAR(16)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial),
     Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
     Migration(3, "alignment jobs, their pair snapshots and the job event log", _v3_alignment),
     Migration(4, "sessions: retry_at of refused scorings, demo flag", _v4_session_retry_and_demo),
     Migration(5, "sessions: population probability and labels used by per-user adaptation", _v5_session_adaptation),
+    Migration(6, "sessions: score kind (model or out-of-fold)", _v6_score_kind),
 )
 LATEST = MIGRATIONS[-1].version
 

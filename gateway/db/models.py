@@ -124,6 +124,9 @@ class SessionRow(_Base, table=True):
     p_population: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     """The model's probability for an average user; `p` is adapted to this user when `user_labels_used` > 0."""
     user_labels_used: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    score_kind: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    """`model`, or `out_of_fold` for a session of the scoring model's own training set (scored by the grouped
+    cross-validation models that never saw its user); None for scores from before this was recorded."""
     scored_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     retry_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     """A pending session the reward service refused (409) waits until then, so it holds back no other."""

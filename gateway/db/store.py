@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Engine, Table, and_, bindparam, create_engine, delete, event, func, or_, text, tuple_, update
@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import defer, load_only
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session as DbSession
 from sqlmodel import col, select
@@ -56,10 +56,33 @@ __all__ = [
     "MAX_SCORE_ATTEMPTS",
     "USER_TABLES",
     "InvalidCursorError",
+    "OutOfFold",
     "PayloadPurgedError",
     "SessionConflict",
     "Store",
+    "TrainingCandidate",
 ]
+
+
+class TrainingCandidate(NamedTuple):
+    """What a reward-training selection filters a stored session by."""
+
+    session_id: str
+    user_id: str
+    received_at: dt.datetime
+    label: int | None
+    demo: bool
+
+
+class OutOfFold(NamedTuple):
+    """A training session's out-of-fold score from the reward service, and the content it was trained on."""
+
+    session_id: str
+    content_hash: str
+    p: float
+    quality: float | None = None
+    abstained: bool = False
+
 
 #: Scoring attempts that failed for the session itself (not for a dependency being down) before giving up.
 MAX_SCORE_ATTEMPTS = 5
@@ -580,8 +603,10 @@ class Store:
         model_demo: bool,
         p_population: float | None = None,
         user_labels_used: int = 0,
+        score_kind: str = "model",
     ) -> None:
         row.p, row.preferred, row.confidence, row.quality = p, preferred, confidence, quality
+        row.score_kind = score_kind
         row.abstained, row.model_id, row.model_demo = abstained, model_id, model_demo
         # scores from before adaptation existed (or without one) are population scores
         row.p_population = p if p_population is None else p_population
@@ -602,6 +627,7 @@ class Store:
             sc.demo,
             sc.p_population,
             sc.user_labels_used,
+            sc.kind,
         )
 
     def set_scores(self, scores: Iterable[Score]) -> int:
@@ -698,6 +724,81 @@ class Store:
         with self._read() as s:
             return list(s.exec(query))
 
+    # -- reward training from stored sessions --------------------------------------------------------
+
+    def users_with_sessions(self, user_ids: Iterable[str]) -> set[str]:
+        """Those of `user_ids` that have at least one stored session."""
+        wanted = sorted(set(user_ids))
+        found: set[str] = set()
+        with self._read() as s:
+            for start in range(0, len(wanted), 500):
+                query = select(SessionRow.user_id).where(col(SessionRow.user_id).in_(wanted[start : start + 500]))
+                found.update(s.exec(query.distinct()).all())
+        return found
+
+    def training_candidates(self, mode: str, user_ids: Sequence[str] | None = None) -> list[TrainingCandidate]:
+        """Identity, time, label and demo flag of the stored sessions of `mode` (of `user_ids` when given), in
+        session-id order: what a training selection filters (no payload, no features)."""
+        names = ("session_id", "user_id", "received_at", "label", "demo")
+        columns = [getattr(SessionRow, name) for name in names]
+        query = select(SessionRow).options(load_only(*columns)).where(SessionRow.mode == mode)
+        if user_ids is not None:
+            query = query.where(col(SessionRow.user_id).in_(sorted(set(user_ids))))
+        with self._read() as s:
+            rows = s.exec(query.order_by(col(SessionRow.session_id))).all()
+            return [TrainingCandidate(r.session_id, r.user_id, r.received_at, r.label, bool(r.demo)) for r in rows]
+
+    def sessions_by_id(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """The stored rows (with payload) of `session_ids` that exist, in the order given."""
+        found: dict[str, SessionRow] = {}
+        with self._read() as s:
+            for start in range(0, len(session_ids), 500):
+                chunk = list(session_ids[start : start + 500])
+                found.update(
+                    (r.session_id, r) for r in s.exec(select(SessionRow).where(col(SessionRow.session_id).in_(chunk)))
+                )
+        return [found[sid] for sid in session_ids if sid in found]
+
+    def apply_out_of_fold(self, model_id: str, model_demo: bool, members: Iterable[OutOfFold]) -> int:
+        """Score a model's training sessions with their out-of-fold probabilities (kind `out_of_fold`), in one
+        transaction; only sessions still stored with the content the model saw. Sessions updated."""
+        by_id = {m.session_id: m for m in members}
+        if not by_id:
+            return 0
+        updated = 0
+        with self._write() as s:
+            ids = list(by_id)
+            for start in range(0, len(ids), 500):
+                query = select(SessionRow).options(_LAZY_PAYLOAD)
+                for row in s.exec(query.where(col(SessionRow.session_id).in_(ids[start : start + 500]))):
+                    member = by_id[row.session_id]
+                    if row.payload_sha256 != member.content_hash:
+                        continue  # erased and stored again with other content: not the session trained on
+                    pairwise = row.mode == "pairwise"
+                    preferred = (
+                        ("right" if member.p >= 0.5 else "left")
+                        if pairwise
+                        else ("current" if member.p >= 0.5 else "previous")
+                    )
+                    self._apply_score(
+                        row,
+                        member.p,
+                        preferred,
+                        max(member.p, 1 - member.p),
+                        member.quality,
+                        member.abstained,
+                        model_id,
+                        model_demo,
+                        member.p,
+                        0,
+                        "out_of_fold",
+                    )
+                    row.retry_at, row.score_attempts = None, 0
+                    s.add(row)
+                    updated += 1
+            s.commit()
+        return updated
+
     # -- users: training sets and erasure --------------------------------------------------------------
 
     def record_training_set(self, model_id: str, user_ids: Iterable[str]) -> int:
@@ -727,10 +828,16 @@ class Store:
                 ).one(),
             }
 
-    def erase_user(self, user_id: str) -> Erasure:
-        """Delete every row of the user in one transaction and record it (hashed id, counts, affected models)."""
+    def erase_user(
+        self, user_id: str, *, also_models: Iterable[str] = (), extra_counts: dict[str, int] | None = None
+    ) -> Erasure:
+        """Delete every row of the user in one transaction and record it (hashed id, counts, affected models).
+
+        `also_models`, `extra_counts`: what the reward service's part of the erasure found (recorded with it).
+        """
         with self._write() as s:
-            models = sorted(s.exec(select(TrainingSetRow.model_id).where(TrainingSetRow.user_id == user_id)))
+            recorded = set(s.exec(select(TrainingSetRow.model_id).where(TrainingSetRow.user_id == user_id)))
+            models = sorted(recorded | set(also_models))
             deleted = {
                 "sessions": s.exec(delete(SessionRow).where(col(SessionRow.user_id) == user_id)).rowcount,
                 "training_sets": s.exec(delete(TrainingSetRow).where(col(TrainingSetRow.user_id) == user_id)).rowcount,
@@ -744,6 +851,7 @@ class Store:
             # Every link of those pairs goes with them: a pair merged from several users' sessions is gone for all.
             link_key = tuple_(col(AlignmentPairUserRow.job_id), col(AlignmentPairUserRow.pair_id))
             deleted["alignment_pair_users"] = s.exec(delete(AlignmentPairUserRow).where(link_key.in_(links))).rowcount
+            deleted.update(extra_counts or {})
             record = Erasure(
                 id=uuid.uuid4().hex,
                 user_hash=hashlib.sha256(user_id.encode()).hexdigest(),

@@ -134,7 +134,7 @@ def test_a_v1_database_is_upgraded_by_the_next_step(db_url: str) -> None:
         v1_row = st._new_row(prepare(sim(1)), T0)
         with st.engine.begin() as conn:
             conn.execute(v1_sessions.insert().values({c.name: getattr(v1_row, c.name) for c in v1_sessions.columns}))
-        assert st.migrate() == [2, 3, 4, 5]
+        assert st.migrate() == [2, 3, 4, 5, 6]
         indexes = _indexes(db_url, "sessions")
         assert {"ix_sessions_user_received", "ix_sessions_status_received"} <= indexes
         assert "ix_sessions_user_id" not in indexes

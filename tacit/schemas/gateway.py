@@ -57,6 +57,10 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     pending_reason: str | None = None
     """Why the score is still pending (a service down, or the reward service's refusal, e.g. no active model for
     the session's mode); None once scored."""
+    score_kind: Literal["model", "out_of_fold"] | None = None
+    """`out_of_fold`: the session is in the scoring model's own training set, so the score comes from the grouped
+    cross-validation models that never saw its user (never in-sample; not adapted); `model`: the model itself;
+    None when not scored (or scored before this was recorded)."""
 
 
 class SessionBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +101,9 @@ class Erasure(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     rows_deleted: dict[str, int]
     models_affected: list[str]
+    """Every reward model whose training set included the user (they still carry what they learned)."""
+    not_erased: list[str] = []
+    """Parts that could not be erased now (a service was down): repeat the erasure to finish it."""
 
 
 class ImportIfllm(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
