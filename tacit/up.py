@@ -963,6 +963,7 @@ def up(
     up_json = home / "up.json"
     wrote_json = False
     bootstrap: threading.Thread | None = None
+    failed: list[str] = []  # set by the bootstrap thread when the stack cannot be used
     try:
         _check_data(args.data)
         running = _running_stack(up_json)
@@ -1007,7 +1008,7 @@ def up(
             _write_private(up_json, json.dumps(stack.describe(args.port), indent=2) + "\n")
             # The first model, the key and the banner in a helper thread: this one supervises meanwhile.
             bootstrap = threading.Thread(
-                target=_after_start, args=(stack, args, env, out, stop), name="tacit-up-bootstrap", daemon=True
+                target=_after_start, args=(stack, args, env, out, stop, failed), name="tacit-up-bootstrap", daemon=True
             )
             bootstrap.start()
         restarts = 0
@@ -1020,7 +1021,7 @@ def up(
         if bootstrap is not None:
             bootstrap.join(timeout=10)
         stack.stop(out=out)
-        return 0
+        return 1 if failed else 0
     except UpError as err:
         print(f"tacit up: {err}", file=sys.stderr, flush=True)
         if stack.services:
@@ -1041,7 +1042,12 @@ def up(
 
 
 def _after_start(
-    stack: Stack, args: argparse.Namespace, env: Mapping[str, str], out: TextIO, stop: threading.Event
+    stack: Stack,
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    out: TextIO,
+    stop: threading.Event,
+    failed: list[str],
 ) -> None:
     """The first reward model, the admin key, the IFLLM import and the banner (in a helper thread)."""
     try:
@@ -1053,11 +1059,9 @@ def _after_start(
         if key is not None and args.data is not None:
             _import(f"http://127.0.0.1:{args.port}", key.token or key.path.read_text().strip(), args.data, out)
         _banner(stack, key, key_error, args.port, args.data, out, demo=_demo_on(env))
-    except UpError as err:
-        print(f"tacit up: {err}", file=sys.stderr, flush=True)
-        stop.set()
     except Exception as err:
-        print(f"tacit up: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        failed.append(str(err) if isinstance(err, UpError) else f"{type(err).__name__}: {err}")
+        print(f"tacit up: {failed[-1]}", file=sys.stderr, flush=True)
         stop.set()
 
 
