@@ -166,6 +166,18 @@ class Registry:
             s.exec(delete(ModelRow).where(col(ModelRow.id) == model_id))
             s.commit()
 
+    def record_training_set(self, model_id: str, summary: TrainingSetRow, rows: Sequence[TrainingRowRow] = ()) -> None:
+        """Record the training set of a model trained from a folder (once: a retried job records nothing new)."""
+        with self.session() as s:
+            if s.get(TrainingSetRow, model_id) is not None:
+                return
+            summary.model_id = model_id
+            s.add(summary)
+            for row in rows:
+                row.model_id = model_id
+                s.add(row)
+            s.commit()
+
     def training_set(self, model_id: str) -> TrainingSetRow | None:
         with self.session() as s:
             return s.get(TrainingSetRow, model_id)

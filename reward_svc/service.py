@@ -16,7 +16,7 @@ import numpy as np
 from reward_svc.model.adapt import user_log_likelihood
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
 from reward_svc.model.data import frame_from_vectors, load_frame
-from reward_svc.registry import ModelRow, Registry, TrainingSetRow
+from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
 from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
 from tacit.schemas.reward import StoredSessions, TrainingSetSummary
 
@@ -83,17 +83,41 @@ def _session_frame(registry: Registry, model_id: str, task: str) -> tuple[Any, l
     return frame, [r.session_id for r in rows], summary
 
 
-def _ifllm_summary(frame: Any, task: str, data_hash: str) -> TrainingSetRow:
+def _ifllm_training_set(
+    frame: Any, task: str, model: RewardModel, folder: bool
+) -> tuple[TrainingSetRow, list[TrainingRowRow]]:
+    """Counts of an IFLLM-trained model's training set and, for an IFLLM folder, one row per question under the
+    id its imported session has (`ifllm-<query id>`, tacit.ifllm.sessions): erasure and out-of-fold scores find
+    them. No content hash (the folder is not the stored sessions) and no vectors are kept."""
     rows = frame[(frame["mode"] == task) & frame["label"].notna()]
     labels = {str(int(k)): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
-    return TrainingSetRow(
+    summary = TrainingSetRow(
         model_id="",
         source="ifllm",
         sessions=len(rows),
         users=int(rows["user_id"].nunique()),
         labels_json=json.dumps(labels),
-        digest=data_hash,
+        digest=str(model.metadata["data_hash"]),
     )
+    if not folder:  # a feature table's query ids need not be IFLLM questions
+        return summary, []
+    oof = {} if model.oof is None else dict(zip(model.oof["query_id"].astype(int), model.oof["p"], strict=True))
+    members = [
+        TrainingRowRow(
+            model_id="",
+            session_id=f"ifllm-{int(r['query_id'])}",
+            user_id=str(r["user_id"]),
+            task_id=str(r["task_id"]),
+            turn=int(r["turn"]) if r["turn"] == r["turn"] else 0,
+            label=int(r["label"]),
+            samples=int(r["samples"]) if r["samples"] == r["samples"] else 0,
+            content_hash="",
+            values=[],
+            p_oof=None if int(r["query_id"]) not in oof else float(oof[int(r["query_id"])]),
+        )
+        for r in rows[["query_id", "user_id", "task_id", "turn", "label", "samples"]].to_dict("records")
+    ]
+    return summary, members
 
 
 def run_training(
@@ -161,12 +185,8 @@ def run_training(
                 "users": summary.users,
             }
         else:
-            ifllm = _ifllm_summary(frame, spec.task, model.metadata["data_hash"])
-            with registry.session() as s:
-                if s.get(TrainingSetRow, model_id) is None:
-                    ifllm.model_id = model_id
-                    s.add(ifllm)
-                    s.commit()
+            summary, members = _ifllm_training_set(frame, spec.task, model, Path(spec.folder or "").is_dir())
+            registry.record_training_set(model_id, summary, members)
         progress("saving", 0, 1)
         path = model.save(models_dir / model_id)
         meta = model.metadata

@@ -761,7 +761,9 @@ class Store:
 
     def apply_out_of_fold(self, model_id: str, model_demo: bool, members: Iterable[OutOfFold]) -> int:
         """Score a model's training sessions with their out-of-fold probabilities (kind `out_of_fold`), in one
-        transaction; only sessions still stored with the content the model saw. Sessions updated."""
+        transaction; only sessions still stored with the content the model saw (matched by id alone when the model
+        recorded no content hash: trained from an IFLLM folder, whose questions are imported as `ifllm-<id>`).
+        Sessions updated."""
         by_id = {m.session_id: m for m in members}
         if not by_id:
             return 0
@@ -772,7 +774,7 @@ class Store:
                 query = select(SessionRow).options(_LAZY_PAYLOAD)
                 for row in s.exec(query.where(col(SessionRow.session_id).in_(ids[start : start + 500]))):
                     member = by_id[row.session_id]
-                    if row.payload_sha256 != member.content_hash:
+                    if member.content_hash and row.payload_sha256 != member.content_hash:
                         continue  # erased and stored again with other content: not the session trained on
                     pairwise = row.mode == "pairwise"
                     preferred = (

@@ -253,6 +253,8 @@ def test_out_of_fold_scores_skip_sessions_stored_again_with_other_content(
         assert row is not None
         members = [OutOfFold("t-u0-0", "not-the-hash", 0.9), OutOfFold("t-u0-1", row.payload_sha256, 0.9)]
         assert store.apply_out_of_fold("m", False, members) == 1
+        # a model trained from an IFLLM folder records no content hash: matched by id
+        assert store.apply_out_of_fold("m", False, [OutOfFold("t-u0-2", "", 0.3)]) == 1
         assert store.get_session("t-u0-0").score_kind is None  # type: ignore[union-attr]
         assert store.get_session("t-u0-1").score_kind == "out_of_fold"  # type: ignore[union-attr]
         candidates = store.training_candidates("pairwise", ["t-u0"])

@@ -188,3 +188,49 @@ def test_the_public_route_takes_data_or_source_but_not_stored_sessions(
     ifllm = client.post("/v1/reward/models", json={"source": {"kind": "ifllm", "data": "/somewhere"}, "seeds": 0})
     assert ifllm.status_code == 202
     assert queue.sent[0][1][1]["source"] == {"kind": "ifllm", "data": "/somewhere"}
+
+
+def _cut(ifllm_dir: Path, out: Path, n_workers: int) -> Path:
+    """An IFLLM folder of the dev subset's first `n_workers` workers (same layout)."""
+    import csv
+    import shutil
+
+    workers = sorted(p.name for p in (ifllm_dir / "user_behavior").iterdir() if p.is_dir())[:n_workers]
+    (out / "user_behavior").mkdir(parents=True)
+    for worker in workers:
+        shutil.copytree(ifllm_dir / "user_behavior" / worker, out / "user_behavior" / worker)
+    for table in ("query_logs_table.csv", "task_table.csv"):
+        with (ifllm_dir / table).open(newline="", encoding="utf-8") as src:
+            reader = csv.DictReader(src)
+            rows = [row for row in reader if row["user_id"].strip() in workers]
+            with (out / table).open("w", newline="", encoding="utf-8") as dst:
+                writer = csv.DictWriter(dst, fieldnames=reader.fieldnames or [])
+                writer.writeheader()
+                writer.writerows(rows)
+    return out
+
+
+@pytest.mark.data
+def test_a_model_trained_on_an_ifllm_folder_records_its_questions_as_the_imported_sessions(
+    ifllm_dir: Path, tmp_path: Path
+) -> None:
+    folder = _cut(ifllm_dir, tmp_path / "ifllm", 12)
+    registry = Registry(f"sqlite:///{tmp_path / 'reward.db'}")
+    try:
+        spec = TrainRewardModel(data=str(folder), model="swap_lr", seeds=1)
+        row = registry.create(task="pairwise", model_name="swap_lr", feature_set="", spec={})
+        assert run_training(registry, row.id, spec, tmp_path / "models").status == "succeeded"
+        summary = registry.training_set(row.id)
+        members = registry.training_rows(row.id)
+        assert summary is not None
+        assert summary.source == "ifllm"
+        assert summary.sessions == len(members) > 0
+        # the imported session of each question (tacit.ifllm.sessions) has this id: erasure and scoring find it
+        assert all(m.session_id.startswith("ifllm-") and m.content_hash == "" for m in members)
+        assert all(m.p_oof is not None for m in members)
+        user = members[0].user_id
+        count, models = registry.erase_user(user)
+        assert count == sum(m.user_id == user for m in members)
+        assert models == [row.id]
+    finally:
+        registry.close()
