@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: The training table holds every served feature; the model picks its feature set's columns from it.
 FEATURE_SET = "all"
-_CHUNK = 200
+_CHUNK = 100
 
 Previous = Callable[[Session], Awaitable[Session | None]]
 

@@ -263,3 +263,26 @@ def test_out_of_fold_scores_skip_sessions_stored_again_with_other_content(
         assert all(c.received_at <= dt.datetime.now(dt.UTC) for c in candidates)
     finally:
         store.close()
+
+
+def test_pointwise_sessions_are_vectorised_one_by_one_with_their_previous_turn(
+    client: TestClient[Litestar], doubles: tuple[FeatureDouble, RewardDouble]
+) -> None:
+    features, reward = doubles
+    store: Store = client.app.state.store
+    for u in range(USERS):
+        for k in range(PER_USER):
+            session = simulate_session(
+                seed=k,
+                samples=20,
+                mode="pointwise",
+                user_id=f"p-u{u}",
+                task_id=f"p-t{u}",
+                session_id=f"p-u{u}-{k}",
+                prefer="current" if (u + k) % 2 else "previous",
+            )
+            store.put_session(msgspec.structs.replace(session, turn=k))
+    answer = client.post("/v1/reward/models", json={"source": {"kind": "sessions"}, "task": "pointwise"})
+    assert answer.status_code == 202, answer.text
+    assert features.batches == 0
+    assert len(reward.trained[0]["rows"]) == USERS * PER_USER
