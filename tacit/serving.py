@@ -3,7 +3,8 @@
 uvicorn waits forever for a request's headers and body, and keeps any number of connections: 500 connections
 that sent nothing stayed open past 60 s and 40 stalled uploads held 301 MB. With httptools (uvicorn[standard],
 what the lock installs) the protocol below closes a connection whose headers are not complete in
-`header_timeout_s` or whose body stops arriving for `body_timeout_s` (408), refuses connections above
+`header_timeout_s`, whose body stops arriving for `body_timeout_s` or takes over `body_deadline_s` in all (a
+slow drip; 408), refuses connections above
 `max_connections` (503, at once), and caps the body bytes of unfinished requests across the process (503 for
 the request that would go over).
 """
@@ -29,14 +30,19 @@ class ServerLimits:
         *,
         header_timeout_s: float = 10.0,
         body_timeout_s: float = 15.0,
+        body_deadline_s: float = 300.0,
         max_connections: int = 512,
         max_inflight_body_bytes: int = 128 * 1024 * 1024,
         graceful_shutdown_s: int = 5,
     ) -> None:
-        if min(header_timeout_s, body_timeout_s, graceful_shutdown_s, max_connections, max_inflight_body_bytes) <= 0:
+        if (
+            min(header_timeout_s, body_timeout_s, body_deadline_s, graceful_shutdown_s) <= 0
+            or min(max_connections, max_inflight_body_bytes) < 1
+        ):
             raise ValueError("server limits must be positive")
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
         self.max_connections = max_connections
         self.max_inflight_body_bytes = max_inflight_body_bytes
         self.graceful_shutdown_s = graceful_shutdown_s
@@ -81,6 +87,7 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
         _held = 0  # body bytes of the current request counted in limits.inflight_body_bytes
+        _body_due = 0.0  # loop time by which the current request's body must be complete
         _phase = "headers"
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -108,7 +115,8 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             self._phase = "body"
-            self._arm(limits.body_timeout_s)
+            self._body_due = self.loop.time() + limits.body_deadline_s
+            self._arm_body()
 
         def on_body(self, body: bytes) -> None:
             if limits.inflight_body_bytes + len(body) > limits.max_inflight_body_bytes:
@@ -119,7 +127,7 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
                 return
             limits.inflight_body_bytes += len(body)
             self._held += len(body)
-            self._arm(limits.body_timeout_s)
+            self._arm_body()
             super().on_body(body)
 
         def on_message_complete(self) -> None:
@@ -141,6 +149,10 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
             self._disarm()
             self._timer = self.loop.call_later(seconds, self._timed_out)
 
+        def _arm_body(self) -> None:
+            """The idle timeout, or what is left of the deadline when that is sooner."""
+            self._arm(max(0.0, min(limits.body_timeout_s, self._body_due - self.loop.time())))
+
         def _disarm(self) -> None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -161,10 +173,13 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
                 return
             what = "headers" if self._phase == "headers" else "body"
             limits.refused(f"request {what} timed out")
-            seconds = limits.header_timeout_s if what == "headers" else limits.body_timeout_s
-            self._abort(
-                408, "Request Timeout", "timeout", what, f"the request {what} did not arrive within {seconds:g} s"
-            )
+            if what == "headers":
+                detail = f"the request headers did not arrive within {limits.header_timeout_s:g} s"
+            elif self.loop.time() >= self._body_due:
+                detail = f"the request body took longer than {limits.body_deadline_s:g} s"
+            else:
+                detail = f"the request body stopped arriving for {limits.body_timeout_s:g} s"
+            self._abort(408, "Request Timeout", "timeout", what, detail)
 
         def _abort(self, status: int, reason: str, code: str, field: str, detail: str) -> None:
             self._disarm()

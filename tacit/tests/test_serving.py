@@ -234,3 +234,31 @@ def test_a_stop_does_not_wait_forever_for_open_streams(tmp_path: Path, servers: 
         with contextlib.suppress(httpx.HTTPError):
             stream.__exit__(None, None, None)
     assert waited < 4
+
+
+def test_a_body_sent_in_a_slow_drip_is_cut_at_the_deadline(tmp_path: Path, servers: list[Server]) -> None:
+    server = _start(tmp_path, "{'body_timeout_s': 0.5, 'body_deadline_s': 1.5}")
+    servers.append(server)
+    sock = _connect(server.port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    sock.setblocking(False)
+    start = time.monotonic()
+    answer, cut_after = b"", None
+    try:
+        while time.monotonic() - start < 6:  # 100 bytes every 0.2 s: never idle for 0.5 s
+            try:
+                chunk = sock.recv(4096)
+            except BlockingIOError:
+                chunk = None
+            if chunk is not None:  # the server answered or closed
+                answer += chunk
+                cut_after = time.monotonic() - start
+                break
+            sock.sendall(b"x" * 100)
+            time.sleep(0.2)
+    except OSError:  # reset: the server closed with our last bytes unread
+        cut_after = time.monotonic() - start
+    finally:
+        sock.close()
+    assert cut_after is not None, "a slow drip kept the request open"
+    assert 1.3 < cut_after < 4
+    assert not answer or (b" 408 " in answer and b"took longer than 1.5 s" in answer)
