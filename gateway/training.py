@@ -7,6 +7,7 @@ explicit feedback. reward_svc gets the rows and trains them as a job; nothing is
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -57,6 +58,11 @@ def check_counts(rows: Sequence[TrainingCandidate], *, left_out: str = "") -> No
     )
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A filter's time in UTC (a naive one is taken to be UTC already, as the store takes it)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def select_training(store: Store, spec: TrainRewardModel) -> list[TrainingCandidate]:
     """The labelled sessions the filters of `spec.source` select; a 4xx naming the first filter that leaves
     nothing (or the counts, when they are too few)."""
@@ -76,10 +82,10 @@ def select_training(store: Store, spec: TrainRewardModel) -> list[TrainingCandid
         )
     filters: list[tuple[str, Callable[[TrainingCandidate], bool], str]] = []
     if source.since is not None:
-        since = source.since
+        since = _utc(source.since)
         filters.append(("source.since", lambda r: r.received_at >= since, f"received at or after {since.isoformat()}"))
     if source.until is not None:
-        until = source.until
+        until = _utc(source.until)
         filters.append(("source.until", lambda r: r.received_at < until, f"received before {until.isoformat()}"))
     if not source.include_demo:
         filters.append(("source.include_demo", lambda r: not r.demo, "not recorded with a demo token"))

@@ -186,6 +186,7 @@ def test_activation_gives_the_training_sessions_their_out_of_fold_scores(
     [
         ({"user_ids": ["t-u0", "nobody", "ghost"]}, 422, "source.user_ids", "no stored sessions of ghost, nobody"),
         ({"since": "2999-01-01T00:00:00Z"}, 422, "source.since", "none of the 26 pairwise sessions"),
+        ({"since": "2999-01-01T00:00:00"}, 422, "source.since", "2999-01-01T00:00:00+00:00"),  # naive: UTC
         ({"until": "2000-01-01T00:00:00Z"}, 422, "source.until", "received before"),
         ({"labelled": False}, 422, "source.labelled", "has an explicit label"),
         ({"user_ids": ["t-demo"]}, 422, "source.include_demo", "demo token"),

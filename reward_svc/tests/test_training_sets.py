@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ from litestar.testing import TestClient
 
 from feature_svc.features import vectorize
 from reward_svc.app import create_app
-from reward_svc.registry import Registry
+from reward_svc.registry import Registry, TrainingRowRow, TrainingSetRow
 from reward_svc.service import Scorer, run_training
 from tacit.schemas.reward import SessionTrainingSet, StoredSessions, TrainingRow, TrainRewardModel
 from tacit.settings import RewardSettings
@@ -232,5 +233,40 @@ def test_a_model_trained_on_an_ifllm_folder_records_its_questions_as_the_importe
         count, models = registry.erase_user(user)
         assert count == sum(m.user_id == user for m in members)
         assert models == [row.id]
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_training_tables_on_both_databases(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    url = f"sqlite:///{tmp_path / 'reward.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    registry = Registry(url)
+    try:
+        user = f"db-{uuid.uuid4().hex[:8]}"
+        rows = [
+            TrainingRowRow(
+                model_id="",
+                session_id=f"{user}-{k}",
+                user_id=user if k < 2 else f"{user}-other",
+                task_id="t",
+                label=k % 2,
+                content_hash="h",
+                values=[0.5, float(k)],
+            )
+            for k in range(4)
+        ]
+        summary = TrainingSetRow(model_id="", source="sessions", sessions=4, users=2, names_json='["a", "b"]')
+        row = registry.create(
+            task="pairwise", model_name="swap_lr", feature_set="all", spec={}, training_set=summary, training_rows=rows
+        )
+        assert [r.values for r in registry.training_rows(row.id)] == [[0.5, 0.0], [0.5, 1.0], [0.5, 2.0], [0.5, 3.0]]
+        assert registry.set_out_of_fold(row.id, {f"{user}-0": 0.25, f"{user}-3": 0.75}) == 2
+        assert registry.out_of_fold(row.id) == {f"{user}-0": 0.25, f"{user}-3": 0.75}
+        assert registry.erase_user(user) == (2, [row.id])
+        assert registry.out_of_fold(row.id) == {f"{user}-3": 0.75}
+        registry.delete(row.id)
+        assert registry.get(row.id) is None
+        assert registry.training_set(row.id) is None
+        assert registry.training_rows(row.id) == []
     finally:
         registry.close()
