@@ -622,16 +622,34 @@ def bootstrap_admin_key(environ: Mapping[str, str], home: Path, *, rotate: bool 
         store.close()
 
 
-def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
-    """Fail every alignment job still `running` (its worker is gone: none runs yet, or it just exited) with
-    `reason`; a job whose cancel was asked for ends `cancelled`. Returns their ids."""
-    from gateway.db.alignment import AlignmentJobs
+def _own_database(environ: Mapping[str, str]) -> bool:
+    """Whether the gateway database is this stack's own SQLite file (no worker elsewhere can be using it)."""
+    url = load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ)
+    home = environ.get("TACIT_HOME", "")
+    return url.startswith("sqlite") and bool(home) and home in url
 
+
+def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
+    """Fail every alignment job still `running` whose worker is gone, with `reason`; a job whose cancel was asked
+    for ends `cancelled`. Returns their ids.
+
+    In the stack's own database every `running` job is orphaned (its workers are this stack's, and none runs yet
+    or the one that ran it just exited). In a shared database (TACIT_DATABASE_URL: workers on other hosts) only
+    jobs whose worker has been silent past the workers' `stale_after_s` are.
+    """
+    from gateway.db.alignment import AlignmentJobs
+    from gateway.db.models import utcnow
+    from tacit.settings import WorkerSettings
+
+    stale_after_s = load_settings(WorkerSettings, "TACIT_WORKER_", environ).stale_after_s
+    silent_for = None if _own_database(environ) else stale_after_s
     store = _gateway_store(environ)
     try:
         jobs = AlignmentJobs(store)
         reaped = []
         for row in jobs.list_jobs(status="running", limit=10_000):
+            if silent_for is not None and (utcnow() - row.updated_at).total_seconds() < silent_for:
+                continue  # its worker may be alive on another host
             if row.cancel_requested:
                 done = jobs.finish(row.id, "cancelled", error=f"cancelled; {reason}")
             else:

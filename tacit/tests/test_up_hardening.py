@@ -478,3 +478,29 @@ def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Pa
         client.flushdb()
         client.close()
         store.close()
+
+
+def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_path: Path) -> None:
+    pytest.importorskip("gateway.db")
+    from gateway.db import Store
+    from gateway.db.alignment import AlignmentJobs
+    from gateway.tests.test_alignment_store import SUMMARY, _pair
+
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"  # TACIT_DATABASE_URL: workers on other hosts may use it
+    env = {
+        "TACIT_HOME": str(tmp_path / "home"),
+        "TACIT_DATABASE_URL": shared,
+        "TACIT_WORKER_HEARTBEAT_S": "0.1",
+        "TACIT_WORKER_STALE_AFTER_S": "0.5",
+    }
+    store = Store(shared)
+    store.migrate()
+    jobs = AlignmentJobs(store)
+    try:
+        job_id = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(1, ("alice",))]).id
+        jobs.claim(job_id, "celery@gpu-host")
+        assert reap_alignment_jobs(env, "tacit up started") == []  # heard of just now: maybe alive elsewhere
+        time.sleep(0.6)
+        assert reap_alignment_jobs(env, "tacit up started") == [job_id]
+    finally:
+        store.close()
