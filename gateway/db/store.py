@@ -428,11 +428,12 @@ class Store:
         )
         with self._read() as s:
             rows = s.exec(query).all()
-        return [
-            (float(p_pop if p_pop is not None else p), int(label), str(model_id))
-            for p_pop, p, label, model_id in rows
-            if model_id is not None and (p_pop is not None or p is not None)
-        ]
+        history: list[tuple[float, int, str]] = []
+        for p_pop, p, label, model_id in rows:
+            population = p_pop if p_pop is not None else p  # scores from before adaptation are population ones
+            if model_id is not None and population is not None and label is not None:
+                history.append((float(population), int(label), str(model_id)))
+        return history
 
     def load_payload(self, row: SessionRow) -> Session:
         """The stored (consent-stripped) Session of a row; raises PayloadPurgedError after retention dropped it."""
