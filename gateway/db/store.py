@@ -37,6 +37,7 @@ from sqlmodel import col, select
 from gateway.db.migrations import current_version, migrate
 from gateway.db.models import (
     JOB_STATES,
+    AlignmentJobRow,
     AlignmentPairRow,
     AlignmentPairUserRow,
     Erasure,
@@ -850,6 +851,14 @@ class Store:
                 AlignmentPairUserRow.user_id == user_id
             )
             pair_key = tuple_(col(AlignmentPairRow.job_id), col(AlignmentPairRow.pair_id))
+            # The user's prompts also sit in the evaluation answers of the jobs trained on them: redact those files
+            # before the pairs (the only record of which prompts were theirs) are deleted.
+            prompts: dict[str, set[str]] = {}
+            for job_id, pair in s.exec(
+                select(AlignmentPairRow.job_id, AlignmentPairRow.pair).where(pair_key.in_(links))
+            ).all():
+                prompts.setdefault(job_id, set()).add(str(pair.get("prompt", "")))
+            deleted["evaluation_answers"] = self._redact_answers(s, prompts)
             deleted["alignment_pairs"] = s.exec(delete(AlignmentPairRow).where(pair_key.in_(links))).rowcount
             # Every link of those pairs goes with them: a pair merged from several users' sessions is gone for all.
             link_key = tuple_(col(AlignmentPairUserRow.job_id), col(AlignmentPairUserRow.pair_id))
@@ -865,6 +874,42 @@ class Store:
             s.commit()
         self._checkpoint()
         return record
+
+    @staticmethod
+    def _redact_answers(s: DbSession, prompts: dict[str, set[str]]) -> int:
+        """Rewrite each job's evaluation/answers.jsonl without the lines of these prompts; the lines removed.
+
+        A file written by a worker on another host is not reachable here; it is left and the count says so (0).
+        The rewrite goes through a temporary file and an atomic rename, so a reader never sees half a file.
+        """
+        removed = 0
+        if not prompts:
+            return 0
+        rows = s.exec(
+            select(AlignmentJobRow.id, AlignmentJobRow.result).where(col(AlignmentJobRow.id).in_(list(prompts)))
+        )
+        for job_id, result in rows.all():
+            path_text = ((result or {}).get("evaluation") or {}).get("answers_path")
+            if not path_text:
+                continue
+            path = Path(path_text)
+            if not path.is_file():
+                continue
+            kept: list[bytes] = []
+            with path.open("rb") as f:
+                for line in f:
+                    try:
+                        prompt = msgspec.json.decode(line).get("prompt")
+                    except msgspec.DecodeError:
+                        prompt = None
+                    if prompt in prompts[job_id]:
+                        removed += 1
+                    else:
+                        kept.append(line)
+            tmp = path.with_name(path.name + ".redacting")
+            tmp.write_bytes(b"".join(kept))
+            tmp.replace(path)
+        return removed
 
     def erasures(self, user_id: str | None = None) -> list[Erasure]:
         """Erasure records, newest first; only those of `user_id` (matched by its hash) when given."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
 from align_worker.training.data import pair_id
@@ -108,3 +109,21 @@ def test_erasure_removes_the_users_pairs_and_names_the_job(jobs: AlignmentJobs) 
     assert training_set_id(job_id) in erasure.models_affected
     assert all(v == 0 for v in store.count_user_rows("alice").values())
     assert [p.users for p in jobs.pairs(job_id)] == [("bob",)]
+
+
+def test_erasure_redacts_the_users_prompts_from_the_evaluation_answers(jobs: AlignmentJobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    job_id = _create(jobs)
+    answers = tmp_path / job_id / "evaluation" / "answers.jsonl"
+    answers.parent.mkdir(parents=True)
+    lines = [{"prompt": _pair(n, ("x",)).prompt, "sft": f"a{n}", "aligned": f"b{n}"} for n in (1, 2, 3)]
+    answers.write_text("".join(msgspec.json.encode(line).decode() + "\n" for line in lines))
+    assert jobs.claim(job_id, "w1") is not None
+    result = {"evaluation": {"prompts": 3, "answers_path": str(answers)}, "artifacts": [], "stages": []}
+    assert jobs.finish(job_id, "succeeded", result=result) is not None
+    erasure = jobs.store.erase_user("bob")  # bob's pairs: prompts 2 (shared with alice) and 3
+    assert erasure.rows_deleted["evaluation_answers"] == 2
+    remaining = [msgspec.json.decode(line)["prompt"] for line in answers.read_text().splitlines()]
+    assert remaining == [_pair(1, ("x",)).prompt]  # only the prompt no pair of bob's carried
+    assert not list(answers.parent.glob("*.redacting"))
+    # an erasure with nothing of the user's left in the file changes nothing (idempotent)
+    assert jobs.store.erase_user("bob").rows_deleted["evaluation_answers"] == 0

@@ -477,7 +477,7 @@ def test_erase_user_empties_every_table_and_names_the_models(store: Store) -> No
     assert store.count_user_rows("alice") == {"sessions": 3, "training_sets": 2, **NO_PAIRS}
 
     erasure = store.erase_user("alice")
-    assert erasure.rows_deleted == {"sessions": 3, "training_sets": 2, **NO_PAIRS}
+    assert erasure.rows_deleted == {"sessions": 3, "training_sets": 2, "evaluation_answers": 0, **NO_PAIRS}
     assert erasure.models_affected == ["m-a", "m-both"]
     assert erasure.user_hash == hashlib.sha256(b"alice").hexdigest()
     assert erasure.at.tzinfo is not None
@@ -490,7 +490,7 @@ def test_erase_user_empties_every_table_and_names_the_models(store: Store) -> No
     assert store.erasures("bob") == []
 
     again = store.erase_user("alice")
-    assert again.rows_deleted == {"sessions": 0, "training_sets": 0, **NO_PAIRS}
+    assert again.rows_deleted == {"sessions": 0, "training_sets": 0, "evaluation_answers": 0, **NO_PAIRS}
     assert again.models_affected == []
     assert len(store.erasures()) == 2
 
