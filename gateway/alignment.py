@@ -33,7 +33,7 @@ from litestar.response.sse import ServerSentEventMessage
 from align_worker.training.data import Observation, pairs_from_sessions
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
-from gateway.db import PayloadPurgedError, Store
+from gateway.db import Store
 from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
 from gateway.db.models import AlignmentJobRow, utcnow
 from tacit.schemas.align import (
@@ -81,10 +81,12 @@ def load_observations(
     cursor: str | None = None
     while True:
         rows, cursor = store.list_sessions(limit=page, cursor=cursor)
+        # texts only, one query per page: pairs need the question, the answers and the feedback, never the
+        # trajectories (decoding those made each preview cost seconds of CPU and gigabytes with a few clients)
+        texts = store.load_texts(rows)
         for row in rows:
-            try:
-                session = store.load_payload(row)
-            except PayloadPurgedError:
+            session = texts.get(row.session_id)
+            if session is None:
                 purged += 1
                 continue
             earlier[(row.user_id, row.task_id)].append(session)
@@ -270,8 +272,37 @@ async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | 
 async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
     model_id = await _default_model(state, selection)
-    pairs, summary = await anyio.to_thread.run_sync(build_pairs, state.store, selection, model_id)
-    return json_response({"summary": summary, "pairs": pairs})
+    return Response(await _PREVIEWS.get(state.store, selection, model_id), media_type="application/json")
+
+
+class _PreviewCache:
+    """One preview build at a time per gateway, and its answer reused while no session changed.
+
+    A preview reads every stored session; without this, a few clients with a read key could keep every core busy
+    and hold a copy of the store each. The key is the selection, the model and `Store.sessions_version()`, so an
+    answer is never stale; at most `size` answers are kept (their JSON bytes).
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.answers: dict[tuple[int, bytes, str | None, tuple[int, int, str, str]], bytes] = {}
+        self.lock = anyio.Lock()
+
+    async def get(self, store: Any, selection: PairSelection, model_id: str | None) -> bytes:
+        async with self.lock:
+            version = await anyio.to_thread.run_sync(store.sessions_version)
+            key = (id(store), _ENCODER.encode(selection), model_id, version)  # a process may serve several stores
+            cached = self.answers.get(key)
+            if cached is None:
+                pairs, summary = await anyio.to_thread.run_sync(build_pairs, store, selection, model_id)
+                cached = _ENCODER.encode({"summary": summary, "pairs": pairs})
+                if len(self.answers) >= self.size:
+                    self.answers.pop(next(iter(self.answers)))
+                self.answers[key] = cached
+            return cached
+
+
+_PREVIEWS = _PreviewCache()
 
 
 def _silent_s(row: AlignmentJobRow) -> float:

@@ -48,7 +48,7 @@ from gateway.db.models import (
     TrainingSetRow,
     utcnow,
 )
-from gateway.db.payload import Prepared, canonical_json, decode_payload, prepare, strip_unconsented
+from gateway.db.payload import Prepared, canonical_json, decode_payload, decode_text, prepare, strip_unconsented
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Session
@@ -446,6 +446,31 @@ class Store:
         if payload is None:
             raise PayloadPurgedError(row.session_id)
         return decode_payload(payload)
+
+    def load_texts(self, rows: Sequence[SessionRow]) -> dict[str, Session]:
+        """Sessions of `rows` without trajectories, in one query (rows whose payload was purged are absent)."""
+        ids = [row.session_id for row in rows]
+        if not ids:
+            return {}
+        with self._read() as s:
+            found = s.exec(
+                select(SessionRow.session_id, SessionRow.payload).where(col(SessionRow.session_id).in_(ids))
+            ).all()
+        return {session_id: decode_text(payload) for session_id, payload in found if payload is not None}
+
+    def sessions_version(self) -> tuple[int, int, str, str]:
+        """(sessions, payloads kept, newest received_at, newest scored_at): changes whenever pairs could change
+        (an ingest, an erasure, a retention purge, a rescoring)."""
+        with self._read() as s:
+            count, kept, received, scored = s.exec(
+                select(
+                    func.count(),
+                    func.count(SessionRow.payload),
+                    func.max(SessionRow.received_at),
+                    func.max(SessionRow.scored_at),
+                )
+            ).one()
+        return int(count), int(kept), str(received), str(scored)
 
     def list_sessions(
         self,
