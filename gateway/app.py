@@ -150,6 +150,8 @@ class Pipeline:
         self.store, self.features, self.reward = store, features, reward
         self.settings, self.metrics = settings, metrics
         self._sets: dict[str, tuple[float, str]] = {}
+        #: Models whose training sessions this process gave their out-of-fold scores (gateway._score_training_set).
+        self.out_of_fold_applied: set[str] = set()
 
     async def feature_set(self, mode: str) -> str:
         cached = self._sets.get(mode)
@@ -549,18 +551,22 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
     state.pipeline._sets.clear()  # the feature set follows the active model
     if (response.status_code or 500) < 300:
-        await _score_training_set(state, model_id)
+        pipeline: Pipeline = state.pipeline
+        if await _score_training_set(pipeline.reward, pipeline.store, model_id):
+            pipeline.out_of_fold_applied.add(model_id)
         # sessions set aside for want of a model are due now
         await anyio.to_thread.run_sync(state.store.retry_deferred)
     return response
 
 
-async def _score_training_set(state: State, model_id: str) -> None:
-    """The active model's own training sessions get their out-of-fold scores (never in-sample ones)."""
-    # The model is active whatever happens here: a failure is logged, not answered (scoring these sessions later
-    # through reward_svc gives their out-of-fold probabilities too).
+async def _score_training_set(reward: RewardClient, store: Store, model_id: str) -> bool:
+    """The model's own training sessions get their out-of-fold scores (never in-sample ones); whether it was done.
+
+    A failure is logged, not raised: the model is active whatever happens here (and scoring these sessions later
+    through reward_svc gives their out-of-fold probabilities too).
+    """
     try:
-        response = await state.reward.request("GET", f"/v1/reward/models/{_segment(model_id)}/training-set")
+        response = await reward.request("GET", f"/v1/reward/models/{_segment(model_id)}/training-set")
         members = msgspec.json.decode(response.content, type=TrainingMembers)
         held_out = [
             OutOfFold(m.session_id, m.content_hash, m.p_out_of_fold)
@@ -568,9 +574,25 @@ async def _score_training_set(state: State, model_id: str) -> None:
             if m.p_out_of_fold is not None
         ]
         if held_out:
-            await anyio.to_thread.run_sync(state.store.apply_out_of_fold, members.model_id, members.demo, held_out)
+            await anyio.to_thread.run_sync(store.apply_out_of_fold, members.model_id, members.demo, held_out)
     except Exception as err:
-        logger.warning("activation of %s: training-set scores not applied: %s: %s", model_id, type(err).__name__, err)
+        logger.warning("model %s: training-set scores not applied: %s: %s", model_id, type(err).__name__, err)
+        return False
+    return True
+
+
+async def _apply_active_training_sets(pipeline: Pipeline) -> None:
+    """A model made active elsewhere (a training job with `activate`, another gateway) gets its training sessions'
+    out-of-fold scores too, once per model and gateway process."""
+    for mode in ("pairwise", "pointwise"):
+        try:
+            model_id = await pipeline.reward.active_model_id(mode)
+        except (DependencyDownError, DependencyError):
+            return
+        if model_id is None or model_id in pipeline.out_of_fold_applied:
+            continue
+        if await _score_training_set(pipeline.reward, pipeline.store, model_id):
+            pipeline.out_of_fold_applied.add(model_id)
 
 
 # --- imports ------------------------------------------------------------------------------------------------
@@ -848,11 +870,20 @@ def create_app(
     )
 
 
+#: How often (in rescoring intervals, at least a second) the rescoring loop looks for a newly active model whose
+#: training sessions need their out-of-fold scores.
+_ACTIVE_CHECK_INTERVALS = 5
+
+
 async def _rescore_loop(pipeline: Pipeline, interval: float) -> None:
     """Score sessions stored while a dependency was down, once it is back."""
+    checked = 0.0
     while True:
         await asyncio.sleep(interval)
         try:
+            if time.monotonic() - checked >= max(interval * _ACTIVE_CHECK_INTERVALS, 1.0):
+                checked = time.monotonic()
+                await _apply_active_training_sets(pipeline)
             while await pipeline.rescore_pending() > 0:  # drain a backlog (e.g. after an import) before sleeping
                 pass
         except Exception:  # keep the loop alive whatever one pass hits

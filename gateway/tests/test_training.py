@@ -4,6 +4,7 @@ the selection and its 4xx, the rows sent, the users recorded, out-of-fold scores
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class RewardDouble:
         self.trained: list[dict[str, Any]] = []
         self.members: list[dict[str, Any]] = []
         self.erased: list[str] = []
+        self.active_elsewhere = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -87,7 +89,10 @@ class RewardDouble:
             self.erased.append(request.url.params["user_id"])
             return httpx.Response(200, json={"rows_deleted": PER_USER, "models_affected": ["m-sessions"]})
         if path == "/v1/reward/models":
-            return httpx.Response(200, json=[])
+            active = self.active_elsewhere and request.url.params.get("task") == "pairwise"
+            return httpx.Response(
+                200, json=[{"id": "m-sessions", "active": True, "feature_set": "all"}] if active else []
+            )
         return httpx.Response(409, json={"code": "no_model", "field": "mode", "detail": "no active model"})
 
 
@@ -287,3 +292,23 @@ def test_pointwise_sessions_are_vectorised_one_by_one_with_their_previous_turn(
     assert answer.status_code == 202, answer.text
     assert features.batches == 0
     assert len(reward.trained[0]["rows"]) == USERS * PER_USER
+
+
+def test_a_model_activated_elsewhere_gets_its_training_sessions_scored_out_of_fold(
+    database: str, stored: dict[str, str], doubles: tuple[FeatureDouble, RewardDouble]
+) -> None:
+    # e.g. a training request with "activate": true: reward_svc activates it when the job ends, not the gateway
+    features, reward = doubles
+    settings = GatewaySettings(database_url=database, retries=0, timeout_s=1, rescore_interval_s=0.05)
+    app = create_app(
+        settings, feature_transport=httpx.MockTransport(features), reward_transport=httpx.MockTransport(reward)
+    )
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {stored['admin']}"
+        assert _train(client).status_code == 202
+        reward.active_elsewhere = True
+        store: Store = client.app.state.store
+        deadline = time.monotonic() + 20
+        while (row := store.get_session("t-u5-3")) is None or row.score_kind != "out_of_fold":
+            assert time.monotonic() < deadline, "the training sessions were not scored out of fold"
+            time.sleep(0.05)
