@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import anyio.to_thread
 
@@ -136,8 +135,20 @@ async def _vectors(
     return found
 
 
-def _stored_vector(store: Store, row: SessionRow) -> FeatureVector | None:
-    return store.features_of(row) if row.feature_set == FEATURE_SET else None
+def _load(store: Store, ids: list[str]) -> tuple[list[SessionRow], list[Session], dict[str, FeatureVector]]:
+    """The rows of `ids` still stored, their sessions, and the stored `all` vectors of those whose trajectories
+    retention purged (a thread's work: reads and decompression)."""
+    rows = store.sessions_by_id(ids)
+    sessions: list[Session] = []
+    stored: dict[str, FeatureVector] = {}
+    for row in rows:
+        try:
+            sessions.append(store.load_payload(row))
+        except PayloadPurgedError:
+            vector = store.features_of(row) if row.feature_set == FEATURE_SET else None
+            if vector is not None:
+                stored[row.session_id] = vector
+    return rows, sessions, stored
 
 
 async def training_set(
@@ -145,39 +156,24 @@ async def training_set(
 ) -> tuple[SessionTrainingSet, set[str]]:
     """The selected labelled sessions as training rows (served `all` vectors), and their users.
 
-    A session whose trajectories retention purged keeps its stored vector when that is of the `all` set; one
-    with neither is left out (and counted in the 422 when too few remain). Raises DependencyDownError when
-    feature_svc is down (nothing is written).
+    A session whose trajectories retention purged keeps its stored vector when that is of the `all` set in the
+    version the extractor serves now; one with neither is left out (and counted in the 422 when too few remain).
+    Raises DependencyDownError when feature_svc is down (nothing is written).
     """
     selected = await anyio.to_thread.run_sync(select_training, store, spec)
-    chosen: list[tuple[SessionRow, FeatureVector]] = []
-    left_out = 0
+    computed: list[tuple[SessionRow, FeatureVector]] = []
+    stored: list[tuple[SessionRow, FeatureVector]] = []
     for start in range(0, len(selected), _CHUNK):
         ids = [r.session_id for r in selected[start : start + _CHUNK]]
-        rows = await anyio.to_thread.run_sync(store.sessions_by_id, ids)
-        sessions: list[Session] = []
-        kept: dict[str, Any] = {}
-        for row in rows:
-            try:
-                sessions.append(store.load_payload(row))
-            except PayloadPurgedError:
-                vector = _stored_vector(store, row)
-                if vector is None:
-                    left_out += 1
-                else:
-                    kept[row.session_id] = vector
-        kept.update(await _vectors(features, sessions, spec.task, previous))
-        for row in rows:
-            if row.session_id in kept:
-                chosen.append((row, kept[row.session_id]))
-            elif row.payload is not None:
-                left_out += 1
-        left_out += len(ids) - len(rows)  # erased meanwhile
-    # one feature-set version for the table: the one the extractor serves now (stored vectors may be older)
-    versions = [v.feature_set_version for _, v in chosen]
+        rows, sessions, kept = await anyio.to_thread.run_sync(_load, store, ids)
+        fresh = await _vectors(features, sessions, spec.task, previous)
+        computed += [(row, fresh[row.session_id]) for row in rows if row.session_id in fresh]
+        stored += [(row, kept[row.session_id]) for row in rows if row.session_id in kept]
+    # one feature-set version for the table: the one the extractor serves now (a stored vector may be older)
+    versions = [v.feature_set_version for _, v in computed or stored]
     version = max(set(versions), key=versions.count) if versions else ""
-    usable = [(row, v) for row, v in chosen if v.feature_set_version == version]
-    left_out += len(chosen) - len(usable)
+    usable = [(row, v) for row, v in computed + stored if v.feature_set_version == version]
+    left_out = len(selected) - len(usable)
     by_id = {r.session_id: r for r in selected}
     check_counts(
         [by_id[row.session_id] for row, _ in usable],
