@@ -35,6 +35,7 @@ from gateway.access import AuthFailures, bearer, json_response, scoped
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
+from gateway.data_roots import allowed_path
 from gateway.db import OutOfFold, PayloadPurgedError, SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.limits import RateLimiter
@@ -532,6 +533,8 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
     body = await request.body()
     spec = decode_train(body)
     if not isinstance(spec.source, StoredSessions):
+        settings: GatewaySettings = state.settings
+        allowed_path(spec.folder or "", settings.data_roots, "data" if spec.data is not None else "source.data")
         return await _proxy(state, "POST", "/v1/reward/models", body)
     pipeline: Pipeline = state.pipeline
     training, users = await training_set(state.store, state.features, spec, pipeline.previous)
@@ -674,9 +677,8 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
         raise RequestError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
     except (msgspec.DecodeError, UnicodeError) as err:
         raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
-    from pathlib import Path
-
-    root = Path(spec.data)
+    settings: GatewaySettings = state.settings
+    root = allowed_path(spec.data, settings.data_roots, "data")  # outside the roots: the same 422, existing or not
     if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():
         raise RequestError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
     job = await anyio.to_thread.run_sync(state.store.create_job, "import_ifllm", {"data": spec.data})

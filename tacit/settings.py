@@ -128,6 +128,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_key: str = ""
     """When set, `/metrics` needs `Authorization: Bearer <metrics_key>` (Prometheus: `authorization.credentials`);
     empty = open (bind the gateway to a private address then)."""
+    data_roots: list[str] = []
+    """Folders whose contents requests may name (IFLLM imports, training data); a path elsewhere gets 422 "not an
+    allowed data folder" whether it exists or not. Empty = no restriction (a development machine only; `tacit up`
+    sets `<home>/data` and its `--data` folder, compose `/data`)."""
     rescore_defer_s: float = 60.0
     """A pending session the reward service refused (409, e.g. no active model for its mode) is retried after this
     long, so it never holds back the others; activating a model retries all of them at once."""

@@ -512,6 +512,16 @@ def secure_home(home: Path) -> None:
                     path.chmod(stat.S_IMODE(mode) & 0o700)
 
 
+def data_roots_env(home: Path, data: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The folders the gateway may read IFLLM data or training tables from: `<home>/data` and `--data`
+    (unless TACIT_GATEWAY_DATA_ROOTS is set by the user)."""
+    if "TACIT_GATEWAY_DATA_ROOTS" in environ:
+        return {}
+    roots = [str(home / "data")] + ([str(data.expanduser().resolve())] if data is not None else [])
+    (home / "data").mkdir(mode=0o700, exist_ok=True)
+    return {"TACIT_GATEWAY_DATA_ROOTS": json.dumps(roots)}
+
+
 def child_env(home: Path, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
     """What every child shares: the data home and the Redis every queue and service uses."""
     env = dict(environ)
@@ -1001,7 +1011,7 @@ def up(
         print(f"  redis         {redact(stack.redis.url)} ({stack.redis.source})", file=out, flush=True)
         if stack.redis.service is None and urlsplit(stack.redis.url).password is None:
             print("  warning: this Redis takes no password; anyone who reaches it can run jobs", file=out, flush=True)
-        env = child_env(home, env_in, stack.redis.url) | _demo_env(env_in)
+        env = child_env(home, env_in, stack.redis.url) | _demo_env(env_in) | data_roots_env(home, args.data, env_in)
         _reap(env, "an earlier tacit up stopped", say)
         _requeue(env, stack.redis.url, say)
         services = build_services(home, env, args.port)

@@ -504,3 +504,15 @@ def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_pa
         assert reap_alignment_jobs(env, "tacit up started") == [job_id]
     finally:
         store.close()
+
+
+def test_the_gateway_reads_data_only_from_the_home_and_the_data_folder(tmp_path: Path) -> None:
+    from tacit.up import data_roots_env
+
+    home, data = tmp_path / "home", tmp_path / "ifllm"
+    home.mkdir()
+    data.mkdir()
+    roots = json.loads(data_roots_env(home, data, {})["TACIT_GATEWAY_DATA_ROOTS"])
+    assert roots == [str(home / "data"), str(data.resolve())]
+    assert (home / "data").is_dir()
+    assert data_roots_env(home, None, {"TACIT_GATEWAY_DATA_ROOTS": "[]"}) == {}  # the user's own setting wins
