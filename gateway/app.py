@@ -382,20 +382,38 @@ async def post_session(request: Request[Any, Any, Any], state: State) -> Respons
     return json_response(result, 200 if result.status == "scored" else 202)
 
 
-@post(
-    "/v1/sessions:batch",
-    status_code=200,
-    summary="Ingest many sessions",
-    **scoped("ingest", dict[str, list[SessionScore]]),
-)
-async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    batch: SessionBatch = decode_body(_BATCH, await request.body())
-    for i, session in enumerate(batch.sessions):  # validate all before storing any
+#: A batch body is at most this large (and at most 500 sessions, the schema's limit): a decoded session takes
+#: about 15 times its JSON in memory, so this bounds one batch to a few hundred MB.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+#: Batches decoded at once per gateway process; the others wait (their bodies are already bounded above).
+_BATCH_DECODERS = anyio.CapacityLimiter(2)
+
+
+def _decode_batch(body: bytes) -> SessionBatch:
+    """Decode and validate every session of a batch before any is stored (runs in a worker thread)."""
+    batch: SessionBatch = decode_body(_BATCH, body)
+    for i, session in enumerate(batch.sessions):
         try:
             validate_session(session)
             refuse_nul_ids(session)
         except SessionError as err:
             raise SessionError(f"sessions[{i}].{err.field}", err.detail, err.code) from None
+    return batch
+
+
+@post(
+    "/v1/sessions:batch",
+    status_code=200,
+    summary=f"Ingest many sessions (at most 500 and {MAX_BATCH_BYTES // (1024 * 1024)} MiB per batch)",
+    request_max_body_size=MAX_BATCH_BYTES,
+    **scoped("ingest", dict[str, list[SessionScore]]),
+)
+async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    body = await request.body()
+    # decoding a large batch takes CPU: off the event loop, two at a time, so health checks and other requests
+    # are answered meanwhile
+    batch = await anyio.to_thread.run_sync(_decode_batch, body, limiter=_BATCH_DECODERS)
+    del body
     # All or nothing: a conflict with what is stored (or within the batch) is found before anything is written.
     conflict = await anyio.to_thread.run_sync(state.store.first_conflict, batch.sessions)
     if conflict is not None:
