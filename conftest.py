@@ -58,9 +58,8 @@ def _postgres_admin_url() -> str:
     return os.environ.get("TACIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (dropped afterwards); skips when none is reachable."""
+def _fresh_postgres() -> Iterator[str]:
+    """Create a database, yield its URL, drop it afterwards; skips when no PostgreSQL is reachable."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     pytest.importorskip("psycopg")
     admin = sqlalchemy.create_engine(_postgres_admin_url(), isolation_level="AUTOCOMMIT")
@@ -77,6 +76,19 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped afterwards); skips when none is reachable."""
+    yield from _fresh_postgres()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module: stacks of different modules never see each other's rows
+    (one module's trained models scored sessions another module's pair snapshot then counted as foreign)."""
+    yield from _fresh_postgres()
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ class Stack:
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'gateway.db'}"
-    return str(request.getfixturevalue("postgres_url"))
+    return str(request.getfixturevalue("module_postgres_url"))
 
 
 @pytest.fixture(scope="module")
