@@ -350,7 +350,7 @@ def warm_start_table(
                     "micro": float(hits.mean()),
                     "macro": float(pd.Series(hits).groupby(keys).mean().mean()),
                     "ece": expected_calibration_error(probs, labels)
-                    if name in ("adapted", "population", "length only")
+                    if name in ("adapted", "adapted (training prior)", "population", "length only")
                     else float("nan"),
                     "rows": int(hits.size // n_seeds),
                     "workers": int(len(set(keys)) // n_seeds),
