@@ -72,7 +72,7 @@ MAX_STREAMS = 64
 
 
 def load_observations(
-    store: Store, *, page: int = 500
+    store: Store, *, page: int = 500, include_demo_sessions: bool = False
 ) -> tuple[list[Observation], dict[tuple[str, str], list[Session]], int]:
     """Every stored pairwise session with its score; all sessions by (user, task) for history; payloads purged."""
     observations: list[Observation] = []
@@ -80,7 +80,7 @@ def load_observations(
     purged = 0
     cursor: str | None = None
     while True:
-        rows, cursor = store.list_sessions(limit=page, cursor=cursor)
+        rows, cursor = store.list_sessions(limit=page, cursor=cursor, include_demo_sessions=include_demo_sessions)
         # texts only, one query per page: pairs need the question, the answers and the feedback, never the
         # trajectories (decoding those made each preview cost seconds of CPU and gigabytes with a few clients)
         texts = store.load_texts(rows)
@@ -108,7 +108,7 @@ def load_observations(
 def build_pairs(
     store: Store, selection: PairSelection, default_model_id: str | None
 ) -> tuple[list[PreferencePair], DataSummary]:
-    observations, earlier, purged = load_observations(store)
+    observations, earlier, purged = load_observations(store, include_demo_sessions=selection.include_demo_sessions)
     pairs, summary = pairs_from_sessions(observations, selection, earlier=earlier, default_model_id=default_model_id)
     if purged:
         summary = msgspec.structs.replace(summary, dropped={**summary.dropped, "payload purged": purged})

@@ -75,3 +75,15 @@ def test_a_preview_is_built_once_per_store_state(store: Store, monkeypatch: pyte
     assert first == second
     assert len(builds) == 2  # the repeat came from the cache; the new session made a rebuild
     assert msgspec.json.decode(third)["summary"]["sessions"] > msgspec.json.decode(first)["summary"]["sessions"]
+
+
+def test_demo_token_sessions_enter_pairs_only_when_asked_for(store: Store) -> None:
+    for seed in range(20, 26):
+        demo = simulate_session(seed=seed, samples=100, user_id="anon", task_id=f"d{seed}", session_id=f"demo-{seed}")
+        store.put_session(demo, demo=True)
+    plain = PairSelection(source="explicit")
+    asked = PairSelection(source="explicit", include_demo_sessions=True)
+    without = alignment.build_pairs(store, plain, None)[0]
+    with_demo = alignment.build_pairs(store, asked, None)[0]
+    assert not any("anon" in p.users for p in without)
+    assert sum("anon" in p.users for p in with_demo) == 6

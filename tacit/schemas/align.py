@@ -76,6 +76,8 @@ class PairSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Drop implicit pairs whose confidence in the chosen side is below this."""
     include_abstained: bool = True
     """Keep sessions the reward model abstained on (their low confidence already weighs them down in rDPO)."""
+    include_demo_sessions: bool = False
+    """Also use sessions recorded with demo browser tokens (anyone may mint one: left out unless asked for)."""
     with_history: bool = False
     """Prefix the prompt with the conversation's earlier turns of the same task (their queries and answers)."""
     test_fraction: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.2
