@@ -232,10 +232,10 @@ def _v4_session_retry_and_demo(conn: Connection) -> None:
 
 def _v5_session_adaptation(conn: Connection) -> None:
     # per-user adaptation: the population probability beside the adapted one, and how many labels adapted it;
-    # the index serves the per-user label history read on every ingest
+    # the index serves the per-user label history read on every ingest: newest first, stopping at the limit
     conn.execute(text("ALTER TABLE sessions ADD COLUMN p_population FLOAT"))
     conn.execute(text("ALTER TABLE sessions ADD COLUMN user_labels_used INTEGER"))
-    conn.execute(text("CREATE INDEX ix_sessions_user_mode_label ON sessions (user_id, mode, label)"))
+    conn.execute(text("CREATE INDEX ix_sessions_user_mode_received ON sessions (user_id, mode, received_at)"))
 
 
 def _v6_score_kind(conn: Connection) -> None:

@@ -85,7 +85,7 @@ class SessionRow(_Base, table=True):
         Index("ix_sessions_user_received", "user_id", "received_at", "session_id"),
         Index("ix_sessions_status_received", "score_status", "received_at", "session_id"),
         # the per-user label history read on every ingest (per-user adaptation)
-        Index("ix_sessions_user_mode_label", "user_id", "mode", "label"),
+        Index("ix_sessions_user_mode_received", "user_id", "mode", "received_at"),
     )
 
     session_id: str = Field(sa_column=Column(String(128), primary_key=True))

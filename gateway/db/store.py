@@ -193,6 +193,11 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+#: The newest explicit labels of a user that adapt their scores (read on every ingest, so bounded: a user with
+#: thousands of labels cost every ingest a scan of all of them, and the load test's throughput fell by half).
+ADAPTATION_LABELS = 100
+
+
 class Store:
     """Access to the gateway database; `migrate()` once at start-up, `close()` at shutdown."""
 
@@ -406,7 +411,7 @@ class Store:
             return s.exec(query).first()
 
     def label_history(
-        self, user_id: str, mode: str, *, exclude: str | None = None, limit: int = 1000
+        self, user_id: str, mode: str, *, exclude: str | None = None, limit: int = ADAPTATION_LABELS
     ) -> list[tuple[float, int, str]]:
         """The user's explicit labels of `mode` with the population probability and model of each: per-user state.
 
@@ -424,7 +429,7 @@ class Store:
                 SessionRow.score_status == "scored",
                 SessionRow.session_id != (exclude or ""),
             )
-            .order_by(col(SessionRow.received_at).desc(), col(SessionRow.session_id).desc())
+            .order_by(col(SessionRow.received_at).desc())
             .limit(limit)
         )
         with self._read() as s:
