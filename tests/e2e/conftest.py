@@ -24,6 +24,14 @@ from reward_svc.service import run_training
 from tacit.schemas import TrainRewardModel
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc), for the memory checks of the e2e and reliability tests."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

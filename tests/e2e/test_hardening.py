@@ -14,16 +14,9 @@ import pytest
 
 from gateway.db import Store
 from gateway.keys import create_key
-from tests.e2e.conftest import Service, free_port
+from tests.e2e.conftest import Service, free_port, rss_bytes
 
 pytestmark = pytest.mark.e2e
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture
@@ -63,14 +56,14 @@ def test_random_megabyte_tokens_leave_memory_flat(gateway: tuple[Service, str, l
     assert service.process is not None
     with httpx.Client(base_url=service.url, timeout=10) as client:
         assert client.get("/v1/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        before = _rss(service.process.pid)
+        before = rss_bytes(service.process.pid)
         statuses = []
         started = time.monotonic()
         for _ in range(300):
             probe = "tacit_" + secrets.token_urlsafe(768 * 1024)  # 1 MiB
             statuses.append(client.get("/v1/sessions", headers={"Authorization": f"Bearer {probe}"}).status_code)
         elapsed = time.monotonic() - started
-        after = _rss(service.process.pid)
+        after = rss_bytes(service.process.pid)
         assert client.get("/v1/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     print(f"token probe: RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB, 300 requests in {elapsed:.1f} s")
     assert set(statuses) == {431}

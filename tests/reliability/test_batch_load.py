@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import msgspec
@@ -13,20 +12,13 @@ import pytest
 
 from gateway.app import MAX_BATCH_BYTES
 from tacit.simulate import simulate_session
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, rss_bytes
 from tests.reliability.out import write_fragment
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 
 MiB = 1024 * 1024
 CLIENTS = 3
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _largest_batch(prefix: str) -> bytes:
@@ -41,7 +33,7 @@ def test_large_batches_leave_health_checks_answered_and_memory_bounded(stack: St
     assert stack.gateway.process is not None
     pid = stack.gateway.process.pid
     bodies = [_largest_batch(f"batch{i}") for i in range(CLIENTS)]
-    before = _rss(pid)
+    before = rss_bytes(pid)
     statuses: list[int] = []
     peak = [before]
     done = threading.Event()
@@ -53,7 +45,7 @@ def test_large_batches_leave_health_checks_answered_and_memory_bounded(stack: St
     def watch() -> None:
         while not done.is_set():
             try:
-                peak[0] = max(peak[0], _rss(pid))
+                peak[0] = max(peak[0], rss_bytes(pid))
             except (OSError, AssertionError):  # the process is gone: the test's own checks say why
                 return
             time.sleep(0.05)

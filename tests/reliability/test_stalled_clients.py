@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tacit.serving import ServerLimits
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, rss_bytes
 from tests.reliability.out import write_fragment
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
@@ -19,13 +18,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 MiB = 1024 * 1024
 SILENT = 500
 UPLOADS = 40
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _open(sock: socket.socket) -> bool:
@@ -56,7 +48,7 @@ def _attack(stack: Stack) -> dict[str, int]:
             refused_uploads += 1
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(SILENT)]
     time.sleep(2)
-    peak = _rss(pid)
+    peak = rss_bytes(pid)
     limits = ServerLimits()
     time.sleep(max(limits.header_timeout_s, limits.body_timeout_s) + 3)
     still_open = sum(map(_open, uploads + silent))
@@ -65,7 +57,7 @@ def _attack(stack: Stack) -> dict[str, int]:
     return {
         "uploads_refused_at_once": refused_uploads,
         "rss_mb_peak": peak // MiB,
-        "rss_mb_after_timeouts": _rss(pid) // MiB,
+        "rss_mb_after_timeouts": rss_bytes(pid) // MiB,
         "open_after_timeouts": still_open,
         "healthz_after": httpx.get(f"{stack.gateway.url}/healthz", timeout=10).status_code,
     }
@@ -73,7 +65,7 @@ def _attack(stack: Stack) -> dict[str, int]:
 
 def test_stalled_connections_and_uploads_are_cut_and_memory_stays_bounded(stack: Stack) -> None:
     assert stack.gateway.process is not None
-    before = _rss(stack.gateway.process.pid) // MiB
+    before = rss_bytes(stack.gateway.process.pid) // MiB
     first, second = _attack(stack), _attack(stack)  # the second reuses what the first freed: no growth
     figures = {"silent_connections": SILENT, "stalled_uploads": UPLOADS, "rss_mb_before": before}
     figures |= {f"first_{k}": v for k, v in first.items()} | {f"second_{k}": v for k, v in second.items()}
