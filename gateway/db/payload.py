@@ -150,6 +150,6 @@ _TEXT_DECODER = msgspec.json.Decoder(_TextSession)
 def decode_text(payload: bytes) -> Session:
     """The stored Session without its trajectories (texts, ids, feedback): for pairs and listings, a fraction of
     the memory and time of `decode_payload`."""
-    text = _TEXT_DECODER.decode(zlib.decompress(payload))
+    text: Any = _TEXT_DECODER.decode(zlib.decompress(payload))  # a struct made by defstruct: fields untyped
     responses = [Response(text=r.text, model=r.model) for r in text.responses]
     return Session(**{f.name: getattr(text, f.name) for f in _TEXT_FIELDS}, responses=responses)

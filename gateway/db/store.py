@@ -470,7 +470,7 @@ class Store:
             count, kept, received, scored = s.exec(
                 select(
                     func.count(),
-                    func.count(SessionRow.payload),
+                    func.count(col(SessionRow.payload)),
                     func.max(SessionRow.received_at),
                     func.max(SessionRow.scored_at),
                 )
