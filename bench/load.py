@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import msgspec
@@ -149,6 +150,12 @@ async def _drive(
         if pending:
             await asyncio.wait(pending, timeout=15)
         elapsed = clock() - start
+        # Whatever has not answered 15 s after the last send is counted below as unanswered; cancel it here so that
+        # closing the client never waits on it.
+        for task in list(pending):
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
     everything = [x for kind in MIX for x in latencies[kind]]
     ok = len(everything)
@@ -214,8 +221,22 @@ def run_load(gateway: str, key: str, samples: int, rate: float, seconds: float, 
     process = ctx.Process(target=_load_process, args=(gateway, key, samples, rate, seconds, seed, tag, queue))
     load_before = os.getloadavg()[0]
     process.start()
-    result: dict[str, Any] = queue.get(timeout=seconds + 300)
-    process.join()
+    # Poll instead of one long get: a load process that dies (killed for memory, an exception) is reported at once
+    # with its exit code, instead of after the whole timeout as a bare queue.Empty.
+    deadline = time.monotonic() + seconds + WARMUP_S + 120
+    result: dict[str, Any] | None = None
+    while result is None:
+        try:
+            result = queue.get(timeout=1.0)
+        except Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the load process exited with code {process.exitcode} without a result") from None
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"the load process gave no result {seconds + WARMUP_S + 120:.0f} s after it started"
+                ) from None
+    process.join(timeout=30)
     # Other work on the machine shows here (the stack and this load process alone keep it near the CPU count).
     result["loadavg_1m"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}
     return result
