@@ -173,6 +173,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Alignment jobs' checkpoints and models (`<work_dir>/<job id>/`); empty = `<data home>/alignment`."""
     judge_url: str = "http://127.0.0.1:8103"
     """judge_svc, asked to compare SFT and aligned answers after training; empty = no judge hand-off."""
+    feature_url: str = "http://127.0.0.1:8101"
+    """feature_svc, for rescoring jobs whose model needs another feature set than the one stored with a session."""
+    reward_url: str = "http://127.0.0.1:8102"
+    """reward_svc, which scores the batches of rescoring jobs."""
     heartbeat_s: float = 15.0
     """How often a running alignment job marks itself alive."""
     stale_after_s: float = 300.0

@@ -562,7 +562,8 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
         "cpu worker",
         [*_CLI, "worker", "--queues", "cpu"],
         logs / "worker_cpu.log",
-        env=dict(env),
+        # rescoring jobs run here: they read stored features and ask reward_svc (and feature_svc) for scores
+        env={**env, "TACIT_WORKER_FEATURE_URL": feature_url, "TACIT_WORKER_REWARD_URL": reward_url},
         ready_marker=" ready.",
     )
     # Alignment jobs (trl on torch): on the GPU when there is one, else the CPU; models and checkpoints under
