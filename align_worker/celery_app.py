@@ -13,7 +13,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 import align_worker.metrics
 from tacit.settings import WorkerSettings, load_settings
-from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU, TASK_ALIGN, TASK_TRAIN_REWARD
+from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU, TASK_ALIGN, TASK_IMPORT_IFLLM, TASK_RESCORE, TASK_TRAIN_REWARD
 
 __all__ = ["app", "create_celery"]
 
@@ -24,7 +24,7 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
         "tacit",
         broker=settings.redis_url,
         backend=settings.redis_url,
-        include=["reward_svc.tasks", "align_worker.tasks"],
+        include=["reward_svc.tasks", "align_worker.tasks", "gateway.rescoring", "gateway.imports"],
     )
     celery.conf.update(
         task_acks_late=True,
@@ -42,7 +42,12 @@ def create_celery(settings: WorkerSettings | None = None) -> Celery:
         # "cpu", so a reward-training message was copied onto the align queue too.
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (QUEUE_CPU, QUEUE_ALIGN)],
         task_default_queue=QUEUE_CPU,
-        task_routes={TASK_TRAIN_REWARD: {"queue": QUEUE_CPU}, TASK_ALIGN: {"queue": QUEUE_ALIGN}},
+        task_routes={
+            TASK_TRAIN_REWARD: {"queue": QUEUE_CPU},
+            TASK_RESCORE: {"queue": QUEUE_CPU},
+            TASK_IMPORT_IFLLM: {"queue": QUEUE_CPU},
+            TASK_ALIGN: {"queue": QUEUE_ALIGN},
+        },
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -243,6 +243,59 @@ def _v6_score_kind(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE sessions ADD COLUMN score_kind VARCHAR(16)"))
 
 
+def _v7_scores_per_model(conn: Connection) -> None:
+    # one score per (session, model), so models can be compared on the same sessions; a rescoring job's batches
+    meta = MetaData()
+    ts = DateTime(timezone=True)
+    Table(
+        "session_scores",
+        meta,
+        Column("session_id", String(128), primary_key=True),
+        Column("model_id", String(128), primary_key=True),
+        Column("user_id", String(128), nullable=False, index=True),
+        Column("mode", String(16), nullable=False),
+        Column("p", Float, nullable=False),
+        Column("p_population", Float, nullable=False),
+        Column("preferred", String(16), nullable=False),
+        Column("confidence", Float, nullable=False),
+        Column("quality", Float),
+        Column("abstained", Boolean, nullable=False),
+        Column("user_labels_used", Integer, nullable=False),
+        Column("score_kind", String(16), nullable=False),
+        Column("model_demo", Boolean, nullable=False),
+        Column("scored_at", ts, nullable=False),
+        Index("ix_session_scores_model", "model_id", "session_id"),
+    )
+    Table(
+        "rescore_batches",
+        meta,
+        Column("job_id", String(32), primary_key=True),
+        Column("batch", Integer, primary_key=True, autoincrement=False),
+        Column("after_id", String(128), nullable=False),
+        Column("last_id", String(128), nullable=False),
+        Column("sessions", Integer, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("scored", Integer, nullable=False),
+        Column("failed", Integer, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("error", Text, nullable=False),
+        Column("updated_at", ts, nullable=False),
+    )
+    meta.create_all(conn, checkfirst=False)
+    # every score recorded so far becomes the first score of its (session, model)
+    conn.execute(
+        text(
+            "INSERT INTO session_scores (session_id, model_id, user_id, mode, p, p_population, preferred, confidence,"
+            " quality, abstained, user_labels_used, score_kind, model_demo, scored_at)"
+            " SELECT session_id, model_id, user_id, mode, p, COALESCE(p_population, p), preferred, confidence,"
+            " quality, COALESCE(abstained, FALSE), COALESCE(user_labels_used, 0), COALESCE(score_kind, 'model'),"
+            " COALESCE(model_demo, FALSE), COALESCE(scored_at, received_at)"
+            " FROM sessions WHERE score_status = 'scored' AND model_id IS NOT NULL AND p IS NOT NULL"
+            " AND preferred IS NOT NULL AND confidence IS NOT NULL"
+        )
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial),
     Migration(2, "composite indexes for per-user listing and the pending scan", _v2_session_indexes),
@@ -250,6 +303,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "sessions: retry_at of refused scorings, demo flag", _v4_session_retry_and_demo),
     Migration(5, "sessions: population probability and labels used by per-user adaptation", _v5_session_adaptation),
     Migration(6, "sessions: score kind (model or out-of-fold)", _v6_score_kind),
+    Migration(7, "scores per (session, model) and rescoring-job batches", _v7_scores_per_model),
 )
 LATEST = MIGRATIONS[-1].version
 

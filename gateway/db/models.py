@@ -27,7 +27,9 @@ __all__ = [
     "JobEventRow",
     "JobRow",
     "KeyRow",
+    "RescoreBatchRow",
     "SessionRow",
+    "SessionScoreRow",
     "TrainingSetRow",
     "UTCDateTime",
     "utcnow",
@@ -132,6 +134,52 @@ class SessionRow(_Base, table=True):
     """A pending session the reward service refused (409) waits until then, so it holds back no other."""
     demo: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
     """Recorded with a demo browser token (anyone may mint one): never in training pairs unless asked for."""
+
+
+class SessionScoreRow(_Base, table=True):
+    """One model's score of one session: every model that scored a session keeps its own row, so two models can be
+    compared on the same sessions (the session row holds the current one, of the model active when it was scored)."""
+
+    __tablename__ = "session_scores"
+    __table_args__ = (Index("ix_session_scores_model", "model_id", "session_id"),)
+
+    session_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    model_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    user_id: str = Field(sa_column=Column(String(128), nullable=False, index=True))
+    """Kept here too so that erasure and per-user reads need no join."""
+    mode: str = Field(sa_column=Column(String(16), nullable=False))
+    p: float = Field(sa_column=Column(Float, nullable=False))
+    p_population: float = Field(sa_column=Column(Float, nullable=False))
+    preferred: str = Field(sa_column=Column(String(16), nullable=False))
+    confidence: float = Field(sa_column=Column(Float, nullable=False))
+    quality: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    abstained: bool = Field(sa_column=Column(Boolean, nullable=False))
+    user_labels_used: int = Field(sa_column=Column(Integer, nullable=False))
+    score_kind: str = Field(sa_column=Column(String(16), nullable=False))
+    model_demo: bool = Field(sa_column=Column(Boolean, nullable=False))
+    scored_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RescoreBatchRow(_Base, table=True):
+    """One batch of a rescoring job: the sessions with ids in (after_id, last_id] that its selection matched.
+
+    Each batch is one Celery task; a batch is idempotent per (session, model), so a redelivered one (its worker
+    died) scores only what is still missing, and several workers share a job by taking its batches.
+    """
+
+    __tablename__ = "rescore_batches"
+
+    job_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    batch: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    after_id: str = Field(sa_column=Column(String(128), nullable=False))
+    last_id: str = Field(sa_column=Column(String(128), nullable=False))
+    sessions: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(default="queued", sa_column=Column(String(16), nullable=False))
+    scored: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    failed: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class FeatureNamesRow(_Base, table=True):

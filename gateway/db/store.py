@@ -44,11 +44,14 @@ from gateway.db.models import (
     FeatureNamesRow,
     JobRow,
     KeyRow,
+    RescoreBatchRow,
     SessionRow,
+    SessionScoreRow,
     TrainingSetRow,
     utcnow,
 )
 from gateway.db.payload import Prepared, canonical_json, decode_payload, decode_text, prepare, strip_unconsented
+from gateway.db.scores import compare_models, finish_batch, keep_scores, missing_in_range, score_values, scores_of
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Session
@@ -88,7 +91,7 @@ class OutOfFold(NamedTuple):
 #: Scoring attempts that failed for the session itself (not for a dependency being down) before giving up.
 MAX_SCORE_ATTEMPTS = 5
 #: Tables that hold rows keyed by a raw user id; erasure empties them for the user.
-USER_TABLES = ("sessions", "training_sets", "alignment_pairs", "alignment_pair_users")
+USER_TABLES = ("sessions", "session_scores", "training_sets", "alignment_pairs", "alignment_pair_users")
 _JOB_FIELDS = frozenset({"status", "stage", "done", "total", "error", "spec", "result"})
 _MAX_ERROR_CHARS = 2000
 # Listings and score updates never need the (large) payload; load_payload fetches it on demand.
@@ -326,6 +329,7 @@ class Store:
             with self._write() as s:
                 # A row back: inserted. None: the id was taken.
                 if s.connection().execute(self._put_statement, values).first() is not None:
+                    keep_scores(s, self._insert, [score_values(row)])
                     s.commit()
                     return row, True
                 # Already stored (on PostgreSQL possibly by a concurrent put that just committed).
@@ -620,6 +624,7 @@ class Store:
                 raise KeyError(session_id)
             self._apply_score(row, p, preferred, confidence, quality, abstained, model_id, model_demo)
             s.add(row)
+            keep_scores(s, self._insert, [score_values(row)])
             s.commit()
             return row
 
@@ -674,6 +679,7 @@ class Store:
                 sc = by_id[row.session_id]
                 self._apply(row, sc)
                 s.add(row)
+            keep_scores(s, self._insert, [score_values(row) for row in rows])
             s.commit()
         return len(rows)
 
@@ -695,6 +701,7 @@ class Store:
             sc = score
             self._apply(row, sc)
             s.add(row)
+            keep_scores(s, self._insert, [score_values(row)])
             s.commit()
             return row
 
@@ -829,6 +836,7 @@ class Store:
                     )
                     row.retry_at, row.score_attempts = None, 0
                     s.add(row)
+                    keep_scores(s, self._insert, [score_values(row)])
                     updated += 1
             s.commit()
         return updated
@@ -855,6 +863,7 @@ class Store:
         with self._read() as s:
             return {
                 "sessions": s.exec(select(func.count()).where(SessionRow.user_id == user_id)).one(),
+                "session_scores": s.exec(select(func.count()).where(SessionScoreRow.user_id == user_id)).one(),
                 "training_sets": s.exec(select(func.count()).where(TrainingSetRow.user_id == user_id)).one(),
                 "alignment_pairs": s.exec(select(func.count()).where(pair_key.in_(links))).one(),
                 "alignment_pair_users": s.exec(
@@ -874,6 +883,9 @@ class Store:
             models = sorted(recorded | set(also_models))
             deleted = {
                 "sessions": s.exec(delete(SessionRow).where(col(SessionRow.user_id) == user_id)).rowcount,
+                "session_scores": s.exec(
+                    delete(SessionScoreRow).where(col(SessionScoreRow.user_id) == user_id)
+                ).rowcount,
                 "training_sets": s.exec(delete(TrainingSetRow).where(col(TrainingSetRow.user_id) == user_id)).rowcount,
             }
             # Alignment-job snapshots: the pairs built from the user's sessions (before their user links go).
@@ -1073,3 +1085,251 @@ class Store:
             query = query.where(JobRow.kind == kind)
         with self._read() as s:
             return list(s.exec(query))
+
+    # -- scores per (session, model) and rescoring jobs -------------------------------------------------
+
+    def scores_of(self, session_id: str) -> list[SessionScoreRow]:
+        """Every model's score of a session, oldest first."""
+        with self._read() as s:
+            return scores_of(s, session_id)
+
+    def compare_models(self, a: str, b: str) -> dict[str, Any]:
+        """Two models on the sessions both scored (see gateway.db.scores.compare_models)."""
+        with self._read() as s:
+            return compare_models(s, a, b)
+
+    def model_label_history(self, user_id: str, mode: str, model_id: str, limit: int = 100) -> list[tuple[float, int]]:
+        """(population probability by `model_id`, label) of the user's newest labelled sessions that model scored."""
+        query = (
+            select(SessionScoreRow.p_population, SessionRow.label)
+            .join(SessionRow, col(SessionRow.session_id) == col(SessionScoreRow.session_id))
+            .where(
+                col(SessionScoreRow.user_id) == user_id,
+                col(SessionScoreRow.model_id) == model_id,
+                col(SessionScoreRow.mode) == mode,
+                col(SessionRow.label).is_not(None),
+            )
+            .order_by(col(SessionRow.received_at).desc())
+            .limit(limit)
+        )
+        with self._read() as s:
+            return [(float(p), int(label or 0)) for p, label in s.exec(query).all()]
+
+    def create_rescore_job(
+        self,
+        spec: dict[str, Any],
+        *,
+        batch_size: int,
+        user_ids: Sequence[str] | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        include_demo: bool = False,
+    ) -> tuple[JobRow, list[int]]:
+        """A rescoring job of the sessions of `spec["mode"]` that `spec["model_id"]` has not scored, cut into
+        batches of consecutive session ids (about `batch_size` each); (job, batch numbers), in one transaction.
+
+        The time filters fix the id ranges here; a batch re-reads its range when it runs, so a session stored
+        meanwhile inside a range is scored too, and one scored meanwhile is not scored twice.
+        """
+        model_id, mode = str(spec["model_id"]), str(spec["mode"])
+        scored = select(SessionScoreRow.session_id).where(
+            col(SessionScoreRow.model_id) == model_id, col(SessionScoreRow.session_id) == SessionRow.session_id
+        )
+        query = select(SessionRow.session_id).where(col(SessionRow.mode) == mode, ~scored.exists())
+        if user_ids:
+            query = query.where(col(SessionRow.user_id).in_(list(user_ids)))
+        if since is not None:
+            query = query.where(col(SessionRow.received_at) >= since)
+        if until is not None:
+            query = query.where(col(SessionRow.received_at) < until)
+        if not include_demo:
+            query = query.where(col(SessionRow.demo).is_(False))
+        row = JobRow(id=uuid.uuid4().hex[:16], kind="rescore", spec=dict(spec), stage="queued")
+        with self._write() as s:
+            ids = list(s.exec(query.order_by(col(SessionRow.session_id))).all())
+            batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+            row.total = len(ids)
+            row.result = {"batches": len(batches), "scored": 0, "failed": 0}
+            if not batches:
+                row.status, row.stage = "succeeded", "nothing to score"
+            s.add(row)
+            after = ""
+            for number, chunk in enumerate(batches):
+                s.add(
+                    RescoreBatchRow(job_id=row.id, batch=number, after_id=after, last_id=chunk[-1], sessions=len(chunk))
+                )
+                after = chunk[-1]
+            s.commit()
+            s.refresh(row)
+            return row, list(range(len(batches)))
+
+    def rescore_batches(self, job_id: str) -> list[RescoreBatchRow]:
+        with self._read() as s:
+            query = select(RescoreBatchRow).where(RescoreBatchRow.job_id == job_id)
+            return list(s.exec(query.order_by(col(RescoreBatchRow.batch))))
+
+    def start_rescore_batch(self, job_id: str, batch: int) -> tuple[JobRow, RescoreBatchRow] | None:
+        """Mark a batch running (one more attempt) and its job too; None when there is nothing to do: the job is
+        gone, finished or cancelled, or the batch is already done."""
+        with self._write() as s:
+            job = s.get(JobRow, job_id)
+            part = s.get(RescoreBatchRow, (job_id, batch))
+            if job is None or part is None or job.status in ("succeeded", "failed", "cancelled"):
+                if part is not None and job is not None and job.status == "cancelled" and part.status == "queued":
+                    part.status, part.updated_at = "cancelled", utcnow()
+                    s.add(part)
+                    s.commit()
+                return None
+            if part.status not in ("queued", "running"):
+                return None
+            part.status, part.attempts, part.updated_at = "running", part.attempts + 1, utcnow()
+            if job.status == "queued":
+                job.status, job.stage = "running", "scoring"
+            job.updated_at = utcnow()
+            s.add(part)
+            s.add(job)
+            s.commit()
+            s.refresh(job)
+            s.refresh(part)
+            return job, part
+
+    def missing_scores(self, job: JobRow, part: RescoreBatchRow) -> list[SessionRow]:
+        """The sessions of a batch its model has still to score (the payload is not loaded)."""
+        spec = job.spec
+        with self._read() as s:
+            rows = missing_in_range(
+                s,
+                str(spec["model_id"]),
+                str(spec["mode"]),
+                part.after_id,
+                part.last_id,
+                user_ids=spec.get("user_ids") or None,
+                include_demo=bool(spec.get("include_demo")),
+            )
+            for row in rows:
+                s.expunge(row)
+            return rows
+
+    def record_rescore_batch(
+        self,
+        job_id: str,
+        batch: int,
+        scores: Sequence[Score],
+        *,
+        current: bool,
+        failed: dict[str, str],
+        vectors: Sequence[FeatureVector] = (),
+    ) -> bool:
+        """One batch's outcome in one transaction: the (session, model) rows, the sessions' current scores when the
+        model is the active one (`current`), newly extracted feature vectors, the batch's status and the job's
+        progress; a job whose last batch this was is closed. True when this finished the job."""
+        for vector in vectors:
+            self._ensure_names(vector.feature_set, vector.feature_set_version, vector.names)
+        with self._write() as s:
+            part = s.get(RescoreBatchRow, (job_id, batch))
+            if part is None or part.status not in ("queued", "running"):
+                return False  # another delivery of this batch got there first
+            by_id = {sc.session_id: sc for sc in scores}
+            rows = (
+                list(
+                    s.exec(select(SessionRow).options(_LAZY_PAYLOAD).where(col(SessionRow.session_id).in_(list(by_id))))
+                )
+                if by_id
+                else []
+            )
+            values = []
+            for row in rows:
+                sc = by_id[row.session_id]
+                if current:
+                    self._apply(row, sc)
+                    row.retry_at, row.score_attempts = None, 0
+                    s.add(row)
+                    values.append(score_values(row))
+                else:
+                    values.append(
+                        {
+                            "session_id": row.session_id,
+                            "model_id": sc.model_id,
+                            "user_id": row.user_id,
+                            "mode": row.mode,
+                            "p": sc.p,
+                            "p_population": sc.p if sc.p_population is None else sc.p_population,
+                            "preferred": sc.preferred,
+                            "confidence": sc.confidence,
+                            "quality": sc.quality,
+                            "abstained": sc.abstained,
+                            "user_labels_used": sc.user_labels_used,
+                            "score_kind": sc.kind,
+                            "model_demo": sc.demo,
+                            "scored_at": utcnow(),
+                        }
+                    )
+            keep_scores(s, self._insert, values)
+            by_vector = {v.session_id: v for v in vectors}
+            for row in rows:
+                fresh = by_vector.get(row.session_id)
+                if fresh is not None and current:
+                    row.feature_set, row.feature_set_version = fresh.feature_set, fresh.feature_set_version
+                    row.features = self._checked_values(fresh.names, fresh.values)
+                    s.add(row)
+            error = "; ".join(f"{sid}: {why}" for sid, why in list(failed.items())[:5])
+            last = finish_batch(s, job_id, batch, status="succeeded", scored=len(rows), failed=len(failed), error=error)
+            job = s.get(JobRow, job_id)
+            if job is not None:
+                result = dict(job.result or {})
+                result["scored"] = int(result.get("scored", 0)) + len(rows)
+                result["failed"] = int(result.get("failed", 0)) + len(failed)
+                job.result = result
+                if last and job.status == "running":
+                    job.status, job.stage = "succeeded", "done"
+                s.add(job)
+            s.commit()
+            return last
+
+    def fail_rescore_batch(self, job_id: str, batch: int, error: str) -> None:
+        """A batch that cannot be scored at all (e.g. its model was deleted): it fails, and so does its job."""
+        with self._write() as s:
+            finish_batch(s, job_id, batch, status="failed", scored=0, failed=0, error=error)
+            job = s.get(JobRow, job_id)
+            if job is not None and job.status in ("queued", "running"):
+                job.status, job.error, job.updated_at = "failed", error[:_MAX_ERROR_CHARS], utcnow()
+                s.add(job)
+            s.commit()
+
+    def cancel_job(self, job_id: str) -> JobRow | None:
+        """Ask a queued or running job to stop (its remaining batches are skipped); the job, None when unknown."""
+        with self._write() as s:
+            job = s.get(JobRow, job_id)
+            if job is None:
+                return None
+            if job.status in ("queued", "running"):
+                job.status, job.stage, job.updated_at = "cancelled", "cancelled", utcnow()
+                s.add(job)
+                s.execute(
+                    update(RescoreBatchRow)
+                    .where(col(RescoreBatchRow.job_id) == job_id, col(RescoreBatchRow.status) == "queued")
+                    .values(status="cancelled", updated_at=utcnow())
+                )
+                s.commit()
+                s.refresh(job)
+            return job
+
+    def update_job_if(self, job_id: str, statuses: Iterable[str], **fields: Any) -> JobRow | None:
+        """`update_job`, but only while the job's status is one of `statuses`: one conditional UPDATE, so that a
+        worker's transition and a cancel request never overwrite each other. The job; None (no change) otherwise."""
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"not job fields: {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in JOB_STATES:
+            raise ValueError(f"job status must be one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            changed = s.exec(
+                update(JobRow)
+                .where(col(JobRow.id) == job_id, col(JobRow.status).in_(list(statuses)))
+                .values(**fields, updated_at=utcnow())
+            ).rowcount
+            if not changed:
+                s.rollback()
+                return None
+            s.commit()
+            return s.get(JobRow, job_id)

@@ -44,6 +44,8 @@ GATEWAY_TABLES = {
     "alignment_pairs",
     "alignment_pair_users",
     "job_events",
+    "session_scores",
+    "rescore_batches",
 }
 
 
@@ -134,7 +136,7 @@ def test_a_v1_database_is_upgraded_by_the_next_step(db_url: str) -> None:
         v1_row = st._new_row(prepare(sim(1)), T0)
         with st.engine.begin() as conn:
             conn.execute(v1_sessions.insert().values({c.name: getattr(v1_row, c.name) for c in v1_sessions.columns}))
-        assert st.migrate() == [2, 3, 4, 5, 6]
+        assert st.migrate() == list(range(2, LATEST + 1))
         indexes = _indexes(db_url, "sessions")
         assert {"ix_sessions_user_received", "ix_sessions_status_received"} <= indexes
         assert "ix_sessions_user_id" not in indexes
@@ -470,27 +472,51 @@ def test_erase_user_empties_every_table_and_names_the_models(store: Store) -> No
         store.put_session(sim(seed, user_id="alice"))
         store.set_features(f"sim-{seed}", "all", "v1", ["a"], [1.0])
     store.put_session(sim(63, user_id="bob"))
+    # one of alice's sessions scored by two models: two (session, model) rows, erased with her
+    for model in ("m-a", "m-b"):
+        store.set_score(
+            "sim-60",
+            p=0.7,
+            preferred="right",
+            confidence=0.7,
+            quality=1.0,
+            abstained=False,
+            model_id=model,
+            model_demo=False,
+        )
     assert store.record_training_set("m-both", ["alice", "bob"]) == 2
     assert store.record_training_set("m-both", ["alice"]) == 0  # recorded once
     store.record_training_set("m-b", ["bob"])
     store.record_training_set("m-a", ["alice", "alice"])
-    assert store.count_user_rows("alice") == {"sessions": 3, "training_sets": 2, **NO_PAIRS}
+    assert store.count_user_rows("alice") == {"sessions": 3, "session_scores": 2, "training_sets": 2, **NO_PAIRS}
 
     erasure = store.erase_user("alice")
-    assert erasure.rows_deleted == {"sessions": 3, "training_sets": 2, "evaluation_answers": 0, **NO_PAIRS}
+    assert erasure.rows_deleted == {
+        "sessions": 3,
+        "session_scores": 2,
+        "training_sets": 2,
+        "evaluation_answers": 0,
+        **NO_PAIRS,
+    }
     assert erasure.models_affected == ["m-a", "m-both"]
     assert erasure.user_hash == hashlib.sha256(b"alice").hexdigest()
     assert erasure.at.tzinfo is not None
-    assert store.count_user_rows("alice") == {"sessions": 0, "training_sets": 0, **NO_PAIRS}
+    assert store.count_user_rows("alice") == {"sessions": 0, "session_scores": 0, "training_sets": 0, **NO_PAIRS}
     assert "alice" not in database_text(store.url)  # not even in the erasure record
-    assert store.count_user_rows("bob") == {"sessions": 1, "training_sets": 2, **NO_PAIRS}
+    assert store.count_user_rows("bob") == {"sessions": 1, "session_scores": 0, "training_sets": 2, **NO_PAIRS}
     [record] = store.erasures("alice")
     assert record.id == erasure.id
     assert record.rows_deleted == erasure.rows_deleted
     assert store.erasures("bob") == []
 
     again = store.erase_user("alice")
-    assert again.rows_deleted == {"sessions": 0, "training_sets": 0, "evaluation_answers": 0, **NO_PAIRS}
+    assert again.rows_deleted == {
+        "sessions": 0,
+        "session_scores": 0,
+        "training_sets": 0,
+        "evaluation_answers": 0,
+        **NO_PAIRS,
+    }
     assert again.models_affected == []
     assert len(store.erasures()) == 2
 
