@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     # Imported where used at run time: the schemas pull in numpy, and `tacit --help` must not pay for it.
     import numpy.typing as npt
 
-    from tacit.ifllm.reader import Dataset, Recording, Segment
+    from tacit.ifllm.reader import Dataset, Recording, Segment, TaskKey
     from tacit.ifllm.rel import RelFile
     from tacit.ifllm.tables import Query
     from tacit.schemas.session import Feedback, Session, Stream
@@ -28,10 +28,12 @@ __all__ = [
     "ConversionCounts",
     "add_sessions_command",
     "query_to_session",
+    "recorded_session",
     "segment_to_session",
     "session_for_query",
     "sessions_command",
     "sessions_from_ifllm",
+    "task_sessions",
 ]
 
 #: Longest window string the contract accepts.
@@ -193,6 +195,35 @@ def _accuracies(dataset: Dataset) -> dict[tuple[str, str], float]:
     }
 
 
+def recorded_session(
+    dataset: Dataset,
+    segment: Segment,
+    *,
+    accuracies: dict[TaskKey, float] | None = None,
+    counts: ConversionCounts | None = None,
+) -> Session:
+    """A recorded question of `dataset` as a Session, with its task's calibration accuracy.
+
+    The one builder behind `tacit sessions from-ifllm`, `sessions_from_ifllm` and the gateway's import, so all of
+    them build the same bytes for a question (`accuracies`: `dataset`'s, when the caller already has them).
+    """
+    accuracy = (accuracies if accuracies is not None else _accuracies(dataset)).get(
+        (segment.recording.user_id, segment.recording.task_id)
+    )
+    return segment_to_session(segment, calibration_accuracy=accuracy, counts=counts)
+
+
+def task_sessions(
+    dataset: Dataset, key: TaskKey, folder: Path | None = None, *, counts: ConversionCounts | None = None
+) -> list[Session]:
+    """Every question of one behaviour folder as a Session (`recorded_session`), in asking order."""
+    accuracies = _accuracies(dataset)
+    return [
+        recorded_session(dataset, segment, accuracies=accuracies, counts=counts)
+        for segment in dataset.load(key, folder).segments()
+    ]
+
+
 def sessions_from_ifllm(
     data_dir: Path | str, *, unrecorded: bool = False, counts: ConversionCounts | None = None
 ) -> Iterator[Session]:
@@ -200,19 +231,19 @@ def sessions_from_ifllm(
     from tacit.ifllm.reader import Dataset
 
     dataset = Dataset(data_dir)
-    accuracy = _accuracies(dataset)
+    accuracies = _accuracies(dataset)
     recorded = set()
     for rec in dataset.recordings():
         recorded.add((rec.user_id, rec.task_id))
-        acc = accuracy.get((rec.user_id, rec.task_id))
         for segment in rec.segments():
-            yield segment_to_session(segment, calibration_accuracy=acc, counts=counts)
+            yield recorded_session(dataset, segment, accuracies=accuracies, counts=counts)
     if unrecorded:
         for key, queries in dataset.by_task.items():
             if key in recorded:
                 continue
             for turn, query in enumerate(queries):
-                yield query_to_session(query, turn=turn, previous=queries[turn - 1] if turn else None)
+                previous = queries[turn - 1] if turn else None
+                yield query_to_session(query, turn=turn, previous=previous, calibration_accuracy=accuracies.get(key))
 
 
 def session_for_query(
@@ -226,16 +257,16 @@ def session_for_query(
     if query is None:
         raise KeyError(f"no question with query_ID {query_id} in {dataset.root}")
     key = (query.user_id, query.task_id)
-    accuracy = _accuracies(dataset).get(key)
+    accuracies = _accuracies(dataset)
     folder = dataset.root / "user_behavior" / key[0] / key[1]
     if any(k == key for k, _ in dataset.task_dirs()):
         for segment in dataset.load(key, folder).segments():
             if segment.query.query_id == query_id:
-                return segment_to_session(segment, calibration_accuracy=accuracy, counts=counts)
+                return recorded_session(dataset, segment, accuracies=accuracies, counts=counts)
     queries = dataset.by_task[key]
     turn = next(k for k, q in enumerate(queries) if q.query_id == query_id)
     return query_to_session(
-        query, turn=turn, previous=queries[turn - 1] if turn else None, calibration_accuracy=accuracy
+        query, turn=turn, previous=queries[turn - 1] if turn else None, calibration_accuracy=accuracies.get(key)
     )
 
 
