@@ -94,7 +94,13 @@ class RewardDouble:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/reward/models/m2":
-            info = {"id": "m2", "task": "pairwise", "feature_set": "text", "feature_set_version": "1"}
+            info = {
+                "id": "m2",
+                "task": "pairwise",
+                "status": "succeeded",
+                "feature_set": "text",
+                "feature_set_version": "1",
+            }
             return httpx.Response(200, json={**info, "active": self.active})
         if request.url.path.startswith("/v1/reward/models/"):
             return httpx.Response(404, json={"title": "not found", "detail": "no such model"})
@@ -227,3 +233,55 @@ def test_cancel_skips_the_remaining_batches_and_an_unknown_model_fails_the_job(s
     with store.engine.connect() as conn:  # nothing half-written for the failed job
         table = Table("session_scores", MetaData(), autoload_with=store.engine)
         assert conn.execute(select(func.count()).select_from(table).where(table.c.model_id == "m-gone")).scalar() == 0
+
+
+# -- the routes -------------------------------------------------------------------------------------------
+
+
+def test_the_routes_check_what_they_are_sent_and_answer_scores_per_model(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from gateway.app import create_app
+    from gateway.keys import create_key
+    from tacit.settings import GatewaySettings
+
+    database = f"sqlite:///{tmp_path / 'gateway.db'}"
+    st = Store(database)
+    st.migrate()
+    try:
+        train = {"Authorization": f"Bearer {create_key(st, ['train'])[0]}"}
+        read = {"Authorization": f"Bearer {create_key(st, ['read'])[0]}"}
+        _stored(st, 3)
+        st.set_scores([score("s-001", "m2", 0.9)])
+    finally:
+        st.close()
+    settings = GatewaySettings(database_url=database, retries=0, timeout_s=1)
+    app = create_app(settings, reward_transport=httpx.MockTransport(RewardDouble()))
+    with TestClient(app) as client:
+        record = client.get("/v1/sessions/s-001?include=scores,payload", headers=read).json()
+        assert [s["model_id"] for s in record["scores"]] == ["m1", "m2"]
+        assert record["session"]["session_id"] == "s-001"
+        assert "scores" not in client.get("/v1/sessions/s-001", headers=read).json() or (
+            client.get("/v1/sessions/s-001", headers=read).json()["scores"] is None
+        )
+        bad = client.get("/v1/sessions/s-001?include=everything", headers=read)
+        assert (bad.status_code, bad.json()["field"]) == (422, "include")
+
+        compared = client.get("/v1/reward/models/m1/compare/m2", headers=read).json()
+        assert (compared["sessions_both"], compared["scored_a"], compared["scored_b"]) == (1, 3, 1)
+
+        cases = [
+            ("m-gone", {}, 404, "model_id"),
+            ("m2", {"user_ids": ["u0", "stranger"]}, 422, "user_ids"),
+            ("m2", {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, 422, "until"),
+            ("m2", {"user_id": ["u0"]}, 422, "user_id"),
+            ("m2", {"user_ids": "u0"}, 422, "user_ids"),
+        ]
+        for model, body, status, field in cases:
+            answer = client.post(f"/v1/reward/models/{model}/rescore", json=body, headers=train)
+            assert (answer.status_code, answer.json()["field"]) == (status, field), (body, answer.json())
+            assert "stranger" not in str(answer.json()) or field == "user_ids"
+        assert client.post("/v1/reward/models/m2/rescore", json={}, headers=read).status_code == 403
+        assert client.get("/v1/reward/rescores/nope", headers=read).status_code == 404
+        assert client.post("/v1/reward/rescores/nope/cancel", headers=train).status_code == 404
+        assert client.get("/v1/reward/rescores", headers=read).json() == []  # nothing half-written

@@ -197,7 +197,7 @@ def test_activation_gives_the_training_sessions_their_out_of_fold_scores(
         ({"user_ids": ["t-demo"]}, 422, "source.include_demo", "demo token"),
         ({"user_ids": ["t-u0", "t-u1", "t-u2"]}, 422, "source", "12 labelled sessions of 3 users"),
         ({"mode": "pointwise"}, 422, "source.mode", "the model's task"),
-        ({"bogus": 1}, 422, "source", "unknown field"),
+        ({"bogus": 1}, 422, "source.bogus", "unknown field"),
     ],
 )
 def test_bad_selections_are_refused_naming_the_field_and_nothing_is_written(

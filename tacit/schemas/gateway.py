@@ -69,6 +69,24 @@ class SessionBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     sessions: Annotated[list[Session], msgspec.Meta(min_length=1, max_length=500)]
 
 
+class ModelScore(msgspec.Struct, frozen=True, kw_only=True):
+    """One model's score of a session (every model that scored it keeps one; `GET /v1/sessions/{id}?include=scores`)."""
+
+    model_id: str
+    p: float
+    """Pairwise: P(right preferred); pointwise: P(current better). Adapted to the user when `user_labels_used` > 0."""
+    p_population: float
+    preferred: str
+    confidence: float
+    quality: float | None
+    abstained: bool
+    user_labels_used: int
+    score_kind: Literal["model", "out_of_fold"]
+    """`out_of_fold`: the session is in this model's training set and was scored by models that never saw its user."""
+    demo_model: bool
+    scored_at: dt.datetime
+
+
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A stored session: identity, consent, score and (on request) the trajectories."""
 
@@ -88,6 +106,8 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     session: Session | None = None
     demo: bool = False
     """Recorded with a demo browser token: left out of training pairs unless asked for."""
+    scores: list[ModelScore] | None = None
+    """Every model's score of this session, oldest first (only with `include=scores`)."""
 
 
 class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,3 +145,48 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
     result: dict[str, int] | None
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class RescoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/reward/models/{model_id}/rescore: which stored sessions of the model's mode to score with it.
+
+    Sessions the model has scored already are skipped (a rescoring is idempotent per session and model).
+    """
+
+    user_ids: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]], msgspec.Meta(max_length=1000)
+    ] = []
+    """Only these users' sessions (empty: every user); each must have stored sessions."""
+    since: dt.datetime | None = None
+    """Only sessions received at or after this time (UTC when it has no zone)."""
+    until: dt.datetime | None = None
+    """Only sessions received before this time (UTC when it has no zone)."""
+    include_demo_sessions: bool = False
+    """Also sessions recorded with demo browser tokens."""
+
+
+class ModelComparison(msgspec.Struct, frozen=True, kw_only=True):
+    """Two reward models on the stored sessions both have scored (`GET /v1/reward/models/{a}/compare/{b}`)."""
+
+    model_a: str
+    model_b: str
+    scored_a: int
+    """Sessions model a has scored (all of them, not only the shared ones)."""
+    scored_b: int
+    sessions_both: int
+    """Sessions both have scored: every figure below is over these."""
+    agreeing: int
+    agreement: float | None
+    """Share of the shared sessions where both prefer the same side (None when there are none)."""
+    mean_abs_p_difference: float | None
+    labelled: int
+    """Shared sessions with explicit feedback."""
+    correct_a: int
+    correct_b: int
+    accuracy_a: float | None
+    """Share of the labelled shared sessions where model a's side is the one the user chose."""
+    accuracy_b: float | None
+    out_of_fold_a: int
+    """Shared sessions in model a's training set (scored out of fold, never in-sample)."""
+    out_of_fold_b: int
+    neither_abstained: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -77,6 +78,9 @@ def refuse_duplicate_keys(body: bytes | str) -> None:
         return
 
 
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
+
+
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     """Decode a request body; 400 for malformed (or too deeply nested) JSON or a duplicate key in a small body,
     422 naming the field msgspec rejected."""
@@ -87,7 +91,10 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return value
     except msgspec.ValidationError as err:
         message = str(err)
-        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else "$"
+        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else ""
+        unknown = _UNKNOWN_FIELD.match(message)
+        if unknown:  # the field named is the unknown one itself, not the object holding it
+            field = f"{field}.{unknown.group(1)}" if field else unknown.group(1)
         raise RequestError(422, "invalid", field or "$", readable(message.split(" - at ")[0])) from None
     except (msgspec.DecodeError, UnicodeError) as err:
         raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
