@@ -6,9 +6,10 @@ Redis comes from `TACIT_REDIS_URL` when it answers PING, else a real `redis-serv
 Celery worker and the gateway start on free loopback ports (the gateway on `--port`; every other service is
 internal), each logging to `<home>/logs/<service>.log` and waited for on `/healthz`. The home is 0700 and what is
 written in it 0600. Alignment jobs left `running` by an earlier stack are failed with the reason, since their
-worker is gone; `queued` ones whose queue message was lost are enqueued again. With no active pairwise reward
-model one is trained: from `--data` (an IFLLM folder, whose sessions the gateway then imports) or, without it, a
-demo model on simulated readers, labelled as such.
+worker is gone; `queued` ones whose queue message was lost are enqueued again. Reward models are trained where
+none is active: with `--data` (an IFLLM folder, whose sessions the gateway then imports on a cpu worker) a pairwise
+and a pointwise one, so every imported session has a model for its mode; without it a pairwise demo model on
+simulated readers, labelled as such.
 
 One bootstrap admin key lives in `<home>/admin.key` (0600): it is printed once, when it is created, and reused
 after (`--rotate-admin-key` replaces it and revokes the old one). `tacit up` then supervises: a child that exits
@@ -385,7 +386,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-timeout",
         type=float,
         default=900.0,
-        help="seconds to wait for the first reward model before printing the banner (it keeps training after)",
+        help="seconds to wait for the first reward models before printing the banner (they keep training after)",
     )
 
 
@@ -738,58 +739,91 @@ def _demo_label(model: Mapping[str, Any]) -> str:
     )
 
 
-def ensure_reward_model(
-    reward_url: str, home: Path, data: Path | None, *, timeout: float, out: TextIO, stop: threading.Event
-) -> dict[str, Any] | None:
-    """The active pairwise model; if none, train one (IFLLM `data`, else a demo) and wait up to `timeout`."""
+def _training_spec(task: str, home: Path, data: Path | None, out: TextIO) -> dict[str, Any]:
+    """What to train for `task` when it has no active model: on the IFLLM `data`, else a demo on simulated readers."""
+    if data is not None:
+        print(f"no active {task} reward model: training one on the IFLLM data in {data}", file=out)
+        return {"data": str(data.resolve()), "task": task, "activate": True}
+    from reward_svc.demo import write_demo_table
+
+    table = home / "demo.parquet"
+    if not table.exists():
+        write_demo_table(table)
+    print(
+        f"no active {task} reward model and no --data: training a DEMO model on simulated readers "
+        f"({table}); its scores say nothing about people",
+        file=out,
+    )
+    return {"data": str(table), "task": task, "activate": True, "demo": True}
+
+
+def ensure_reward_models(
+    reward_url: str,
+    home: Path,
+    data: Path | None,
+    *,
+    timeout: float,
+    out: TextIO,
+    stop: threading.Event,
+    transport: Any = None,
+) -> dict[str, dict[str, Any] | None]:
+    """The active reward model of each task, by task (None: none yet).
+
+    With IFLLM `data` both a pairwise and a pointwise model, so that every session the import stores has a model
+    for its mode (none stays pending); without it a pairwise one (a demo). A task without an active model gets one
+    trained and activated; the trainings are waited for together, up to `timeout` (they go on after it).
+    """
     import httpx
 
-    with httpx.Client(base_url=reward_url, timeout=30) as http:
-        models = http.get("/v1/reward/models", params={"task": "pairwise"}).raise_for_status().json()
-        active = next((m for m in models if m.get("active")), None)
-        if active is not None:
-            print(f"reward model: {active['id']} ({active['model']}, active){_demo_label(active)}", file=out)
-            return dict(active)
-        if data is not None:
-            spec: dict[str, Any] = {"data": str(data.resolve()), "task": "pairwise", "activate": True}
-            print(f"no active pairwise reward model: training one on the IFLLM data in {data}", file=out)
-        else:
-            from reward_svc.demo import write_demo_table
-
-            table = home / "demo.parquet"
-            if not table.exists():
-                write_demo_table(table)
-            spec = {"data": str(table), "task": "pairwise", "activate": True, "demo": True}
-            print(
-                "no active pairwise reward model and no --data: training a DEMO model on simulated readers "
-                f"({table}); its scores say nothing about people",
-                file=out,
-            )
-        answer = http.post("/v1/reward/models", json=spec)
-        if answer.status_code != 202:
-            print(f"warning: reward_svc refused to train ({answer.status_code}): {answer.text}", file=out)
-            return None
-        model = answer.json()
-        shown = ""
+    tasks = ("pairwise", "pointwise") if data is not None else ("pairwise",)
+    found: dict[str, dict[str, Any] | None] = {}
+    training: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=reward_url, timeout=30, transport=transport) as http:
+        for task in tasks:
+            models = http.get("/v1/reward/models", params={"task": task}).raise_for_status().json()
+            active = next((m for m in models if m.get("active")), None)
+            if active is not None:
+                print(f"{task} reward model: {active['id']} ({active['model']}, active){_demo_label(active)}", file=out)
+                found[task] = dict(active)
+                continue
+            answer = http.post("/v1/reward/models", json=_training_spec(task, home, data, out))
+            if answer.status_code != 202:
+                print(
+                    f"warning: reward_svc refused to train a {task} model ({answer.status_code}): {answer.text}",
+                    file=out,
+                )
+                found[task] = None
+                continue
+            training[task] = answer.json()
+        shown: dict[str, str] = {}
         deadline = time.monotonic() + timeout
-        while not stop.is_set() and time.monotonic() < deadline:
-            model = http.get(f"/v1/reward/models/{model['id']}").raise_for_status().json()
-            progress = model.get("progress") or {}
-            line = f"  training {model['id']}: {model['status']} {progress.get('stage', '')} "
-            line += f"{progress.get('done', 0)}/{progress.get('total', 0)}"
-            if line != shown:
-                print(line, file=out, flush=True)
-                shown = line
-            if model["status"] == "succeeded":
-                print(f"reward model: {model['id']} ({model['model']}, active){_demo_label(model)}", file=out)
-                return dict(model)
-            if model["status"] == "failed":
-                print(f"warning: training reward model {model['id']} failed: {model.get('error')}", file=out)
-                return None
-            stop.wait(1.0)
-        if not stop.is_set():
-            print(f"reward model {model['id']} is still training; it becomes active when it finishes", file=out)
-        return None
+        while training and not stop.is_set() and time.monotonic() < deadline:
+            for task, started in list(training.items()):
+                model = training[task] = http.get(f"/v1/reward/models/{started['id']}").raise_for_status().json()
+                progress = model.get("progress") or {}
+                line = f"  training {task} {model['id']}: {model['status']} {progress.get('stage', '')} "
+                line += f"{progress.get('done', 0)}/{progress.get('total', 0)}"
+                if line != shown.get(task):
+                    print(line, file=out, flush=True)
+                    shown[task] = line
+                if model["status"] == "succeeded":
+                    print(
+                        f"{task} reward model: {model['id']} ({model['model']}, active){_demo_label(model)}", file=out
+                    )
+                    found[task] = dict(training.pop(task))
+                elif model["status"] == "failed":
+                    print(f"warning: training {task} reward model {model['id']} failed: {model.get('error')}", file=out)
+                    training.pop(task)
+                    found[task] = None
+            if training:
+                stop.wait(1.0)
+        for task, model in training.items():
+            if not stop.is_set():
+                print(
+                    f"{task} reward model {model['id']} is still training; it becomes active when it finishes", file=out
+                )
+            found[task] = None
+    return found
 
 
 # -- up ---------------------------------------------------------------------------------------------------
@@ -898,7 +932,7 @@ def _first_model(stack: Stack, args: argparse.Namespace, out: TextIO, stop: thre
     assert reward is not None
     assert reward.url is not None
     try:
-        ensure_reward_model(reward.url, stack.home, args.data, timeout=args.model_timeout, out=out, stop=stop)
+        ensure_reward_models(reward.url, stack.home, args.data, timeout=args.model_timeout, out=out, stop=stop)
     except httpx.HTTPError as err:
         print(f"warning: could not check or train a reward model: {type(err).__name__}: {err}", file=out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from tacit.up import (
     child_env,
     choose_redis,
     create_admin_key,
+    ensure_reward_models,
     find_redis_server,
     free_port,
     parse_args,
@@ -403,3 +406,77 @@ def test_add_up_command_wires_into_a_cli_parser(tmp_path: Path) -> None:
     again = parse_args(_argv_of(args))
     assert (again.home, again.port, again.data) == (tmp_path, 9100, Path("/d"))
     assert (again.ready_timeout, again.model_timeout) == (args.ready_timeout, args.model_timeout)
+
+
+class FakeRewardService:
+    """reward_svc's model registry routes, as `tacit up` uses them: list by task, train (202), read; a training
+    succeeds on its second read."""
+
+    def __init__(self, active: dict[str, str] | None = None) -> None:
+        self.models: dict[str, dict[str, object]] = {}
+        self.reads: dict[str, int] = {}
+        self.trained: list[dict[str, object]] = []
+        for task, model_id in (active or {}).items():
+            self.models[model_id] = {"id": model_id, "task": task, "model": "swap_lr", "active": True}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and path == "/v1/reward/models":
+            task = request.url.params["task"]
+            return httpx.Response(200, json=[m for m in self.models.values() if m["task"] == task])
+        if request.method == "POST" and path == "/v1/reward/models":
+            spec = json.loads(request.content)
+            self.trained.append(spec)
+            model_id = f"m-{spec['task']}"
+            self.models[model_id] = {"id": model_id, "task": spec["task"], "model": "swap_lr", "status": "queued"}
+            return httpx.Response(202, json=self.models[model_id])
+        model_id = path.rsplit("/", 1)[1]
+        self.reads[model_id] = self.reads.get(model_id, 0) + 1
+        if self.reads[model_id] >= 2:
+            self.models[model_id].update(status="succeeded", active=True)
+        else:
+            self.models[model_id].update(status="running", progress={"stage": "features", "done": 1, "total": 2})
+        return httpx.Response(200, json=self.models[model_id])
+
+
+def test_up_with_data_trains_and_activates_a_pairwise_and_a_pointwise_model(tmp_path: Path) -> None:
+    # Issue 15: `tacit up --data` trained only a pairwise model, so every imported pointwise session stayed pending.
+    reward = FakeRewardService()
+    out = io.StringIO()
+    data = tmp_path / "ifllm"
+    found = ensure_reward_models(
+        "http://reward",
+        tmp_path,
+        data,
+        timeout=30,
+        out=out,
+        stop=threading.Event(),
+        transport=httpx.MockTransport(reward),
+    )
+    assert [(spec["task"], spec["data"], spec["activate"]) for spec in reward.trained] == [
+        ("pairwise", str(data.resolve()), True),
+        ("pointwise", str(data.resolve()), True),
+    ]
+    assert {task: model and model["id"] for task, model in found.items()} == {
+        "pairwise": "m-pairwise",
+        "pointwise": "m-pointwise",
+    }
+    assert "pointwise reward model: m-pointwise (swap_lr, active)" in out.getvalue()
+
+
+def test_up_trains_only_the_tasks_without_an_active_model(tmp_path: Path) -> None:
+    reward = FakeRewardService(active={"pairwise": "old-pair"})
+    found = ensure_reward_models(
+        "http://reward",
+        tmp_path,
+        tmp_path / "ifllm",
+        timeout=30,
+        out=io.StringIO(),
+        stop=threading.Event(),
+        transport=httpx.MockTransport(reward),
+    )
+    assert [spec["task"] for spec in reward.trained] == ["pointwise"]
+    assert {task: model and model["id"] for task, model in found.items()} == {
+        "pairwise": "old-pair",
+        "pointwise": "m-pointwise",
+    }
