@@ -49,6 +49,8 @@ P99_TARGET_MS = 100.0
 MIX = {"ingest": 0.8, "get": 0.1, "list": 0.1}
 USERS = 50
 WARMUP_S = 3.0
+#: A sender this far behind its schedule stops (what it did not send counts as errors).
+MAX_SENDER_LAG_S = 30.0
 
 
 def _bench_gateway() -> Any:
@@ -137,11 +139,17 @@ async def _drive(
         total = int(rate * seconds)
         pending: set[asyncio.Task[None]] = set()
         origin = clock() + 0.2
+        not_sent = 0
         for i in range(warmup + total):
             due = origin + i / rate
             delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            elif -delay > MAX_SENDER_LAG_S:
+                # The sender itself is starved (a machine busy with other work): stop, and count what was never
+                # sent as errors, instead of running on for minutes past the duration.
+                not_sent = warmup + total - i
+                break
             task = asyncio.create_task(one(i, due, i >= warmup))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -159,6 +167,8 @@ async def _drive(
 
     everything = [x for kind in MIX for x in latencies[kind]]
     ok = len(everything)
+    if not_sent:
+        errors[f"not sent: the sender fell {MAX_SENDER_LAG_S:.0f} s behind"] = min(not_sent, total)
     unfinished = total - ok - sum(errors.values())
     if unfinished:
         errors["no answer 15 s after the last request was sent"] = unfinished
@@ -214,6 +224,27 @@ def _load_process(
     out.put(asyncio.run(_drive(gateway, key, bodies, rate, seconds, seed, tag)))
 
 
+def _no_result(rate: float, seconds: float, why: str) -> dict[str, Any]:
+    """A run that produced no measurements: failed, with the reason as its one error."""
+    return {
+        "target_rate": rate,
+        "seconds": seconds,
+        "sent": int(rate * seconds),
+        "ok": 0,
+        "errors": 1,
+        "error_kinds": {why: 1},
+        "warmup_s": WARMUP_S,
+        "warmup_errors": {},
+        "statuses": {},
+        "offered_rate": 0.0,
+        "achieved_rate": 0.0,
+        "sender_lag_p99_ms": 0.0,
+        **_summary([]),
+        "by_kind": {kind: _summary([]) for kind in MIX},
+        "windows_10s": [],
+    }
+
+
 def run_load(gateway: str, key: str, samples: int, rate: float, seconds: float, seed: int, tag: str) -> dict[str, Any]:
     """One open-loop run at `rate` requests/s from a fresh spawned process."""
     ctx = mp.get_context("spawn")
@@ -221,21 +252,20 @@ def run_load(gateway: str, key: str, samples: int, rate: float, seconds: float, 
     process = ctx.Process(target=_load_process, args=(gateway, key, samples, rate, seconds, seed, tag, queue))
     load_before = os.getloadavg()[0]
     process.start()
-    # Poll instead of one long get: a load process that dies (killed for memory, an exception) is reported at once
-    # with its exit code, instead of after the whole timeout as a bare queue.Empty.
-    deadline = time.monotonic() + seconds + WARMUP_S + 120
+    # Poll instead of one long get: a load process that dies (killed for memory, an exception) or never reports is
+    # a failed run with the reason (so the long run's retry still happens), not a bare queue.Empty much later.
+    limit = seconds + WARMUP_S + MAX_SENDER_LAG_S + 150
+    deadline = time.monotonic() + limit
     result: dict[str, Any] | None = None
     while result is None:
         try:
             result = queue.get(timeout=1.0)
         except Empty:
             if not process.is_alive():
-                raise RuntimeError(f"the load process exited with code {process.exitcode} without a result") from None
-            if time.monotonic() > deadline:
+                result = _no_result(rate, seconds, f"the load process exited with code {process.exitcode}")
+            elif time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(
-                    f"the load process gave no result {seconds + WARMUP_S + 120:.0f} s after it started"
-                ) from None
+                result = _no_result(rate, seconds, f"the load process gave no result {limit:.0f} s after it started")
     process.join(timeout=30)
     # Other work on the machine shows here (the stack and this load process alone keep it near the CPU count).
     result["loadavg_1m"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}
