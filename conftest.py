@@ -35,6 +35,28 @@ def ifllm_dir() -> Path:
     return unpack_release(tarball, cache)
 
 
+@pytest.fixture(scope="module")
+def ifllm_small(ifllm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-worker IFLLM folder cut from the dev subset (same layout), for import tests."""
+    import csv
+    import shutil
+
+    root = tmp_path_factory.mktemp("ifllm-small") / "ifllm"
+    workers = sorted(p.name for p in (ifllm_dir / "user_behavior").iterdir() if p.is_dir())[:2]
+    (root / "user_behavior").mkdir(parents=True)
+    for worker in workers:
+        shutil.copytree(ifllm_dir / "user_behavior" / worker, root / "user_behavior" / worker)
+    for table in ("query_logs_table.csv", "task_table.csv"):
+        with (ifllm_dir / table).open(newline="", encoding="utf-8") as src:
+            reader = csv.DictReader(src)
+            rows = [row for row in reader if row["user_id"].strip() in workers]
+            with (root / table).open("w", newline="", encoding="utf-8") as dst:
+                writer = csv.DictWriter(dst, fieldnames=reader.fieldnames or [])
+                writer.writeheader()
+                writer.writerows(rows)
+    return root
+
+
 @pytest.fixture(scope="session")
 def ifllm_readme_counts() -> dict[str, int]:
     """The counts the data README states for this subset (so tests never hard-code them)."""

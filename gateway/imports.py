@@ -115,7 +115,7 @@ def run_ifllm_import(store: Store, job_id: str) -> str:
     return "cancelled" if stopped else "skipped"
 
 
-@shared_task(name=TASK_IMPORT_IFLLM, bind=True)
+@shared_task(name=TASK_IMPORT_IFLLM, bind=True)  # type: ignore[untyped-decorator]  # celery ships no types
 def ifllm_import_task(self: Any, job_id: str) -> dict[str, str]:
     """Run or resume import job `job_id` in the gateway's database (`TACIT_WORKER_DATABASE_URL`)."""
     store = Store(load_settings(WorkerSettings, "TACIT_WORKER_").db_url())

@@ -189,14 +189,10 @@ def test_an_import_stores_no_id_outside_the_alphabet(database: str, monkeypatch:
     # Imported sessions are built, not decoded: the alphabet is checked by the import itself.
     import tacit.ifllm.reader
     import tacit.ifllm.sessions
-    from gateway.app import run_ifllm_import
+    from gateway.imports import KIND, run_ifllm_import
 
     good = simulate_session(seed=1, samples=20, session_id="ifllm-1", user_id="worker_1")
     bad = simulate_session(seed=2, samples=20, session_id="ifllm-2", user_id="../worker_2")
-
-    class Folder:
-        def segments(self) -> list[Any]:
-            return [good, bad]
 
     class Dataset:
         def __init__(self, root: str) -> None:
@@ -205,16 +201,13 @@ def test_an_import_stores_no_id_outside_the_alphabet(database: str, monkeypatch:
         def task_dirs(self) -> list[tuple[Any, Any]]:
             return [(("worker_1", "1"), "folder")]
 
-        def load(self, key: Any, folder: Any) -> Folder:
-            return Folder()
-
     monkeypatch.setattr(tacit.ifllm.reader, "Dataset", Dataset)
-    monkeypatch.setattr(tacit.ifllm.sessions, "segment_to_session", lambda segment: segment)
+    monkeypatch.setattr(tacit.ifllm.sessions, "task_sessions", lambda dataset, key, folder: [good, bad])
     store = Store(database)
     try:
         store.migrate()
-        job = store.create_job("import_ifllm", {"data": "x"})
-        run_ifllm_import(store, job.id, "x")
+        job = store.create_job(KIND, {"data": "x"})
+        assert run_ifllm_import(store, job.id) == "succeeded"
         row = store.get_job(job.id)
         assert row is not None
         assert (row.status, row.result) == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -208,23 +209,56 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
         fake_llm.stop()
 
 
-@pytest.fixture(scope="module")
-def ifllm_small(ifllm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-worker IFLLM folder cut from the dev subset (same layout), for import tests."""
-    import csv
-    import shutil
+@dataclass
+class CpuWorker:
+    """`tacit worker --queues cpu` on the stack's Redis and gateway database (imports, reward training, rescoring),
+    with reward_svc's registry and model folder and the services' URLs, as `tacit up` starts it."""
 
-    root = tmp_path_factory.mktemp("ifllm-small") / "ifllm"
-    workers = sorted(p.name for p in (ifllm_dir / "user_behavior").iterdir() if p.is_dir())[:2]
-    (root / "user_behavior").mkdir(parents=True)
-    for worker in workers:
-        shutil.copytree(ifllm_dir / "user_behavior" / worker, root / "user_behavior" / worker)
-    for table in ("query_logs_table.csv", "task_table.csv"):
-        with (ifllm_dir / table).open(newline="", encoding="utf-8") as src:
-            reader = csv.DictReader(src)
-            rows = [row for row in reader if row["user_id"].strip() in workers]
-            with (root / table).open("w", newline="", encoding="utf-8") as dst:
-                writer = csv.DictWriter(dst, fieldnames=reader.fieldnames or [])
-                writer.writeheader()
-                writer.writerows(rows)
-    return root
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> CpuWorker:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tacit.cli", "worker", "--queues", "cpu"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while b"ready." not in self.log_path.read_bytes()[offset:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cpu worker not ready:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cpu_worker(stack: Stack, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpuWorker]:
+    """A cpu worker for the module's stack (a test may stop and start it again)."""
+    env = {
+        **stack.reward.env,
+        "TACIT_WORKER_REDIS_URL": redis_url,
+        "TACIT_WORKER_DATABASE_URL": stack.database_url,
+        "TACIT_WORKER_FEATURE_URL": stack.features.url,
+        "TACIT_WORKER_REWARD_URL": stack.reward.url,
+    }
+    worker = CpuWorker(env, tmp_path_factory.mktemp("cpu-worker") / "worker.log")
+    try:
+        yield worker.start()
+    finally:
+        worker.stop()

@@ -14,7 +14,7 @@ from gateway.db import Store
 from tacit.ifllm.reader import Dataset
 from tacit.ifllm.sessions import segment_to_session
 from tacit.simulate import simulate_session
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import CpuWorker, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -188,7 +188,9 @@ def test_malformed_sessions_are_refused_and_not_stored(stack: Stack, case: str, 
         store.close()
 
 
-def test_import_an_ifllm_folder_then_every_question_is_scored(stack: Stack, ifllm_small: Path) -> None:
+def test_import_an_ifllm_folder_then_every_question_is_scored(
+    stack: Stack, ifllm_small: Path, cpu_worker: CpuWorker
+) -> None:
     with stack.client("admin") as client:
         refused = client.post("/v1/imports/ifllm", json={"data": str(ifllm_small / "nowhere")})
         assert (refused.status_code, refused.json()["field"]) == (422, "data")

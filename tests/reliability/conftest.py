@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import stack  # noqa: F401 (the fixture, started with this package's database_url)
+from tests.e2e.conftest import cpu_worker, stack  # noqa: F401 (the fixtures; stack with this package's database_url)
 
 
 @pytest.fixture(scope="module")

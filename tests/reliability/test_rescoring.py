@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import CpuWorker, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
@@ -31,7 +31,7 @@ def _all_sessions(client: httpx.Client, prefix: str) -> list[dict[str, Any]]:
 
 
 def test_an_import_with_only_a_pairwise_model_is_scored_but_its_pointwise_sessions(
-    stack: Stack, ifllm_dir: Path
+    stack: Stack, ifllm_dir: Path, cpu_worker: CpuWorker
 ) -> None:
     # Finding 3: the rescoring loop stopped at the first pointwise session (only a pairwise model is active, the
     # default): 665 of 672 imported sessions stayed pending for over 10 minutes.
