@@ -1,18 +1,23 @@
 """HTTP edge of the reward service: scoring, and the model registry with training as Celery jobs.
 
 `POST /v1/score` scores feature vectors with the active (or a named) model; `/v1/reward/models` lists,
-trains (a job on the `cpu` queue), shows and activates models. Bodies are decoded from bytes by msgspec;
-errors are values mapped to HTTP status in `_problem`, the one place that does so.
+trains (a job on the `cpu` queue), shows, activates, cancels and deletes models. A training whose worker died or
+hung (no progress step for `stale_after_s`) is failed by the reaper, at start-up and every `reap_interval_s`.
+Bodies are decoded from bytes by msgspec; errors are values mapped to HTTP status in `_problem`, the one place
+that does so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
@@ -22,8 +27,8 @@ from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from reward_svc.model.estimators import MODELS
-from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
-from reward_svc.service import ScoreError, Scorer, model_info
+from reward_svc.registry import ModelRow, ModelStateError, Registry, TrainingRowRow, TrainingSetRow
+from reward_svc.service import ScoreError, Scorer, delete_model, model_info
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
@@ -57,6 +62,8 @@ def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]
         status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
     elif isinstance(exc, ScoreError):
         status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
+    elif isinstance(exc, ModelStateError):
+        status, problem = 409, Problem(code="conflict", field=exc.field, detail=exc.detail)
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         problem = Problem(
@@ -95,6 +102,11 @@ class Metrics:
             "tacit_reward_model",
             "The active reward model of each mode and its version",
             ["mode"],
+            registry=self.registry,
+        )
+        self.reaped = Counter(
+            "tacit_reward_trainings_reaped",
+            "Trainings failed because their worker sent no heartbeat for the stale limit",
             registry=self.registry,
         )
         self.http = HttpMetrics("reward_svc", self.registry)
@@ -306,6 +318,60 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     return _json(model_info(row, state.registry.training_set(model_id)))
 
 
+def _revoke(celery: Any, model_id: str) -> None:
+    """Tell the workers to drop the model's queued task (the task itself also returns at once for a cancelled
+    model, so a revoke that is lost, or a broker that is down, changes nothing)."""
+    try:
+        celery.control.revoke(f"reward-{model_id}")
+    except Exception as err:
+        logger.info("revoking the training task of %s: %s", model_id, type(err).__name__)
+
+
+@post(
+    "/v1/reward/models/{model_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a queued or running training (a running one stops at its next progress step)",
+)
+async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    registry: Registry = state.registry
+    try:
+        row = await anyio.to_thread.run_sync(registry.cancel, model_id)
+    except KeyError:
+        raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}") from None
+    await anyio.to_thread.run_sync(_revoke, state.celery, model_id)
+    return _json(model_info(row, registry.training_set(model_id)))
+
+
+@delete(
+    "/v1/reward/models/{model_id:str}",
+    status_code=200,
+    summary="Delete a model that is not active and not queued or running: its registry rows and artifact files",
+)
+async def delete_model_route(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    registry: Registry = state.registry
+    settings: RewardSettings = state.settings
+    training_set = registry.training_set(model_id)
+    try:
+        row = await anyio.to_thread.run_sync(delete_model, registry, model_id, settings.artifacts())
+    except KeyError:
+        raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}") from None
+    state.scorer.forget(model_id)
+    return _json(model_info(row, training_set))
+
+
+def _reap(registry: Registry, settings: RewardSettings, metrics: Metrics) -> None:
+    try:
+        metrics.reaped.inc(len(registry.reap(settings.stale_after_s)))
+    except Exception:  # the database is down for a moment: the next round will do
+        logger.warning("looking for lost trainings failed", exc_info=True)
+
+
+async def _reap_loop(registry: Registry, settings: RewardSettings, metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(settings.reap_interval_s)
+        await anyio.to_thread.run_sync(_reap, registry, settings, metrics)
+
+
 @get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -322,7 +388,7 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
     registry = Registry(settings.registry_url())
     metrics = Metrics()
 
-    def startup(app: Litestar) -> None:
+    async def startup(app: Litestar) -> None:
         app.state.settings = settings
         app.state.registry = registry
         app.state.scorer = Scorer(registry)
@@ -338,8 +404,15 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
             active = registry.active(task)
             if active is not None:
                 metrics.activated(active)
+        _reap(registry, settings, metrics)  # runs left by workers that died while this service was down
+        app.state.reaper = asyncio.get_running_loop().create_task(_reap_loop(registry, settings, metrics))
 
-    def shutdown(app: Litestar) -> None:
+    async def shutdown(app: Litestar) -> None:
+        reaper = app.state.get("reaper")
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
         registry.close()
 
     return Litestar(
@@ -352,6 +425,8 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
             train_from_sessions,
             erase_user,
             activate_model,
+            cancel_model,
+            delete_model_route,
             healthz,
             metrics_endpoint,
         ],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetR
 from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
 from tacit.schemas.reward import StoredSessions, TrainingSetSummary
 
-__all__ = ["ScoreError", "Scorer", "model_info", "run_training"]
+__all__ = ["ScoreError", "Scorer", "Stopped", "delete_model", "model_info", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -120,33 +122,65 @@ def _ifllm_training_set(
     return summary, members
 
 
+class Stopped(Exception):  # noqa: N818 (a signal, not an error)
+    """The run is no longer this worker's (cancelled, reaped, taken over or deleted): training stops where it is."""
+
+
+#: Progress steps are written at most this often (the first and last of a stage always): each is a heartbeat and a
+#: look at whether the run was cancelled.
+PROGRESS_EVERY_S = 0.5
+
+
 def run_training(
     registry: Registry,
     model_id: str,
     spec: TrainRewardModel,
     models_dir: Path,
     on_progress: Progress | None = None,
+    *,
+    worker: str | None = None,
+    stale_after_s: float | None = None,
 ) -> ModelRow:
-    """Train the registry entry `model_id` from `spec`; idempotent (a succeeded entry is returned as is)."""
-    row = registry.get(model_id)
-    if row is None:
-        raise KeyError(f"no reward model {model_id}")
-    if row.status == "succeeded":
-        return row
+    """Train the registry entry `model_id` from `spec` as `worker` (see `Registry.claim`).
+
+    Idempotent: a succeeded, cancelled or (for a reason of its own) failed entry is returned as it is. Each progress
+    step is the run's heartbeat and looks whether the run is still this worker's: a run cancelled (or reaped, or
+    taken over) meanwhile stops there and leaves no artifact. Raises ModelBusyError when another worker is on it and
+    KeyError when the model is not (or no longer) in the registry.
+    """
+    worker = worker or f"local:{uuid.uuid4().hex[:12]}"
+    try:
+        claim = registry.claim(model_id, worker, stale_after_s=stale_after_s)
+    except KeyError:
+        raise KeyError(f"no reward model {model_id}") from None
+    if claim is None:
+        return _current(registry, model_id)
+    if claim.took_over:
+        log.warning("reward model %s: taking over a lost run (%s)", model_id, claim.took_over)
+    written: dict[str, Any] = {"stage": "", "at": 0.0}
 
     def progress(stage: str, done: int, total: int) -> None:
-        registry.update(model_id, stage=stage, done=done, total=total)
+        now = time.monotonic()
+        if stage == written["stage"] and done < total and now - written["at"] < PROGRESS_EVERY_S:
+            return
+        if not registry.beat(model_id, worker, stage=stage, done=done, total=total):
+            raise Stopped(stage)
+        written.update(stage=stage, at=now)
         if on_progress is not None:
             on_progress(stage, done, total)
 
+    saved: Path | None = None
     try:
-        registry.update(model_id, status="running", error="", demo=spec.demo)
+        if not registry.beat(model_id, worker, demo=spec.demo):
+            raise Stopped("starting")
         progress("features", 0, 1)
         stored = isinstance(spec.source, StoredSessions)
         if stored:
             frame, session_ids, summary = _session_frame(registry, model_id, spec.task)
         else:
-            frame = load_frame(spec.folder or "", spec.feature_mode)
+            frame = load_frame(
+                spec.folder or "", spec.feature_mode, progress=lambda done, total: progress("features", done, total)
+            )
         progress("features", 1, 1)
         folds = spec.seeds * 5
         counter = {"done": 0}
@@ -188,15 +222,16 @@ def run_training(
             summary, members = _ifllm_training_set(frame, spec.task, model, Path(spec.folder or "").is_dir())
             registry.record_training_set(model_id, summary, members)
         progress("saving", 0, 1)
-        path = model.save(models_dir / model_id)
+        saved = model.save(models_dir / model_id)
         meta = model.metadata
-        row = registry.update(
+        row = registry.finish(
             model_id,
+            worker,
             status="succeeded",
             stage="done",
             done=1,
             total=1,
-            artifact=str(path),
+            artifact=str(saved),
             model_name=meta["model"],
             feature_set=meta["feature_set"],
             feature_set_version=meta["feature_set_version"],
@@ -205,14 +240,45 @@ def run_training(
             data_hash=meta["data_hash"],
             finished_at=dt.datetime.now(dt.UTC),
         )
+        if row is None:
+            raise Stopped("saving")
         if spec.activate:
             row = registry.activate(model_id)
         return row
+    except Stopped as stop:
+        current = registry.get(model_id)
+        if saved is not None and (current is None or current.status in ("cancelled", "failed")):
+            shutil.rmtree(saved, ignore_errors=True)  # written by a run that ended meanwhile: never served
+        log.info(
+            "reward model %s: stopped during %s (%s)", model_id, stop, "deleted" if current is None else current.status
+        )
+        return _current(registry, model_id)
     except Exception as err:
         log.exception("training reward model %s failed", model_id)
-        return registry.update(
-            model_id, status="failed", error=f"{type(err).__name__}: {err}", finished_at=dt.datetime.now(dt.UTC)
+        registry.finish(
+            model_id, worker, status="failed", error=f"{type(err).__name__}: {err}", finished_at=dt.datetime.now(dt.UTC)
         )
+        return _current(registry, model_id)
+
+
+def _current(registry: Registry, model_id: str) -> ModelRow:
+    row = registry.get(model_id)
+    if row is None:
+        raise KeyError(f"no reward model {model_id} (deleted)")
+    return row
+
+
+def delete_model(registry: Registry, model_id: str, models_dir: Path) -> ModelRow:
+    """Delete a model that is neither active nor unfinished (Registry.remove's 4xx otherwise): its registry rows,
+    then its artifact folder (only a folder named by its id: a recorded path never removes anything else)."""
+    row = registry.remove(model_id)
+    folders = {models_dir / model_id}
+    if row.artifact:
+        folders.add(Path(row.artifact))
+    for folder in folders:
+        if folder.name == model_id and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    return row
 
 
 class Scorer:
@@ -231,6 +297,13 @@ class Scorer:
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
+        self._rows.clear()
+
+    def forget(self, model_id: str) -> None:
+        """Drop a deleted model's loaded artifact and training-set probabilities."""
+        with self._lock:
+            self._models.pop(model_id, None)
+            self._oof.pop(model_id, None)
         self._rows.clear()
 
     def forget_training_sets(self) -> None:

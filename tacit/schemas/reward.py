@@ -202,7 +202,7 @@ class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     feature_set: str
     feature_set_version: str
     feature_mode: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: ModelProgress
     error: str
     scores: dict[str, Any]
