@@ -14,7 +14,6 @@ import datetime as dt
 import gc
 import hmac
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,16 +37,17 @@ from gateway.collector import Collector, collector_routes
 from gateway.data_roots import allowed_path
 from gateway.db import OutOfFold, PayloadPurgedError, SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
+from gateway.imports import import_routes
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
+from gateway.model_scores import model_score_routes, model_scores, start_rescore
 from gateway.openapi import documented, openapi_config
-from gateway.training import training_set
+from gateway.training import training_routes, training_set
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel, validate_session
 from tacit.schemas.gateway import (
     Erasure,
-    ImportIfllm,
-    JobInfo,
     Problem,
+    RescoreRequest,
     SessionBatch,
     SessionPage,
     SessionRecord,
@@ -55,7 +55,6 @@ from tacit.schemas.gateway import (
 )
 from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, decode_body
 from tacit.schemas.reward import StoredSessions, TrainingMembers, UserErasure, decode_train
-from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
 from tacit.settings import GatewaySettings, load_settings
@@ -443,10 +442,17 @@ def _batch_conflict(sessions: list[Session], index: int, *, stored_before: int) 
 async def get_session(
     state: State, session_id: FromPath[str], include: FromQuery[str | None] = None
 ) -> Response[bytes]:
+    parts = {part.strip() for part in (include or "").split(",") if part.strip()}
+    if parts - {"payload", "scores"}:
+        raise RequestError(422, "invalid", "include", "include takes payload, scores or both (comma-separated)")
     row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
     if row is None:
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
-    return json_response(_record(state.store, row, include == "payload"))
+    record = _record(state.store, row, "payload" in parts)
+    if "scores" in parts:
+        scores = await anyio.to_thread.run_sync(model_scores, state.store, session_id)
+        record = msgspec.structs.replace(record, scores=scores)
+    return json_response(record)
 
 
 @get("/v1/sessions", summary="Stored sessions, newest last, paginated", **scoped("read", SessionPage))
@@ -577,6 +583,10 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
             pipeline.out_of_fold_applied.add(model_id)
         # sessions set aside for want of a model are due now
         await anyio.to_thread.run_sync(state.store.retry_deferred)
+        # every stored session of the model's mode gets its score, in batches on the cpu workers (a backfill)
+        mode = str(msgspec.json.decode(response.content).get("task") or "")
+        if mode in ("pairwise", "pointwise"):
+            await start_rescore(state, model_id, mode, RescoreRequest(), reason="activated")
     return response
 
 
@@ -614,104 +624,6 @@ async def _apply_active_training_sets(pipeline: Pipeline) -> None:
             continue
         if await _score_training_set(pipeline.reward, pipeline.store, model_id):
             pipeline.out_of_fold_applied.add(model_id)
-
-
-# --- imports ------------------------------------------------------------------------------------------------
-
-_IMPORT = msgspec.json.Decoder(ImportIfllm)
-
-
-def _job_info(row: Any) -> JobInfo:
-    return JobInfo(
-        id=row.id,
-        kind=row.kind,
-        status=row.status,
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
-        error=row.error,
-        result=row.result,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-_ID = re.compile(ID_PATTERN)
-
-
-def _safe_ids(session: Session) -> bool:
-    ids = (session.session_id, session.user_id, session.task_id, session.query_id)
-    return all(value is None or (len(value) <= MAX_ID_CHARS and _ID.match(value)) for value in ids)
-
-
-def run_ifllm_import(store: Store, job_id: str, data: str) -> None:
-    """Store every question of an IFLLM folder as a session (pending score), one task folder at a time.
-
-    Scoring is left to the rescoring loop, so an import never waits on (or fails with) the other services.
-    Sessions are built, not decoded, so the id alphabet is checked here: one outside it is counted, not stored.
-    """
-    from tacit.ifllm.reader import Dataset
-    from tacit.ifllm.sessions import segment_to_session
-
-    try:
-        dataset = Dataset(data)
-        folders = dataset.task_dirs()
-        store.update_job(job_id, status="running", stage="sessions", done=0, total=len(folders))
-        stored = existing = conflicts = invalid = 0
-        for done, (key, folder) in enumerate(folders, 1):
-            recording = dataset.load(key, folder)
-            built = [segment_to_session(segment) for segment in recording.segments()]
-            sessions = [session for session in built if _safe_ids(session)]
-            invalid += len(built) - len(sessions)
-            for outcome in store.put_sessions(sessions):
-                if isinstance(outcome, SessionConflict):
-                    conflicts += 1
-                elif outcome[1]:
-                    stored += 1
-                else:
-                    existing += 1
-            store.update_job(job_id, done=done)
-        store.update_job(
-            job_id,
-            status="succeeded",
-            stage="done",
-            result={"stored": stored, "already_stored": existing, "conflicts": conflicts, "invalid_ids": invalid},
-        )
-    except Exception as err:
-        logger.exception("IFLLM import %s failed", job_id)
-        store.update_job(job_id, status="failed", error=f"{type(err).__name__}: {err}")
-
-
-@post(
-    "/v1/imports/ifllm",
-    status_code=202,
-    summary="Import an IFLLM folder (background job)",
-    **scoped("admin", JobInfo, (202,)),
-)
-async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    try:
-        spec: ImportIfllm = _IMPORT.decode(await request.body())
-    except msgspec.ValidationError as err:
-        raise RequestError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
-    settings: GatewaySettings = state.settings
-    root = allowed_path(spec.data, settings.data_roots, "data")  # outside the roots: the same 422, existing or not
-    if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():
-        raise RequestError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
-    job = await anyio.to_thread.run_sync(state.store.create_job, "import_ifllm", {"data": spec.data})
-    task = asyncio.create_task(anyio.to_thread.run_sync(run_ifllm_import, state.store, job.id, spec.data))
-    state.jobs.add(task)
-    task.add_done_callback(state.jobs.discard)
-    return json_response(_job_info(job), 202)
-
-
-@get("/v1/imports/{job_id:str}", summary="An import job and its progress", **scoped("read", JobInfo))
-async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
-    if row is None:
-        raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
-    return json_response(_job_info(row))
 
 
 # Judgments: judge_svc does the work; the gateway is the one public API (judging is not idempotent: no retry).
@@ -816,7 +728,6 @@ def create_app(
         metrics.watch(db, settings.redis_url)
         app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_burst)
         app.state.auth_failures = AuthFailures(settings.auth_failures_per_s, settings.auth_failure_burst)
-        app.state.jobs = set()
         app.state.collector = Collector()
         app.state.features = FeatureClient(
             settings.feature_url, timeout=settings.timeout_s, retries=settings.retries, transport=feature_transport
@@ -855,8 +766,6 @@ def create_app(
             get_model,
             train_model,
             activate_model,
-            import_ifllm,
-            get_import,
             post_judgment,
             post_judgments,
             get_judgments,
@@ -865,6 +774,9 @@ def create_app(
             metrics_endpoint,
             *collector_routes(),
             *alignment_routes(),
+            *import_routes(),
+            *training_routes(),
+            *model_score_routes(),
         ],
         lifespan=[lifespan],
         before_request=_refuse_nul,

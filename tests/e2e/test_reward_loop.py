@@ -4,13 +4,8 @@ out-of-fold scores, erasing a user names the model, and bad selections answer 4x
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,41 +13,11 @@ import msgspec
 import pytest
 
 from tacit.simulate import simulate_session
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import CpuWorker, Stack
 
 pytestmark = pytest.mark.e2e
 
 USERS, PER_USER = 8, 4
-
-
-@pytest.fixture(scope="module")
-def cpu_worker(stack: Stack, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """`tacit worker --queues cpu` with reward_svc's registry and model folder (what `tacit up` gives it)."""
-    log = tmp_path_factory.mktemp("cpu-worker") / "worker.log"
-    env = {**stack.reward.env, "TACIT_WORKER_REDIS_URL": redis_url}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tacit.cli", "worker", "--queues", "cpu"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cpu worker not ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +78,7 @@ def test_bad_selections_answer_4xx_naming_the_field(stack: Stack, users: list[st
 
 
 def test_a_model_trained_on_stored_sessions_scores_them_out_of_fold_and_erasure_names_it(
-    stack: Stack, users: list[str], cpu_worker: None
+    stack: Stack, users: list[str], cpu_worker: CpuWorker
 ) -> None:
     with stack.client("admin") as client:
         answer = _train(client, {"user_ids": users}, model="swap_lr", seeds=2)
