@@ -811,8 +811,9 @@ def ensure_reward_models(
                         f"{task} reward model: {model['id']} ({model['model']}, active){_demo_label(model)}", file=out
                     )
                     found[task] = dict(training.pop(task))
-                elif model["status"] == "failed":
-                    print(f"warning: training {task} reward model {model['id']} failed: {model.get('error')}", file=out)
+                elif model["status"] in ("failed", "cancelled"):  # cancelled: someone stopped it meanwhile
+                    status, error = model["status"], model.get("error")
+                    print(f"warning: training {task} reward model {model['id']} {status}: {error}", file=out)
                     training.pop(task)
                     found[task] = None
             if training:
