@@ -85,10 +85,20 @@ def stack(redis_url: str, tmp_path: Path) -> Iterator[tuple[TestClient[Any], Wor
         "TACIT_WORKER_REDIS_URL": redis_url,
         # A message whose worker died comes back after this (12 h by default: above the longest job).
         "TACIT_WORKER_VISIBILITY_TIMEOUT_S": "4",
+        # The SIGKILLed worker's run is taken over once its heartbeat (a progress step) is this old; extraction is
+        # one step, so the limit stays above it, and reward_svc's periodic reaper is left out of this test.
+        "TACIT_REWARD_STALE_AFTER_S": "45",
+        "TACIT_REWARD_REAP_INTERVAL_S": "3600",
         "TACIT_HOME": str(tmp_path / "home"),
     }
     workers = Workers(env, tmp_path)
-    settings = RewardSettings(database_url=database_url, models_dir=str(tmp_path / "models"), redis_url=redis_url)
+    settings = RewardSettings(
+        database_url=database_url,
+        models_dir=str(tmp_path / "models"),
+        redis_url=redis_url,
+        stale_after_s=45,
+        reap_interval_s=3600,
+    )
     try:
         with TestClient(create_app(settings)) as client:
             yield client, workers
@@ -134,7 +144,8 @@ def test_a_worker_killed_and_stopped_during_extraction(stack: tuple[TestClient[A
     assert _wait_group_gone(first.pid, 15) == [], "extraction helpers outlived their SIGKILLed worker"
 
     second = workers.start()
-    info = _wait_for(client, model_id, _finished, 180)
+    # redelivered after 4 s, then retried until the dead worker's heartbeat is 45 s old, then trained from scratch
+    info = _wait_for(client, model_id, _finished, 300)
     assert info["status"] == "succeeded", info["error"]
 
     # SIGTERM (what `tacit up` sends) during extraction: a warm shutdown that ends, helpers included.

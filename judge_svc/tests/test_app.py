@@ -70,7 +70,7 @@ def test_judge_failure_is_a_verdict_with_the_error(client: TestClient[Litestar],
         (b'{"prompt": "", "answer_a": "a", "answer_b": "b"}', 422, "invalid", "prompt"),
         (b'{"prompt": "q", "answer_a": "a"}', 422, "invalid", "$"),
         (b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "winner_rule": "vibes"}', 422, "invalid", "winner_rule"),
-        (b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "extra": 1}', 422, "invalid", "$"),
+        (b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "extra": 1}', 422, "invalid", "extra"),
     ],
 )
 def test_bad_requests_are_problems(

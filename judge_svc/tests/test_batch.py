@@ -112,7 +112,7 @@ def test_shutdown_cancels_running_jobs(server: FakeOpenAIServer) -> None:
         ({"items": []}, 422, "items"),
         ({"items": [item(1, 1)] * 1001}, 422, "items"),
         ({"items": [{"prompt": "", "answer_a": "a", "answer_b": "b"}]}, 422, "items[0].prompt"),
-        ({"items": [item(1, 1)], "extra": 1}, 422, "$"),
+        ({"items": [item(1, 1)], "extra": 1}, 422, "extra"),
         ({"items": [item(1, 1)], "alignment_job_id": ""}, 422, "alignment_job_id"),
         ({"items": [item(1, 1)], "label": 3}, 422, "label"),
     ],
