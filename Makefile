@@ -38,10 +38,11 @@ run: $(STAMP) ## Set up and start the whole stack on embedded defaults (gateway 
 test: $(STAMP) ## Set up and run the test suite
 	$(PY) -m pytest -q -n 2 -m "not gpu and not reliability"
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports: pyproject.toml [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy tacit feature_svc
+	$(VENV)/bin/mypy tacit tacit_cli feature_svc
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) ## Benchmarks (print tables, compare against the baseline in the same run)
 	$(PY) bench/features.py

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import msgspec
+from celery import shared_task
 
 from align_worker import metrics
-from align_worker.celery_app import app
 from gateway.db import Store
 from gateway.db.alignment import AlignmentJobs, JobBusyError
 from tacit.schemas.align import AlignmentJobSpec, AlignmentProgress
@@ -104,7 +104,9 @@ def _torch_threads(settings: WorkerSettings) -> None:
         torch.set_num_threads(max(1, settings.torch_threads))
 
 
-@app.task(name=TASK_ALIGN, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(  # type: ignore[untyped-decorator]
+    name=TASK_ALIGN, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
 def run_alignment(self: Any, job_id: str) -> dict[str, str]:
     """Run or resume alignment job `job_id`; returns its final status (or `skipped`)."""
     from align_worker.training.trainers import Cancelled, quiet_hub, run_job

@@ -46,7 +46,7 @@ USERS = 50
 
 def _up(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tacit.cli", "up", "--home", str(home), "--port", str(port)],
+        [sys.executable, "-m", "tacit_cli.cli", "up", "--home", str(home), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=60, help="samples per stream of each simulated session")
     args = parser.parse_args()
 
-    from tacit.up import free_port
+    from tacit_cli.up import free_port
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="tacit-backfill-") as tmp:
@@ -205,7 +205,7 @@ def main() -> None:
                 _forget(home / "gateway.db", model_id)
                 log = (home / "logs" / "worker_cpu_2.log").open("ab")
                 second = subprocess.Popen(
-                    [sys.executable, "-m", "tacit.cli", "worker", "--queues", "cpu"],
+                    [sys.executable, "-m", "tacit_cli.cli", "worker", "--queues", "cpu"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

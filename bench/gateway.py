@@ -116,7 +116,7 @@ def _load_process(
 
 def _up(home: Path, port: int) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tacit.cli", "up", "--home", str(home), "--port", str(port)],
+        [sys.executable, "-m", "tacit_cli.cli", "up", "--home", str(home), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

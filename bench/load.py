@@ -355,7 +355,7 @@ def main() -> None:
 
     bench = _bench_gateway()
     if not args.port:
-        from tacit.up import free_port
+        from tacit_cli.up import free_port
 
         args.port = free_port()
     started_at = dt.datetime.now(dt.UTC)

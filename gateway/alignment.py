@@ -49,9 +49,9 @@ from tacit.schemas.align import (
 )
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
-from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
+from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
 
-__all__ = ["alignment_routes", "load_observations"]
+__all__ = ["alignment_routes", "celery_producer", "load_observations"]
 
 logger = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -158,19 +158,16 @@ def _jobs(state: State) -> AlignmentJobs:
     return jobs
 
 
-def _celery(state: State) -> Any:
+def celery_producer(state: State) -> Any:
+    """The gateway's Celery app for sending tasks by name (queue declarations only, no task code), made once."""
     app = getattr(state, "celery", None)
     if app is None:
-        from align_worker.celery_app import create_celery  # queue declarations only: no task code is imported
-        from tacit.settings import WorkerSettings
-
-        app = state.celery = create_celery(WorkerSettings(redis_url=state.settings.redis_url))
-        app.conf.broker_connection_max_retries = 1
+        app = state.celery = producer(state.settings.redis_url)
     return app
 
 
 def _enqueue(state: State, job_id: str) -> None:
-    _celery(state).send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)
+    celery_producer(state).send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)
 
 
 async def _get(state: State, job_id: str) -> AlignmentJobRow:

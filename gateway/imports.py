@@ -25,6 +25,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.access import json_response, scoped
+from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
 from gateway.db import SessionConflict, Store
 from tacit.schemas import Session
@@ -128,19 +129,8 @@ def ifllm_import_task(self: Any, job_id: str) -> dict[str, str]:
 # -- the routes -------------------------------------------------------------------------------------------
 
 
-def _celery(state: State) -> Any:
-    # The same producer app as alignment jobs (state.celery): queue declarations only, no task code imported.
-    app = getattr(state, "celery", None)
-    if app is None:
-        from align_worker.celery_app import create_celery
-
-        app = state.celery = create_celery(WorkerSettings(redis_url=state.settings.redis_url))
-        app.conf.broker_connection_max_retries = 1
-    return app
-
-
 def _enqueue(state: State, job_id: str) -> None:
-    _celery(state).send_task(TASK_IMPORT_IFLLM, args=[job_id], task_id=job_id, queue=QUEUE_CPU)
+    celery_producer(state).send_task(TASK_IMPORT_IFLLM, args=[job_id], task_id=job_id, queue=QUEUE_CPU)
 
 
 @post(

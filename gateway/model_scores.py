@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.access import json_response, scoped
-from gateway.alignment import _celery
+from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
 from gateway.db import JobRow, Store
 from gateway.rescoring import send_batches
@@ -104,7 +104,7 @@ async def start_rescore(
     )
     if batches:
         try:
-            await anyio.to_thread.run_sync(lambda: send_batches(_celery(state), job.id, batches))
+            await anyio.to_thread.run_sync(lambda: send_batches(celery_producer(state), job.id, batches))
         except Exception as err:  # the broker: kombu raises its own and OSError subclasses
             logger.warning("rescore job %s not sent: %s: %s", job.id, type(err).__name__, err)
             error = f"the task queue did not answer: {type(err).__name__}: {err}"

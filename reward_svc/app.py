@@ -394,10 +394,9 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
         app.state.scorer = Scorer(registry)
         app.state.metrics = metrics
         if celery is None:
-            from align_worker.celery_app import create_celery
-            from tacit.settings import WorkerSettings
+            from tacit.tasks import producer
 
-            app.state.celery = create_celery(WorkerSettings(redis_url=settings.redis_url))
+            app.state.celery = producer(settings.redis_url)
         else:
             app.state.celery = celery
         for task in ("pairwise", "pointwise"):

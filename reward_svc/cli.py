@@ -1,4 +1,4 @@
-"""`tacit reward ...` subcommands (registered by tacit.cli; heavy imports stay inside the handlers)."""
+"""`tacit reward ...` subcommands (registered by tacit_cli.cli; heavy imports stay inside the handlers)."""
 
 from __future__ import annotations
 

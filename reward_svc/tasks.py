@@ -14,8 +14,8 @@ import uuid
 from typing import Any
 
 import msgspec
+from celery import shared_task
 
-from align_worker.celery_app import app
 from reward_svc.registry import ModelBusyError, Registry
 from reward_svc.service import run_training
 from tacit.schemas import TrainRewardModel
@@ -25,7 +25,9 @@ from tacit.tasks import TASK_TRAIN_REWARD
 __all__ = ["train_reward_model"]
 
 
-@app.task(name=TASK_TRAIN_REWARD, bind=True, max_retries=None)
+@shared_task(  # type: ignore[untyped-decorator]
+    name=TASK_TRAIN_REWARD, bind=True, max_retries=None
+)
 def train_reward_model(self: Any, model_id: str, spec: dict[str, Any]) -> dict[str, str]:
     """Train registry entry `model_id`; returns its final status (`deleted` when it is no longer registered)."""
     settings = load_settings(RewardSettings, "TACIT_REWARD_")

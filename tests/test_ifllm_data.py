@@ -13,9 +13,9 @@ import pytest
 
 from feature_svc.extract import META_COLUMNS, extract_table, write_table
 from feature_svc.features.sets import FEATURE_SETS
-from tacit.cli import main
 from tacit.ifllm.matching import assign_reference_a
 from tacit.ifllm.reader import Dataset
+from tacit_cli.cli import main
 
 pytestmark = pytest.mark.data
 

@@ -45,7 +45,7 @@ def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[T
             "-m",
             "celery",
             "-A",
-            "align_worker.celery_app",
+            "tacit_cli.worker",
             "worker",
             "-Q",
             "cpu",

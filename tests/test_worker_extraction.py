@@ -58,7 +58,7 @@ class Workers:
     def start(self) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker{len(self.started)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tacit.cli", "worker", "--queues", "cpu"],
+            [sys.executable, "-m", "tacit_cli.cli", "worker", "--queues", "cpu"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -104,9 +104,7 @@ class LocalBackend:
         def feed(ids: list[int]) -> None:
             # the reply grows a few tokens per slot: extend the KV cache rather than re-reading the prompt
             with torch.inference_mode():
-                out = self._lm(
-                    input_ids=torch.tensor([ids], device=self._device), cache=state["past"], use_cache=True
-                )
+                out = self._lm(input_ids=torch.tensor([ids], device=self._device), cache=state["past"], use_cache=True)
             state["past"] = out.cache
             state["next"] = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
             context.extend(ids)

@@ -35,7 +35,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "TACIT_GATEWAY_REDIS_URL": "redis://127.0.0.1:9/0",
     }
     service = Service(
-        "gateway", [sys.executable, "-m", "tacit.cli", "serve", "gateway"], env, port, tmp_path / "gateway.log"
+        "gateway", [sys.executable, "-m", "tacit_cli.cli", "serve", "gateway"], env, port, tmp_path / "gateway.log"
     )
     service.start()
     try:

@@ -137,7 +137,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url
     keys = {scope: create_key(store, [scope], f"test-{scope}")[0] for scope in ("ingest", "read", "train", "admin")}
     store.close()
 
-    cli = [sys.executable, "-m", "tacit.cli", "serve"]
+    cli = [sys.executable, "-m", "tacit_cli.cli", "serve"]
     features = Service(
         "feature_svc",
         [*cli, "features"],
@@ -222,7 +222,7 @@ class CpuWorker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tacit.cli", "worker", "--queues", "cpu"],
+                [sys.executable, "-m", "tacit_cli.cli", "worker", "--queues", "cpu"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

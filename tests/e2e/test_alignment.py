@@ -52,7 +52,7 @@ class Worker:
         marker = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tacit.cli", "worker", "--queues", "align"],
+                [sys.executable, "-m", "tacit_cli.cli", "worker", "--queues", "align"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -274,7 +274,7 @@ def test_bad_job_specs_are_refused_and_nothing_is_stored(stack: Stack, scored: i
         assert len(client.alignment_jobs(limit=500)) == before
 
 
-EXPORT = [sys.executable, "-m", "tacit.cli", "align", "export"]
+EXPORT = [sys.executable, "-m", "tacit_cli.cli", "align", "export"]
 
 
 def test_export_writes_the_pairs_a_job_would_train_on(stack: Stack, scored: int, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Service, str, list[str]]]:
         "TACIT_GATEWAY_RESCORE_INTERVAL_S": "3600",
     }
     service = Service(
-        "gateway", [sys.executable, "-m", "tacit.cli", "serve", "gateway"], env, port, tmp_path / "gateway.log"
+        "gateway", [sys.executable, "-m", "tacit_cli.cli", "serve", "gateway"], env, port, tmp_path / "gateway.log"
     )
     service.start()
     try:

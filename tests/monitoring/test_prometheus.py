@@ -103,7 +103,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, redis_url: str, promethe
     store.close()
 
     fake_llm = FakeOpenAIServer(prefer_longer).start()
-    cli = [sys.executable, "-m", "tacit.cli", "serve"]
+    cli = [sys.executable, "-m", "tacit_cli.cli", "serve"]
     ports = {name: free_port() for name in ("features", "reward", "judge", "gateway", "broken", "worker", "prom")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     reward_env = {"TACIT_REWARD_DATABASE_URL": reward_db, "TACIT_REWARD_MODELS_DIR": str(models)}
@@ -137,7 +137,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, redis_url: str, promethe
                 ports["broken"], tmp / "broken.log"),
         # A prefork worker (one child): the task runs in the child, /metrics is served by the main process.
         Service("cpu worker",
-                [sys.executable, "-m", "celery", "-A", "align_worker.celery_app", "worker", "-Q", "cpu",
+                [sys.executable, "-m", "celery", "-A", "tacit_cli.worker", "worker", "-Q", "cpu",
                  "--pool", "prefork", "--concurrency", "1", "--without-mingle", "--without-gossip",
                  "--loglevel", "INFO", "-n", f"monitoring-{ports['worker']}@%h"],
                 {**env, **reward_env, "TACIT_WORKER_REDIS_URL": redis_url,

@@ -54,7 +54,7 @@ class PrivateRedis:
     """A redis-server of our own on a free port, append-only file on (a restart keeps the queue, as in production)."""
 
     def __init__(self, folder: Path) -> None:
-        from tacit.up import find_redis_server
+        from tacit_cli.up import find_redis_server
 
         binary = find_redis_server()
         if binary is None:
@@ -187,7 +187,7 @@ def gateway_service(stack: FaultStack, database_url: str, log: Path, **extra: st
         "TACIT_GATEWAY_RETRIES": "1",
         **extra,
     }
-    return Service("gateway", [sys.executable, "-m", "tacit.cli", "serve", "gateway"], env, port, log)
+    return Service("gateway", [sys.executable, "-m", "tacit_cli.cli", "serve", "gateway"], env, port, log)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack
     reward_db = demo_reward_registry(tmp)
     database_url = f"sqlite:///{tmp / 'gateway.db'}"
     keys = _keys(database_url)
-    cli = [sys.executable, "-m", "tacit.cli", "serve"]
+    cli = [sys.executable, "-m", "tacit_cli.cli", "serve"]
     feature_port, reward_port = free_port(), free_port()
     features = Service(
         "feature_svc", [*cli, "features"], {**env, "TACIT_FEATURES_PORT": str(feature_port)}, feature_port,

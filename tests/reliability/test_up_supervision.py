@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
-from tacit.simulate import simulate_session
 from tacit.tests.test_up import needs_redis_server
 from tacit.tests.test_up_hardening import _Up
-from tacit.up import free_port
+
+from tacit.simulate import simulate_session
+from tacit_cli.up import free_port
 from tests.reliability.out import write_fragment
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]

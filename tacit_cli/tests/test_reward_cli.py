@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tacit.cli import main
+from reward_svc.tests.conftest import synthetic_frame
+from tacit_cli.cli import main
 
 
 @pytest.fixture
-def table(frame: pd.DataFrame, tmp_path: Path) -> Path:
+def table(tmp_path: Path) -> Path:
     path = tmp_path / "table.parquet"
-    frame.to_parquet(path)
+    synthetic_frame().to_parquet(path)
     return path
 
 

@@ -71,7 +71,7 @@ __all__ = [
 DEFAULT_PORT = 8100
 #: Services that belong to the stack but are not built yet: printed as not started, never faked.
 NOT_BUILT: dict[str, str] = {}
-_CLI = [sys.executable, "-m", "tacit.cli"]
+_CLI = [sys.executable, "-m", "tacit_cli.cli"]
 #: The bootstrap admin key's file in the home (0600).
 KEY_FILE = "admin.key"
 #: Name of the keys `tacit up` makes (earlier versions made one per start: all but the current one are revoked).
@@ -682,10 +682,8 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
     append-only file lost it on restart, and the job waited forever). Returns their ids."""
     import redis
 
-    from align_worker.celery_app import create_celery
     from gateway.db.alignment import AlignmentJobs
-    from tacit.settings import WorkerSettings
-    from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
+    from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
 
     store = _gateway_store(environ)
     try:
@@ -706,7 +704,7 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
     messages = b"".join(held)
     lost = [job_id for job_id in queued if job_id.encode() not in messages]
     if lost:
-        celery = create_celery(WorkerSettings(redis_url=redis_url))
+        celery = producer(redis_url)
         try:
             for job_id in lost:
                 celery.send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)

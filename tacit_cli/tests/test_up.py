@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tacit.up import (
+from tacit_cli.up import (
     DEFAULT_PORT,
     Service,
     ServiceError,
@@ -179,7 +179,7 @@ def test_feature_service_starts_answers_and_stops_cleanly(tmp_path: Path, stop_a
     port = free_port()
     service = Service(
         "feature_svc",
-        [sys.executable, "-m", "tacit.cli", "serve", "features"],
+        [sys.executable, "-m", "tacit_cli.cli", "serve", "features"],
         tmp_path / "logs" / "feature_svc.log",
         env={**os.environ, "TACIT_FEATURES_PORT": str(port), "TACIT_HOME": str(tmp_path)},
         health_url=f"http://127.0.0.1:{port}/healthz",
@@ -287,7 +287,7 @@ def test_children_stop_when_tacit_up_is_killed(tmp_path: Path) -> None:
     launcher = subprocess.Popen(
         _python(f"""
             import pathlib, sys, time
-            from tacit.up import Service
+            from tacit_cli.up import Service
             s = Service("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
                         pathlib.Path({str(tmp_path / "sleeper.log")!r})).start()
             pathlib.Path({str(pid_file)!r}).write_text(str(s.pid))
@@ -340,7 +340,7 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TACIT_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tacit.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
+        [sys.executable, "-m", "tacit_cli.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -397,7 +397,7 @@ def test_redis_server_lookup_prefers_path() -> None:
 def test_add_up_command_wires_into_a_cli_parser(tmp_path: Path) -> None:
     import argparse
 
-    from tacit.up import _argv_of, add_up_command
+    from tacit_cli.up import _argv_of, add_up_command
 
     parser = argparse.ArgumentParser(prog="tacit")
     add_up_command(parser.add_subparsers(dest="command", required=True))

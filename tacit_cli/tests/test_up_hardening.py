@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-
 from tacit.tests.test_up import REDIS_SERVER, needs_redis_server
-from tacit.up import (
+
+from tacit_cli.up import (
     KEY_FILE,
     Service,
     Stack,
@@ -335,7 +335,7 @@ class _Up:
     def __init__(self, home: Path, port: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TACIT_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tacit.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
+            [sys.executable, "-m", "tacit_cli.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -456,7 +456,7 @@ def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Pa
     from gateway.db import Store
     from gateway.db.alignment import AlignmentJobs
     from gateway.tests.test_alignment_store import SUMMARY, _pair
-    from tacit.up import requeue_lost_jobs
+    from tacit_cli.up import requeue_lost_jobs
 
     env = {"TACIT_HOME": str(tmp_path)}
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
@@ -507,7 +507,7 @@ def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_pa
 
 
 def test_the_gateway_reads_data_only_from_the_home_and_the_data_folder(tmp_path: Path) -> None:
-    from tacit.up import data_roots_env
+    from tacit_cli.up import data_roots_env
 
     home, data = tmp_path / "home", tmp_path / "ifllm"
     home.mkdir()

@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     """A Celery worker for the given queues (real Redis from TACIT_WORKER_REDIS_URL)."""
-    from align_worker.celery_app import app
+    from tacit_cli.worker import app
 
     argv = ["worker", "-Q", ",".join(args.queues), "--pool", "solo", "--loglevel", args.loglevel]
     app.worker_main(argv)
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.keys import add_keys_commands
     from judge_svc.cli import add_judge_commands
     from tacit.ifllm.sessions import add_sessions_command
-    from tacit.up import add_up_command
+    from tacit_cli.up import add_up_command
 
     add_keys_commands(sub)
     add_align_commands(sub)
