@@ -24,6 +24,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from feature_svc.features import FEATURE_SETS, FeatureError, vectorize, vectorize_batch
+from tacit.edge import problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import (
     Consent,
@@ -37,7 +38,7 @@ from tacit.schemas import (
     validate_session,
 )
 from tacit.schemas import Response as SessionResponse
-from tacit.schemas.problem import Problem
+from tacit.schemas.problem import Problem, RequestError
 from tacit.serving import fast_server_options
 from tacit.settings import FeatureSettings, load_settings
 
@@ -88,30 +89,15 @@ def _validate(session: Session, prefix: str) -> None:
 
 # --- errors: the one place that maps an error value to an HTTP status --------------------------------------
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-}
+
+def _own_errors(exc: Exception) -> RequestError | None:
+    """Features that cannot be computed (the shared errors are mapped by tacit.edge)."""
+    if isinstance(exc, FeatureError):
+        return RequestError(422, exc.code, exc.field, exc.detail)
+    return None
 
 
-def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    if isinstance(exc, SessionError):
-        status = 400 if exc.code == "malformed" else 422
-        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
-    elif isinstance(exc, FeatureError):
-        status = 422
-        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
-    elif isinstance(exc, HTTPException):
-        status = exc.status_code
-        field = {404: "path", 405: "method"}.get(status, "$")
-        problem = Problem(code=_HTTP_CODES.get(status, "http_error"), field=field, detail=exc.detail)
-    else:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        status = 500
-        problem = Problem(code="internal", field="$", detail="internal error")
-    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON)
+_problem = problem_handler(_own_errors)
 
 
 # --- metrics ----------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,17 +42,17 @@ from gateway.metrics import Metrics
 from gateway.model_scores import model_score_routes, model_scores, start_rescore
 from gateway.openapi import documented, openapi_config
 from gateway.training import training_routes, training_set
+from tacit.edge import problem_handler
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel, validate_session
 from tacit.schemas.gateway import (
     Erasure,
-    Problem,
     RescoreRequest,
     SessionBatch,
     SessionPage,
     SessionRecord,
     SessionScore,
 )
-from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, decode_body
+from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.reward import StoredSessions, TrainingMembers, UserErasure, decode_train
 from tacit.schemas.validate import decode_session
 from tacit.serving import fast_server_options
@@ -67,54 +66,23 @@ _ENCODER = msgspec.json.Encoder()
 _BATCH = msgspec.json.Decoder(SessionBatch)
 
 
-def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    headers: dict[str, str] = {}
-    if isinstance(exc, RequestError):
-        status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
-    elif isinstance(exc, SessionError):
-        status = 400 if exc.code == "malformed" else 422
-        problem = Problem(code=exc.code, field=exc.field, detail=exc.detail)
-    elif isinstance(exc, SessionConflict):
-        status, problem = 409, Problem(code="conflict", field="session_id", detail=str(exc))
-    elif isinstance(exc, DependencyError):
-        status, problem = exc.status, exc.problem
-    elif isinstance(exc, DependencyDownError):
-        status = 503
-        problem = Problem(code="unavailable", field="$", detail=str(exc))
-        headers = {"Retry-After": str(exc.retry_after)}
-    elif isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        # A path or query parameter of the wrong type: name it, without echoing the request line.
-        first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
-        status = 400
-        problem = Problem(
-            code="invalid", field=str(first.get("key", "$")), detail=str(first.get("message", "invalid value"))[:200]
-        )
-    elif isinstance(exc, RecursionError):
-        status, problem = 400, Problem(code="malformed", field="$", detail=NESTED_TOO_DEEPLY)
-    elif isinstance(exc, HTTPException):
-        status = exc.status_code
-        code = {
-            401: "unauthorized",
-            403: "forbidden",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "too_large",
-        }.get(status, "http_error")
-        detail = exc.detail
-        if status == 413:  # name the limit (litestar's detail does not)
-            limit = request.route_handler.resolve_request_max_body_size()
-            detail = f"the request body is over this route's limit of {limit} bytes"
-        problem = Problem(code=code, field="path" if status in (404, 405) else "$", detail=detail)
-    elif isinstance(exc, OperationalError):
+def _own_errors(exc: Exception) -> RequestError | None:
+    """The gateway's own errors as Problems (the shared ones are mapped by tacit.edge)."""
+    if isinstance(exc, SessionConflict):
+        return RequestError(409, "conflict", "session_id", str(exc))
+    if isinstance(exc, DependencyError):
+        return RequestError(exc.status, exc.problem.code, exc.problem.field, exc.problem.detail)
+    if isinstance(exc, DependencyDownError):
+        return RequestError(503, "unavailable", "$", str(exc), {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, OperationalError):
         # The database is unreachable (restarting, failing over): nothing can be stored, so 503 + Retry-After.
         # Logged by type only: the message carries the statement's parameters (session text and trajectories).
-        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
-        status, headers = 503, {"Retry-After": "5"}
-        problem = Problem(code="unavailable", field="$", detail="the database is unreachable; try again")
-    else:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
-    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON, headers=headers)
+        logger.warning("database unavailable: %s", type(exc.orig).__name__)
+        return RequestError(503, "unavailable", "$", "the database is unreachable; try again", {"Retry-After": "5"})
+    return None
+
+
+_problem = problem_handler(_own_errors)
 
 
 async def _refuse_nul(request: Request[Any, Any, Any]) -> None:

@@ -30,7 +30,7 @@ from gateway.data_roots import allowed_path
 from gateway.db import SessionConflict, Store
 from tacit.schemas import Session
 from tacit.schemas.gateway import ImportIfllm, JobInfo
-from tacit.schemas.problem import RequestError
+from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS
 from tacit.settings import GatewaySettings, WorkerSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_IMPORT_IFLLM
@@ -140,12 +140,7 @@ def _enqueue(state: State, job_id: str) -> None:
     **scoped("admin", JobInfo, (202,)),
 )
 async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    try:
-        spec: ImportIfllm = _IMPORT.decode(await request.body())
-    except msgspec.ValidationError as err:
-        raise RequestError(422, "invalid", "data", str(err).split(" - at ")[0]) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
+    spec: ImportIfllm = decode_body(_IMPORT, await request.body())
     settings: GatewaySettings = state.settings
     root = allowed_path(spec.data, settings.data_roots, "data")  # outside the roots: the same 422, existing or not
     if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():

@@ -23,7 +23,6 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -32,9 +31,10 @@ from judge_svc.backends import Backend
 from judge_svc.jobs import JobRecords, JobStore, JobStoreError, MemoryRecords, RedisRecords
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
+from tacit.edge import problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
-from tacit.schemas.problem import Problem, RequestError, decode_body
+from tacit.schemas.problem import RequestError, decode_body
 from tacit.serving import fast_server_options
 
 __all__ = ["create_app", "make_backend", "serve"]
@@ -47,22 +47,14 @@ _BATCH = msgspec.json.Decoder(BatchRequest)
 _ENCODER = msgspec.json.Encoder()
 
 
-def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    if isinstance(exc, RequestError):
-        status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
-    elif isinstance(exc, JobStoreError):
-        status, problem = 503, Problem(code="unavailable", field="$", detail=str(exc))
-    elif isinstance(exc, HTTPException):
-        status = exc.status_code
-        problem = Problem(
-            code={404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(status, "http_error"),
-            field="path" if status in (404, 405) else "$",
-            detail=exc.detail,
-        )
-    else:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
-    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON)
+def _own_errors(exc: Exception) -> RequestError | None:
+    """The job store (Redis) being unreachable (the shared errors are mapped by tacit.edge)."""
+    if isinstance(exc, JobStoreError):
+        return RequestError(503, "unavailable", "$", str(exc))
+    return None
+
+
+_problem = problem_handler(_own_errors)
 
 
 class Metrics:

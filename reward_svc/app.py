@@ -21,7 +21,6 @@ import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -29,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from reward_svc.model.estimators import MODELS
 from reward_svc.registry import ModelRow, ModelStateError, Registry, TrainingRowRow, TrainingSetRow
 from reward_svc.service import ScoreError, Scorer, delete_model, model_info
+from tacit.edge import problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
@@ -56,25 +56,16 @@ _SESSIONS = msgspec.json.Decoder(SessionTrainingSet)
 _ENCODER = msgspec.json.Encoder()
 
 
-def _problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    headers: dict[str, str] = {}
-    if isinstance(exc, RequestError):
-        status, problem, headers = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail), exc.headers
-    elif isinstance(exc, ScoreError):
-        status, problem = exc.status, Problem(code=exc.code, field=exc.field, detail=exc.detail)
-    elif isinstance(exc, ModelStateError):
-        status, problem = 409, Problem(code="conflict", field=exc.field, detail=exc.detail)
-    elif isinstance(exc, HTTPException):
-        status = exc.status_code
-        problem = Problem(
-            code={404: "not_found", 405: "method_not_allowed"}.get(status, "http_error"),
-            field="path",
-            detail=exc.detail,
-        )
-    else:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        status, problem = 500, Problem(code="internal", field="$", detail="internal error")
-    return Response(_ENCODER.encode(problem), status_code=status, media_type=JSON, headers=headers)
+def _own_errors(exc: Exception) -> RequestError | None:
+    """reward_svc's own errors as Problems (the shared ones are mapped by tacit.edge)."""
+    if isinstance(exc, ScoreError):
+        return RequestError(exc.status, exc.code, exc.field, exc.detail)
+    if isinstance(exc, ModelStateError):
+        return RequestError(409, "conflict", exc.field, exc.detail)
+    return None
+
+
+_problem = problem_handler(_own_errors)
 
 
 class Metrics:

@@ -68,7 +68,7 @@ def test_judge_failure_is_a_verdict_with_the_error(client: TestClient[Litestar],
     [
         (b"{not json", 400, "malformed", "$"),
         (b'{"prompt": "", "answer_a": "a", "answer_b": "b"}', 422, "invalid", "prompt"),
-        (b'{"prompt": "q", "answer_a": "a"}', 422, "invalid", "$"),
+        (b'{"prompt": "q", "answer_a": "a"}', 422, "invalid", "answer_b"),
         (b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "winner_rule": "vibes"}', 422, "invalid", "winner_rule"),
         (b'{"prompt": "q", "answer_a": "a", "answer_b": "b", "extra": 1}', 422, "invalid", "extra"),
     ],

@@ -78,7 +78,8 @@ def refuse_duplicate_keys(body: bytes | str) -> None:
         return
 
 
-_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
+#: A missing or unknown key is reported at the object holding it: the field named is the key itself.
+_NAMED_FIELD = re.compile(r"Object (?:missing required|contains unknown) field `([^`]*)`")
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
@@ -92,9 +93,9 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     except msgspec.ValidationError as err:
         message = str(err)
         field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else ""
-        unknown = _UNKNOWN_FIELD.match(message)
-        if unknown:  # the field named is the unknown one itself, not the object holding it
-            field = f"{field}.{unknown.group(1)}" if field else unknown.group(1)
+        named = _NAMED_FIELD.match(message)
+        if named:
+            field = f"{field}.{named.group(1)}" if field else named.group(1)
         raise RequestError(422, "invalid", field or "$", readable(message.split(" - at ")[0])) from None
     except (msgspec.DecodeError, UnicodeError) as err:
         raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None

@@ -42,7 +42,9 @@ def _from_msgspec(err: msgspec.ValidationError | msgspec.DecodeError, prefix: st
         path = f"{path}.{named.group('name')}" if path else named.group("name")
     if match is None and named is None:
         field = prefix.rstrip(".") or "$"
-        return SessionError(field, message, "malformed" if isinstance(err, msgspec.DecodeError) else "invalid")
+        if isinstance(err, msgspec.DecodeError):  # worded as every other body decoder words it (decode_body)
+            return SessionError(field, f"malformed JSON: {message}", "malformed")
+        return SessionError(field, message, "invalid")
     return SessionError(f"{prefix}{path}" or "$", readable(detail), "invalid")
 
 
