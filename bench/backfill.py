@@ -20,6 +20,7 @@ seconds, sessions/s, speed-up over one at a time) and the machine it ran on.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -45,26 +46,13 @@ USERS = 50
 
 
 def _up(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tacit_cli.cli", "up", "--home", str(home), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert process.stdout is not None
-    key, lines, deadline = "", [], time.monotonic() + 300
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("admin key: "):
-            key = line.split(": ", 1)[1].strip()
-        if line.startswith("Ctrl-C") or time.monotonic() > deadline:
-            break
-    if not key or key.startswith("none"):
-        os.killpg(process.pid, signal.SIGINT)
-        raise SystemExit("tacit up did not print an admin key:\n" + "".join(lines[-30:]))
+    """`tacit up` in `home`: bench/gateway.py's launcher (shared with the throughput and load benchmarks)."""
+    spec = importlib.util.spec_from_file_location("bench_gateway", ROOT / "bench" / "gateway.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    process, key, _ = module._up(home, port)
     return process, key
 
 

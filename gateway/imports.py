@@ -28,6 +28,7 @@ from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
 from gateway.db import SessionConflict, Store
+from gateway.wire import job_info
 from tacit.schemas import Session
 from tacit.schemas.gateway import ImportIfllm, JobInfo
 from tacit.schemas.problem import RequestError, decode_body
@@ -45,21 +46,6 @@ _ACTIVE = ("queued", "running")
 _COUNTS = ("stored", "already_stored", "conflicts", "invalid_ids")
 _IMPORT = msgspec.json.Decoder(ImportIfllm)
 _ID = re.compile(ID_PATTERN)
-
-
-def _job_info(row: Any) -> JobInfo:
-    return JobInfo(
-        id=row.id,
-        kind=row.kind,
-        status=row.status,
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
-        error=row.error,
-        result=row.result,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def _safe_ids(session: Session) -> bool:
@@ -156,7 +142,7 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
         raise RequestError(
             503, "dependency_down", "redis", "the job queue (Redis) is unreachable; try again", {"Retry-After": "5"}
         ) from None
-    return json_response(_job_info(job), 202)
+    return json_response(job_info(job), 202)
 
 
 @get("/v1/imports/{job_id:str}", summary="An import job and its progress", **scoped("read", JobInfo))
@@ -164,7 +150,7 @@ async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
     if row is None:
         raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
-    return json_response(_job_info(row))
+    return json_response(job_info(row))
 
 
 @post(
@@ -189,7 +175,7 @@ async def cancel_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
                 raise RequestError(409, "conflict", "job_id", f"import job {job_id} has already ended ({status})")
         else:
             row = cancelled
-    return json_response(_job_info(row), 202)
+    return json_response(job_info(row), 202)
 
 
 def import_routes() -> list[Any]:

@@ -23,30 +23,16 @@ from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
 from gateway.db import JobRow, Store
 from gateway.rescoring import send_batches
+from gateway.wire import job_info
 from tacit.schemas.gateway import JobInfo, ModelComparison, ModelScore, RescoreRequest
 from tacit.schemas.problem import RequestError, decode_body
 
-__all__ = ["BATCH_SIZE", "job_info", "model_score_routes", "model_scores", "start_rescore"]
+__all__ = ["BATCH_SIZE", "model_score_routes", "model_scores", "start_rescore"]
 
 logger = logging.getLogger(__name__)
 #: Sessions per batch (one Celery task, one transaction, one feature_svc request, a few reward_svc requests).
 BATCH_SIZE = 500
 _RESCORE = msgspec.json.Decoder(RescoreRequest)
-
-
-def job_info(row: JobRow) -> JobInfo:
-    return JobInfo(
-        id=row.id,
-        kind=row.kind,
-        status=row.status,  # type: ignore[arg-type]
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
-        error=row.error,
-        result=row.result,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def model_scores(store: Store, session_id: str) -> list[ModelScore]:
