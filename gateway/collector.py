@@ -438,11 +438,11 @@ async def get_collected(request: Request[Any, Any, Any], state: State, session_i
     row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
     if row is None or (claims is not None and row.user_id != claims.sub):
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
-    from gateway.app import _record  # the one SessionRecord builder (gateway.app imports this module)
+    from gateway.wire import session_record  # the one SessionRecord builder
 
     def load() -> CollectedSession:
         # A payload removed by retention comes back as `session: null`: the page then shows the score only.
-        record = _record(state.store, row, include_payload=True)
+        record = session_record(state.store, row, include_payload=True)
         return CollectedSession(record=record, features=state.store.features_of(row))
 
     return json_response(await anyio.to_thread.run_sync(load), headers={"Cache-Control": "no-store"})

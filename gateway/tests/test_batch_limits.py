@@ -10,7 +10,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from gateway.app import MAX_BATCH_BYTES, create_app
+from gateway.app import create_app
+from gateway.sessions import MAX_BATCH_BYTES
 from gateway.db import Store
 from gateway.keys import create_key
 from tacit.settings import GatewaySettings

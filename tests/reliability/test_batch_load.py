@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.app import MAX_BATCH_BYTES
+from gateway.sessions import MAX_BATCH_BYTES
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Stack, rss_bytes
 from tests.reliability.out import write_fragment

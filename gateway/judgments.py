@@ -1,0 +1,49 @@
+"""Judgment routes: judge_svc does the work; the gateway is the one public API (judging is not idempotent: no retry)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from gateway.access import scoped
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+_ENCODER = msgspec.json.Encoder()
+
+
+@post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **scoped("train"))
+async def post_judgment(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@post(
+    "/v1/judgments:batch",
+    status_code=202,
+    summary="Judge many pairs (a job with progress)",
+    **scoped("train", success=(202,)),
+)
+async def post_judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@get(
+    ["/v1/judgments/{job_id:str}", "/v1/judgments/jobs/{job_id:str}"],
+    summary="A judgment job: progress, verdicts, evaluation",
+    **scoped("read"),
+)
+async def get_judgments(state: State, job_id: FromPath[str]) -> Response[bytes]:
+    response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}")
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+def judgment_routes() -> list[Any]:
+    return [post_judgment, post_judgments, get_judgments]

@@ -1,0 +1,148 @@
+"""The ingest use case (gateway.ingest.Pipeline) without litestar: a real SQLite store, named test doubles of
+feature_svc and reward_svc behind httpx.MockTransport, and the paths a session can take: scored, pending while a
+service is down, set aside when the reward service refuses (409), failed when it rejects the vector (422)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from gateway.clients import FeatureClient, RewardClient
+from gateway.db import Store
+from gateway.ingest import Pipeline
+from gateway.metrics import Metrics
+from tacit.schemas import FeatureVector, Score
+from tacit.settings import GatewaySettings
+from tacit.simulate import simulate_session
+
+Handler = Callable[[httpx.Request], httpx.Response]
+pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the coroutines (the gateway runs on anyio too)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def features_double(request: httpx.Request) -> httpx.Response:
+    """feature_svc (a named test double): a fixed two-feature vector for any session."""
+    body = msgspec.json.decode(request.content)
+    vector = FeatureVector(
+        session_id=body["session"]["session_id"],
+        feature_set="all",
+        feature_set_version="1",
+        names=["a", "b"],
+        values=[0.5, 0.25],
+        samples=10,
+    )
+    return httpx.Response(200, content=msgspec.json.encode(vector))
+
+
+def reward_double(status: int = 200) -> Handler:
+    """reward_svc (a named test double): an active pairwise model `m1` scoring p = 0.7, or the refusal `status`."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/reward/models":
+            return httpx.Response(200, json=[{"id": "m1", "active": True, "feature_set": "all"}])
+        assert request.url.path == "/v1/score"
+        if status != 200:
+            code = "no_model" if status == 409 else "invalid"
+            return httpx.Response(status, json={"code": code, "field": "vectors", "detail": f"refused ({status})"})
+        body = msgspec.json.decode(request.content)
+        scores = [
+            Score(
+                session_id=v["session_id"],
+                p=0.7,
+                preferred="right",
+                confidence=0.7,
+                abstained=False,
+                quality=1.0,
+                model_id="m1",
+                demo=False,
+                p_population=0.7,
+            )
+            for v in body["vectors"]
+        ]
+        return httpx.Response(200, content=msgspec.json.encode({"scores": scores}))
+
+    return handle
+
+
+def down(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Callable[[Handler, Handler], Pipeline]]:
+    store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.migrate()
+    clients: list[FeatureClient | RewardClient] = []
+    settings = GatewaySettings(retries=0, timeout_s=1, rescore_defer_s=60)
+
+    def build(features: Handler, reward: Handler) -> Pipeline:
+        f = FeatureClient("http://features", timeout=1, retries=0, transport=httpx.MockTransport(features))
+        r = RewardClient("http://reward", timeout=1, retries=0, transport=httpx.MockTransport(reward))
+        clients.extend([f, r])
+        return Pipeline(store, f, r, settings, Metrics())
+
+    yield build
+    for client in clients:
+        await client.close()
+    store.close()
+
+
+async def test_a_session_is_scored_and_stored_with_its_score_in_one_write(make: Callable[..., Pipeline]) -> None:
+    pipeline = make(features_double, reward_double())
+    session = simulate_session(seed=1, samples=20, session_id="s-1")
+    score = await pipeline.ingest(session)
+    assert (score.status, score.p_right, score.model_version, score.created) == ("scored", 0.7, "m1", True)
+    row = pipeline.store.get_session("s-1")
+    assert row is not None
+    assert (row.score_status, row.features, row.model_id) == ("scored", [0.5, 0.25], "m1")
+    assert [s.model_id for s in pipeline.store.scores_of("s-1")] == ["m1"]
+    # the same session again: answered from the database, no service asked
+    again = await make(down, down).ingest(session)
+    assert (again.status, again.created) == ("scored", False)
+
+
+async def test_a_service_that_is_down_leaves_the_session_stored_and_pending(make: Callable[..., Pipeline]) -> None:
+    pipeline = make(down, reward_double())
+    score = await pipeline.ingest(simulate_session(seed=2, samples=20, session_id="s-2"))
+    assert (score.status, score.created) == ("pending", True)
+    assert "feature_svc" in (score.pending_reason or "")
+    # back up: the rescoring loop scores it
+    healthy = make(features_double, reward_double())
+    assert await healthy.rescore_pending() == 1
+    row = healthy.store.get_session("s-2")
+    assert row is not None
+    assert (row.score_status, row.p) == ("scored", 0.7)
+
+
+async def test_a_refusal_sets_the_session_aside_and_a_rejection_fails_it(make: Callable[..., Pipeline]) -> None:
+    refused = await make(features_double, reward_double(409)).ingest(
+        simulate_session(seed=3, samples=20, session_id="s-3")
+    )
+    assert refused.status == "pending"
+    assert "refused (409)" in (refused.pending_reason or "")
+    row = make(features_double, reward_double()).store.get_session("s-3")
+    assert row is not None
+    assert row.retry_at is not None  # waits rescore_defer_s, holding back no other session
+    # a vector the reward service rejects (422) is the session's own failure: counted, and failed after the
+    # store's max_score_attempts, never retried forever
+    rejecting = make(features_double, reward_double(422))
+    rejected = await rejecting.ingest(simulate_session(seed=4, samples=20, session_id="s-4"))
+    assert rejected.status == "pending"
+    row = rejecting.store.get_session("s-4")
+    assert row is not None
+    assert (row.score_attempts, "refused (422)" in row.score_error) == (1, True)
+    for _ in range(rejecting.store.max_score_attempts):  # the rescoring loop's passes
+        await rejecting.rescore_pending()
+    row = rejecting.store.get_session("s-4")
+    assert row is not None
+    assert (row.score_status, row.score_attempts) == ("failed", rejecting.store.max_score_attempts)
+    # nothing about them reached the per-model scores
+    assert make(features_double, reward_double()).store.scores_of("s-3") == []
