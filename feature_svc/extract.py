@@ -25,6 +25,7 @@ from feature_svc.features.compute import compute, from_segment, from_session
 from feature_svc.features.reference import reference_rows
 from tacit.ifllm.reader import Dataset, TaskKey
 from tacit.schemas import Session
+from tacit.schemas.session import label_of
 
 __all__ = ["META_COLUMNS", "ExtractResult", "extract_table", "table_from_sessions", "write_table"]
 
@@ -169,9 +170,6 @@ def extract_table(
     )
 
 
-_LABELS = {"left": 0, "right": 1, "previous": 0, "current": 1}
-
-
 def table_from_sessions(sessions: list[Session]) -> pa.Table:
     """The extractor's table for wire Sessions (stored or simulated): same columns, same `prev_*` rule."""
     rows: list[dict[str, Any]] = []
@@ -182,7 +180,7 @@ def table_from_sessions(sessions: list[Session]) -> pa.Table:
             "user_id": session.user_id,
             "task_id": session.task_id,
             "mode": session.mode,
-            "label": None if preference is None else _LABELS[preference],
+            "label": label_of(preference),
             "turn": session.turn if session.turn is not None else 0,
         }
         obs = from_session(session)

@@ -24,13 +24,12 @@ from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel
 from tacit.schemas.gateway import (
     SessionScore,
 )
+from tacit.schemas.session import label_of
 from tacit.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
-
-_LABEL = {"left": 0, "right": 1, "previous": 0, "current": 1}
 
 
 def refuse_nul_ids(session: Session) -> None:
@@ -85,7 +84,7 @@ class Pipeline:
         self.metrics.scored.labels(session.mode, str(score.abstained).lower()).inc()
         self.metrics.scores.labels(session.mode).observe(score.p)
         if session.feedback is not None and session.feedback.preference is not None:
-            agree = (score.p >= 0.5) == bool(_LABEL[session.feedback.preference])
+            agree = (score.p >= 0.5) == bool(label_of(session.feedback.preference))
             self.metrics.agreement.labels(session.mode, str(agree).lower()).inc()
 
     async def score(self, session: Session) -> SessionScore:

@@ -21,6 +21,7 @@ from reward_svc.model.data import frame_from_vectors, load_frame
 from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
 from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
 from tacit.schemas.reward import StoredSessions, TrainingSetSummary
+from tacit.schemas.session import preferred_side
 
 __all__ = ["ScoreError", "Scorer", "Stopped", "delete_model", "model_info", "run_training"]
 
@@ -403,9 +404,7 @@ class Scorer:
             Score(
                 session_id=v.session_id,
                 p=float(adapted[i]),
-                preferred=("right" if adapted[i] >= 0.5 else "left")
-                if pairwise
-                else ("current" if adapted[i] >= 0.5 else "previous"),
+                preferred=preferred_side("pairwise" if pairwise else "pointwise", float(adapted[i])),
                 confidence=float(max(adapted[i], 1 - adapted[i])),
                 abstained=not bool(keep[i]),
                 abstain_reason=None

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from tacit.schemas.align import DataSummary, PairSelection, PreferencePair
-from tacit.schemas.session import Session
+from tacit.schemas.session import Session, label_of
 
 __all__ = [
     "Observation",
@@ -103,7 +103,8 @@ def _history(session: Session, earlier: Mapping[tuple[str, str], Sequence[Sessio
 
 def _explicit_p_right(session: Session) -> float | None:
     preference = session.feedback.preference if session.feedback else None
-    return {"right": 1.0, "left": 0.0}.get(preference or "")
+    label = label_of(preference) if preference in ("left", "right") else None
+    return None if label is None else float(label)
 
 
 def pairs_from_sessions(

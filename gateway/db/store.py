@@ -54,7 +54,7 @@ from gateway.db.payload import Prepared, canonical_json, decode_payload, decode_
 from gateway.db.scores import compare_models, finish_batch, keep_scores, missing_in_range, score_values, scores_of
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
-from tacit.schemas.session import Session
+from tacit.schemas.session import Session, preferred_side
 
 __all__ = [
     "MAX_SCORE_ATTEMPTS",
@@ -815,12 +815,7 @@ class Store:
                     member = by_id[row.session_id]
                     if member.content_hash and row.payload_sha256 != member.content_hash:
                         continue  # erased and stored again with other content: not the session trained on
-                    pairwise = row.mode == "pairwise"
-                    preferred = (
-                        ("right" if member.p >= 0.5 else "left")
-                        if pairwise
-                        else ("current" if member.p >= 0.5 else "previous")
-                    )
+                    preferred = preferred_side(row.mode, member.p)
                     self._apply_score(
                         row,
                         member.p,

@@ -22,6 +22,8 @@ __all__ = [
     "Session",
     "Stream",
     "ViewportStream",
+    "label_of",
+    "preferred_side",
 ]
 
 #: Upper bound on samples per stream (about 2 hours at 13.5 Hz); larger bodies are refused.
@@ -89,6 +91,24 @@ class Consent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     gaze: bool = False
     camera: bool = False
     """Head-in-box flag from the webcam (video itself never leaves the page)."""
+
+
+#: The one mapping between explicit preferences and the label every model learns and predicts (P(class 1)):
+#: pairwise right = 1, left = 0; pointwise current (this answer) = 1, previous = 0. Inverting it silently is the
+#: documented label-inversion pitfall, so every service uses these two helpers.
+_LABEL_OF = {"left": 0, "right": 1, "previous": 0, "current": 1}
+
+
+def label_of(preference: str | None) -> int | None:
+    """The class of an explicit preference (1 = right / current, 0 = left / previous); None without one."""
+    return None if preference is None else _LABEL_OF[preference]
+
+
+def preferred_side(mode: str, p: float) -> str:
+    """The side a probability of class 1 prefers: right/left for pairwise, current/previous for pointwise."""
+    if mode == "pairwise":
+        return "right" if p >= 0.5 else "left"
+    return "current" if p >= 0.5 else "previous"
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from tacit_cli.tests.test_up import REDIS_SERVER, needs_redis_server
 
+from tacit_cli.tests.test_up import REDIS_SERVER, needs_redis_server
 from tacit_cli.up import (
     KEY_FILE,
     Service,

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from tacit_cli.tests.test_up import needs_redis_server
-from tacit_cli.tests.test_up_hardening import _Up
 
 from tacit.simulate import simulate_session
+from tacit_cli.tests.test_up import needs_redis_server
+from tacit_cli.tests.test_up_hardening import _Up
 from tacit_cli.up import free_port
 from tests.reliability.out import write_fragment
 
