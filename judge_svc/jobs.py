@@ -49,6 +49,15 @@ ORPHANED = (
 SHUT_DOWN = "judge_svc shut down while the job was running; resubmit the batch"
 
 _JOB = msgspec.json.Decoder(BatchJob)
+#: A finished job as the versions before the shared job vocabulary wrote it to Redis (`done`, now `succeeded`).
+_LEGACY_DONE = (b'"status":"done"', b'"status":"succeeded"')
+
+
+def decode_job(value: bytes) -> BatchJob:
+    """A job record from Redis, also one written before `done` became `succeeded`."""
+    return _JOB.decode(value.replace(*_LEGACY_DONE, 1))
+
+
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -179,7 +188,7 @@ class RedisRecords:
             value = await self.client.get(self._job(job_id))
             if value is None:
                 return None
-            return (await self._orphan_check([_JOB.decode(value)]))[0]
+            return (await self._orphan_check([decode_job(value)]))[0]
 
     async def list(self, *, alignment_job_id: str | None, limit: int) -> list[BatchJob]:
         """Newest first; index entries whose record expired are pruned on the way."""
@@ -192,7 +201,7 @@ class RedisRecords:
             gone = [i for i, value in zip(ids, values, strict=True) if value is None]
             if gone:
                 await self.client.zrem(index, *gone)
-            return await self._orphan_check([_JOB.decode(value) for value in values if value is not None])
+            return await self._orphan_check([decode_job(value) for value in values if value is not None])
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -282,7 +291,7 @@ class JobStore:
                 job.evaluation = evaluate(
                     (r.prompt, r.answer_a, r.answer_b, v) for r, v in zip(batch.items, done, strict=True)
                 )
-            job.verdicts, job.status = done, "done"
+            job.verdicts, job.status = done, "succeeded"
         except asyncio.CancelledError:
             job.status, job.error = "cancelled", SHUT_DOWN
             raise

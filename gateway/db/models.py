@@ -15,6 +15,8 @@ from sqlalchemy.orm import registry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from tacit.schemas.jobs import JOB_STATUSES
+
 __all__ = [
     "JOB_STATES",
     "SCOPES",
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 SCORE_STATES = ("pending", "scored", "failed")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = JOB_STATUSES  # the shared vocabulary (tacit.schemas.jobs)
 #: API key scopes; `admin` implies all the others.
 SCOPES = ("ingest", "read", "train", "admin")
 

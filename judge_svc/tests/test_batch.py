@@ -59,7 +59,7 @@ def test_batch_job_reports_verdicts_and_evaluation(client: TestClient[Litestar],
     accepted = msgspec.json.decode(response.content, type=BatchAccepted)
     assert accepted.total == 6
     job = wait(client, accepted.status_url)
-    assert job.status == "done", job.error
+    assert job.status == "succeeded", job.error
     assert (job.done, job.total, job.failures) == (6, 6, 0)
     assert job.verdicts is not None
     assert [v.winner for v in job.verdicts] == ["B", "A", "tie", "B", "A", "B"]  # request order kept
@@ -82,7 +82,7 @@ def test_batch_without_evaluation_and_with_failures(client: TestClient[Litestar]
     body = {"items": [item(1, 2, both_orders=False), item(2, 1, both_orders=False)]}
     accepted = msgspec.json.decode(client.post("/v1/judgments:batch", json=body).content, type=BatchAccepted)
     job = wait(client, accepted.status_url)
-    assert job.status == "done"
+    assert job.status == "succeeded"
     assert job.evaluation is None
     assert job.failures == 1
     assert (job.judged_both_orders, job.consistent, job.consistency_rate) == (0, 0, None)  # single order only
@@ -157,7 +157,7 @@ def test_batch_status_reports_the_consistency_rate() -> None:
         with TestClient(create_app(settings)) as client:
             accepted = client.post("/v1/judgments:batch", json={"items": items, "evaluation": True}).json()
             job = wait(client, accepted["status_url"])
-    assert job.status == "done"
+    assert job.status == "succeeded"
     assert job.verdicts is not None
     assert [v.consistent for v in job.verdicts] == [True, False, True, None, False]
     assert (job.judged_both_orders, job.consistent) == (4, 2)
@@ -173,7 +173,7 @@ def test_metadata_is_echoed_listed_and_plotted(client: TestClient[Litestar]) -> 
     evaluation = client.post("/v1/judgments:batch", json={**body, "label": "DPO vs SFT"}).json()
     other = client.post("/v1/judgments:batch", json={"items": [item(1, 1)]}).json()
     job = wait(client, evaluation["status_url"])
-    assert (job.status, job.alignment_job_id, job.label) == ("done", alignment, "DPO vs SFT")
+    assert (job.status, job.alignment_job_id, job.label) == ("succeeded", alignment, "DPO vs SFT")
     wait(client, other["status_url"])
 
     listed = msgspec.json.decode(

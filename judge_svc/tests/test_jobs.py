@@ -65,7 +65,7 @@ def test_a_restarted_service_sees_finished_jobs(server: FakeOpenAIServer, redis_
     with TestClient(create_app(settings(server, redis_url))) as first:
         job_id = first.post("/v1/judgments:batch", json=body).json()["job_id"]
         before = wait(first, job_id)
-    assert before.status == "done"
+    assert before.status == "succeeded"
     assert before.evaluation is not None
     assert before.consistency_rate == 1.0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from judge_svc.jobs import decode_job
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Verdict
 from tacit.schemas.snapshot import contract_view
 
@@ -52,5 +53,11 @@ def test_batch_request_metadata_defaults_and_unknown_fields() -> None:
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
         msgspec.json.decode(b'{"items": [' + item + b'], "alignment": "x"}', type=BatchRequest)
     # A job written by the previous version (no consistency or metadata fields) still decodes.
-    old = msgspec.json.decode(b'{"job_id": "j", "status": "done", "done": 1, "total": 1}', type=BatchJob)
-    assert (old.consistency_rate, old.evaluation_requested, old.alignment_job_id) == (None, False, None)
+    # ... and its `done` status reads as the shared vocabulary's `succeeded`
+    old = decode_job(b'{"job_id":"j","status":"done","done":1,"total":1}')
+    assert (old.status, old.consistency_rate, old.evaluation_requested, old.alignment_job_id) == (
+        "succeeded",
+        None,
+        False,
+        None,
+    )

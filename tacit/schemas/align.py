@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from tacit.schemas.jobs import JobStatus
+
 __all__ = [
     "JOB_KINDS",
     "AlignmentEvent",
@@ -259,7 +261,7 @@ class AlignmentJobInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     kind: Literal["sft", "dpo", "rdpo"]
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     spec: AlignmentJobSpec
     data: DataSummary
     progress: AlignmentProgress

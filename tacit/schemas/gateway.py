@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tacit.schemas.jobs import JobStatus
 from tacit.schemas.problem import Problem
 from tacit.schemas.session import Session
 
@@ -137,7 +138,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     stage: str
     done: int
     total: int

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tacit.schemas.jobs import JobStatus
+
 __all__ = [
     "CRITERIA",
     "RUBRIC_DIMS",
@@ -196,7 +198,7 @@ class BatchJob(msgspec.Struct, kw_only=True):
     """GET /v1/judgments/jobs/{id}: a batch job's state; verdicts (request order) once it is done."""
 
     job_id: str
-    status: Literal["running", "done", "failed", "cancelled"]
+    status: JobStatus
     """`failed` also covers a job whose judge_svc process died while it ran (see `error`)."""
     done: int
     total: int

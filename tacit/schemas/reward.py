@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from tacit.schemas.features import FeatureVector
+from tacit.schemas.jobs import JobStatus
 from tacit.schemas.problem import RequestError, decode_body
 
 __all__ = [
@@ -202,7 +203,7 @@ class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     feature_set: str
     feature_set_version: str
     feature_mode: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     progress: ModelProgress
     error: str
     scores: dict[str, Any]

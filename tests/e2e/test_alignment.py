@@ -205,7 +205,7 @@ def test_a_job_trains_sft_then_robust_dpo_and_hands_off_to_the_judge(
             if evaluation["status"] != "running" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-        assert evaluation["status"] == "done"
+        assert evaluation["status"] == "succeeded"
         assert evaluation["alignment_job_id"] == job["id"]
         assert evaluation["evaluation"]["pairs"] == result["evaluation"]["prompts"]
 

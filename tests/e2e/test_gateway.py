@@ -249,7 +249,7 @@ def test_judgments_through_the_gateway(stack: Stack) -> None:
             if status["status"] != "running":
                 break
             time.sleep(0.2)
-    assert status["status"] == "done", status
+    assert status["status"] == "succeeded", status
     assert status["done"] == status["total"] == 2
     with stack.client("read") as reader:
         assert reader.post("/v1/judgments", json=pair).status_code == 403
