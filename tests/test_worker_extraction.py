@@ -85,9 +85,10 @@ def stack(redis_url: str, tmp_path: Path) -> Iterator[tuple[TestClient[Any], Wor
         "TACIT_WORKER_REDIS_URL": redis_url,
         # A message whose worker died comes back after this (12 h by default: above the longest job).
         "TACIT_WORKER_VISIBILITY_TIMEOUT_S": "4",
-        # The SIGKILLed worker's run is taken over once its heartbeat (a progress step) is this old; extraction is
-        # one step, so the limit stays above it, and reward_svc's periodic reaper is left out of this test.
-        "TACIT_REWARD_STALE_AFTER_S": "45",
+        # The SIGKILLed worker's run is taken over once its heartbeat (a progress step) is this old. Only a
+        # redelivered task applies the limit (reward_svc's periodic reaper is left out of this test), and the one live
+        # worker's solo pool takes no other task while it extracts, so a short limit cannot cut into a live run.
+        "TACIT_REWARD_STALE_AFTER_S": "15",
         "TACIT_REWARD_REAP_INTERVAL_S": "3600",
         "TACIT_HOME": str(tmp_path / "home"),
     }
@@ -96,7 +97,7 @@ def stack(redis_url: str, tmp_path: Path) -> Iterator[tuple[TestClient[Any], Wor
         database_url=database_url,
         models_dir=str(tmp_path / "models"),
         redis_url=redis_url,
-        stale_after_s=45,
+        stale_after_s=15,
         reap_interval_s=3600,
     )
     try:
@@ -144,8 +145,8 @@ def test_a_worker_killed_and_stopped_during_extraction(stack: tuple[TestClient[A
     assert _wait_group_gone(first.pid, 15) == [], "extraction helpers outlived their SIGKILLed worker"
 
     second = workers.start()
-    # redelivered after 4 s, then retried until the dead worker's heartbeat is 45 s old, then trained from scratch
-    info = _wait_for(client, model_id, _finished, 300)
+    # redelivered after 4 s, retried until the dead worker's heartbeat is 15 s old, then extracted and trained again
+    info = _wait_for(client, model_id, _finished, 360)
     assert info["status"] == "succeeded", info["error"]
 
     # SIGTERM (what `tacit up` sends) during extraction: a warm shutdown that ends, helpers included.
