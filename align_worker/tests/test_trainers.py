@@ -15,7 +15,8 @@ pytest.importorskip("trl")
 
 from align_worker.training.data import Observation, pairs_from_sessions  # noqa: E402
 from align_worker.training.losses import dpo_loss, robust_dpo_loss  # noqa: E402
-from align_worker.training.trainers import Cancelled, _dpo_classes, run_job  # noqa: E402
+from align_worker.training.rdpo import dpo_classes  # noqa: E402
+from align_worker.training.trainers import Cancelled, run_job  # noqa: E402
 from tacit.schemas.align import (  # noqa: E402
     AlignmentProgress,
     DpoParams,
@@ -72,7 +73,7 @@ def test_trainer_loss_is_the_closed_form_per_example(demo_model: Path, tmp_path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    trainer_cls, collator_cls = _dpo_classes()
+    trainer_cls, collator_cls = dpo_classes()
     tokenizer = AutoTokenizer.from_pretrained(demo_model)
     policy = AutoModelForCausalLM.from_pretrained(demo_model)
     with torch.no_grad():  # move the policy away from the reference so that h != 0

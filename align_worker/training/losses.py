@@ -1,5 +1,8 @@
 """Preference losses of spec 8.4, per example, on summed response log-probabilities (torch, imported lazily).
 
+The test oracle: training never calls these. It runs trl's losses as configured in `rdpo.py`, and
+align_worker/tests/test_trainers.py checks them against the formulas written out here.
+
 `h = [lp_pi(y_w) - lp_ref(y_w)] - [lp_pi(y_l) - lp_ref(y_l)]` with `lp` the sum of the response's token
 log-probabilities given the prompt. Robust DPO (Chowdhury et al.) takes a *per-example* flip rate
 `eps_i = clamp(1 - confidence_i, 0, 0.45)`, where `confidence_i` is the probability that the **chosen** side is

@@ -1,10 +1,11 @@
 """SFT then (robust) DPO + NLL with trl, with progress, cancellation and checkpoint resume (pure: no Celery).
 
 `run_job` runs a job's stages in `workdir`: `sft/` (trl's SFTTrainer) then `dpo/` (trl's DPOTrainer, subclassed
-so the robust loss takes a per-example flip rate). A finished stage leaves `<stage>/final/` (written under a
-temporary name and renamed, so it exists only complete) and is skipped when the job runs again; an unfinished
-stage resumes from its last `checkpoint-N` (model, optimiser, scheduler, RNG and data position). The DPO
-reference is the SFT model (the reference code used the raw base model for rDPO: pitfall P7).
+in `rdpo.py` so the robust loss takes a per-example flip rate; the loss terms and their weights are set there too).
+A finished stage leaves `<stage>/final/` (written under a temporary name and renamed, so it exists only complete)
+and is skipped when the job runs again; an unfinished stage resumes from its last `checkpoint-N` (model, optimiser,
+scheduler, RNG and data position). The DPO reference is the SFT model (the reference code used the raw base model
+for rDPO: pitfall P7).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from align_worker.training.losses import flip_rate
+from align_worker.training.rdpo import dpo_classes, loss_terms
 from tacit.schemas.align import (
     AlignmentJobSpec,
     AlignmentProgress,
@@ -79,57 +80,6 @@ def quiet_hub() -> None:
     import datasets
 
     datasets.disable_progress_bars()
-
-
-# -- the trainer subclass ---------------------------------------------------------------------------------
-
-
-def _dpo_classes() -> tuple[type, type]:
-    """RobustDPOTrainer and its collator, built on first use so importing this module does not import trl."""
-    import torch
-    from trl.trainer.dpo_trainer import DataCollatorForPreference, DPOTrainer
-
-    class ConfidenceCollator(DataCollatorForPreference):
-        """trl's preference collator, also carrying each pair's `confidence` as a float tensor."""
-
-        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-            batch: dict[str, Any] = super().torch_call(examples)
-            if examples and "confidence" in examples[0]:
-                batch["confidence"] = torch.tensor([float(e["confidence"]) for e in examples], dtype=torch.float32)
-            return batch
-
-    class _RobustDPOTrainer(DPOTrainer):
-        """DPOTrainer whose `robust` loss uses a per-example flip rate eps_i = clamp(1 - confidence_i, 0, 0.45).
-
-        trl's robust loss reads one global `label_smoothing`; its formula broadcasts, so a (batch,) tensor in its
-        place gives exactly spec 8.4 per example. It is swapped in for the duration of one loss computation.
-        """
-
-        def _set_signature_columns_if_needed(self) -> None:
-            super()._set_signature_columns_if_needed()
-            if self._signature_columns is not None and "confidence" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "confidence"]
-
-        def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-            confidence = inputs.pop("confidence", None)
-            if confidence is None or "robust" not in self.loss_types:
-                return super()._compute_loss(model, inputs, return_outputs)
-            shared = self.label_smoothing
-            # A (batch,) tensor where trl declares a float: its robust formula broadcasts it per example.
-            self.label_smoothing = flip_rate(confidence.to(self.accelerator.device, torch.float32))  # type: ignore[assignment]
-            try:
-                return super()._compute_loss(model, inputs, return_outputs)
-            finally:
-                self.label_smoothing = shared
-
-    return _RobustDPOTrainer, ConfidenceCollator
-
-
-def __getattr__(name: str) -> Any:
-    # `from align_worker.training.trainers import RobustDPOTrainer` works without importing trl at module import.
-    if name == "RobustDPOTrainer":
-        return _dpo_classes()[0]
-    raise AttributeError(name)
 
 
 # -- log-probabilities, margins and weight change ------------------------------------------------------------
@@ -419,16 +369,12 @@ def _run_dpo(
     params: DpoParams = spec.dpo
     if (out / "final" / "config.json").is_file():
         return _load_summary(out)
-    trainer_cls, collator_cls = _dpo_classes()
+    trainer_cls, collator_cls = dpo_classes()
     device = _device(spec.runtime)
     tokenizer = _tokenizer(sft_model)
     model = AutoModelForCausalLM.from_pretrained(sft_model)
     robust = isinstance(spec, DpoJob) is False
-    losses = ["robust" if robust else "sigmoid"]
-    weights = [1.0]
-    if params.nll_weight > 0:
-        losses.append("sft")  # trl's "sft" term: the chosen response's mean token NLL
-        weights.append(params.nll_weight)
+    losses, weights = loss_terms(robust=robust, nll_weight=params.nll_weight)
     args = DPOConfig(
         **_common_args(params, spec.runtime, device, out / "checkpoints"),
         beta=params.beta,
