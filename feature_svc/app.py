@@ -24,7 +24,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from feature_svc.features import FEATURE_SETS, FeatureError, vectorize, vectorize_batch
-from tacit.edge import problem_handler
+from tacit.edge import healthz, problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import (
     Consent,
@@ -39,7 +39,7 @@ from tacit.schemas import (
 )
 from tacit.schemas import Response as SessionResponse
 from tacit.schemas.problem import Problem, RequestError
-from tacit.serving import fast_server_options
+from tacit.serving import serve as run_server
 from tacit.settings import FeatureSettings, load_settings
 
 __all__ = ["Problem", "create_app", "serve"]
@@ -208,11 +208,6 @@ async def feature_sets(state: State) -> Response[bytes]:
     return Response(state.feature_sets, media_type=JSON)
 
 
-@get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 @get("/metrics", include_in_schema=False)
 async def metrics_endpoint(state: State) -> Response[bytes]:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -282,13 +277,5 @@ def create_app(settings: FeatureSettings | None = None) -> Litestar:
 
 def serve(settings: FeatureSettings | None = None) -> None:
     """Run the service with uvicorn on `settings.host:settings.port` until interrupted."""
-    import uvicorn  # only the server process needs it
-
     settings = settings if settings is not None else load_settings(FeatureSettings, "TACIT_FEATURES_")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        **fast_server_options(),
-    )
+    run_server(create_app(settings), settings.host, settings.port, log_level=settings.log_level)

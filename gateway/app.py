@@ -47,7 +47,7 @@ from tacit.schemas.gateway import (
     SessionBatch,
 )
 from tacit.schemas.problem import RequestError
-from tacit.serving import fast_server_options
+from tacit.serving import serve as run_server
 from tacit.settings import GatewaySettings, load_settings
 
 __all__ = ["create_app", "serve"]
@@ -208,17 +208,14 @@ async def _retention_loop(store: Store, settings: GatewaySettings) -> None:
 
 
 def serve(settings: GatewaySettings | None = None) -> None:
-    import uvicorn
-
     settings = settings or load_settings(GatewaySettings, "TACIT_GATEWAY_")
     app = create_app(settings)
     # The modules and app built at start-up live as long as the process: keep the collector from rescanning them.
     gc.freeze()
     # No access log (a line per request on the hot path); httptools and uvloop when installed. X-Forwarded-For is
     # believed from the configured proxies only (uvicorn would otherwise trust it from 127.0.0.1).
-    options = {
-        **fast_server_options(),
+    proxies = {
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies) or "",
     }
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **options)
+    run_server(app, settings.host, settings.port, **proxies)

@@ -14,16 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.access import bearer
 from gateway.openapi import documented
+from tacit.edge import healthz
 from tacit.schemas.problem import RequestError
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
-
-
-@get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 @get(

@@ -35,7 +35,7 @@ from tacit.edge import problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import RequestError, decode_body
-from tacit.serving import fast_server_options
+from tacit.serving import serve as run_server
 
 __all__ = ["create_app", "make_backend", "serve"]
 
@@ -243,7 +243,5 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
 
 
 def serve(settings: JudgeSettings | None = None) -> None:
-    import uvicorn
-
     settings = settings or load_judge_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", **fast_server_options())
+    run_server(create_app(settings), settings.host, settings.port)

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from reward_svc.model.estimators import MODELS
 from reward_svc.registry import ModelRow, ModelStateError, Registry, TrainingRowRow, TrainingSetRow
 from reward_svc.service import ScoreError, Scorer, delete_model, model_info
-from tacit.edge import problem_handler
+from tacit.edge import healthz, problem_handler
 from tacit.http_metrics import HttpMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
@@ -42,7 +42,7 @@ from tacit.schemas.reward import (
     UserErasure,
     decode_train,
 )
-from tacit.serving import fast_server_options
+from tacit.serving import serve as run_server
 from tacit.settings import RewardSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
 
@@ -363,11 +363,6 @@ async def _reap_loop(registry: Registry, settings: RewardSettings, metrics: Metr
         await anyio.to_thread.run_sync(_reap, registry, settings, metrics)
 
 
-@get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics_endpoint(state: State) -> Response[bytes]:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -431,13 +426,5 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
 
 
 def serve(settings: RewardSettings | None = None) -> None:
-    import uvicorn
-
     settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        **fast_server_options(),
-    )
+    run_server(create_app(settings), settings.host, settings.port)

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
 
 from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError
 from tacit.schemas.validate import SessionError
 
-__all__ = ["HTTP_CODES", "ErrorMapper", "problem_handler", "to_request_error"]
+__all__ = ["HTTP_CODES", "ErrorMapper", "healthz", "problem_handler", "to_request_error"]
 
 logger = logging.getLogger("tacit.edge")
 _ENCODER = msgspec.json.Encoder()
@@ -84,3 +84,9 @@ def problem_handler(*mappers: ErrorMapper) -> Callable[[Request[Any, Any, Any], 
         )
 
     return handle
+
+
+@get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process answers (readiness, which checks dependencies, is each service's own `/readyz`)."""
+    return {"status": "ok"}

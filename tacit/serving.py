@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["ServerLimits", "fast_server_options", "guarded_protocol"]
+__all__ = ["ServerLimits", "fast_server_options", "guarded_protocol", "serve"]
 
 logger = logging.getLogger("tacit.serving")
 
@@ -214,3 +214,10 @@ def fast_server_options(limits: ServerLimits | None = None) -> dict[str, Any]:
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
     return options
+
+
+def serve(app: Any, host: str, port: int, *, log_level: str = "info", **overrides: Any) -> None:
+    """Run `app` with uvicorn on `host:port` until interrupted, with `fast_server_options()` and `overrides`."""
+    import uvicorn  # only a server process needs it
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **{**fast_server_options(), **overrides})
