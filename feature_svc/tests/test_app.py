@@ -202,7 +202,8 @@ def test_wrong_type_names_the_field_path(client: TestClient[Litestar], pairwise:
 @pytest.mark.parametrize(
     ("where", "field"),
     [
-        ((), "colour"),
+        # the request body itself is service to service and ignores unknown fields (rolling upgrades, see
+        # test_an_unknown_top_level_field_is_ignored); the Session inside is the public contract
         (("session",), "session.colour"),
         (("session", "responses", 1, "gaze"), "session.responses[1].gaze.colour"),
     ],
@@ -219,6 +220,11 @@ def test_unknown_field_is_refused(
     problem = _problem(_post(client, "/v1/features", payload), 422)
 
     assert (problem.code, problem.field) == ("invalid", field)
+
+
+def test_an_unknown_top_level_field_is_ignored(client: TestClient[Litestar], pairwise: Session) -> None:
+    response = _post(client, "/v1/features", {"session": _raw(pairwise), "sent_by_a_newer_gateway": 1})
+    assert response.status_code == 200, response.text
 
 
 def test_missing_field_is_named(client: TestClient[Litestar], pairwise: Session) -> None:

@@ -35,8 +35,9 @@ class FeatureVectors(msgspec.Struct, frozen=True, kw_only=True):
     vectors: list[FeatureVector]
 
 
-class FeatureRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/features body."""
+class FeatureRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/features body (service to service: unknown fields are ignored, for rolling upgrades; the Session
+    inside is the public contract and keeps refusing them)."""
 
     session: Session
     feature_set: FeatureSetId = "all"
@@ -44,8 +45,8 @@ class FeatureRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Pointwise: the conversation's preceding question, needed by sets with `prev_*` features."""
 
 
-class FeatureBatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/features:batch body."""
+class FeatureBatchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/features:batch body (service to service: unknown fields are ignored, for rolling upgrades)."""
 
     sessions: Annotated[list[Session], msgspec.Meta(min_length=1, max_length=1000)]
     feature_set: FeatureSetId = "all"

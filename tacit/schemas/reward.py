@@ -217,8 +217,11 @@ class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     """How many sessions and users it was trained on (None for models trained before this was recorded)."""
 
 
-class UserLabel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One explicit label a user gave earlier, with the population probability the model gave that session."""
+class UserLabel(msgspec.Struct, frozen=True, kw_only=True):
+    """One explicit label a user gave earlier, with the population probability the model gave that session.
+
+    Service to service (gateway -> reward_svc): unknown fields are ignored, so a newer sender may add one while
+    older services still run (rolling upgrades)."""
 
     p_population: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     """The model's population P(class 1) for that session (never an adapted one: no label counts twice)."""
@@ -229,8 +232,11 @@ class UserLabel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     with the model)."""
 
 
-class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/score: one or many feature vectors; the active model of their mode unless `model_id`."""
+class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/score: one or many feature vectors; the active model of their mode unless `model_id`.
+
+    Service to service (the gateway and the rescoring workers -> reward_svc): unknown fields are ignored, for
+    rolling upgrades; the public bodies of the gateway keep refusing them."""
 
     vectors: Annotated[list[FeatureVector], msgspec.Meta(min_length=1, max_length=10_000)]
     mode: Literal["pairwise", "pointwise"] = "pairwise"

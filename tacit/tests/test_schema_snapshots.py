@@ -56,3 +56,18 @@ def test_the_wire_contract_matches_its_snapshot(module_name: str) -> None:
         f"the tacit.schemas.{module_name} wire contract changed: if intended, delete {path.name}, rerun, "
         "review the diff and commit it"
     )
+
+
+def test_service_to_service_bodies_ignore_unknown_fields_and_public_ones_refuse_them() -> None:
+    from tacit.schemas.features import FeatureBatchRequest
+    from tacit.schemas.reward import ScoreRequest, TrainRewardModel
+
+    vector = {"session_id": "s", "feature_set": "all", "feature_set_version": "1", "names": ["a"], "values": [0.5]}
+    label = {"p_population": 0.5, "label": 1, "model_id": "m", "added_later": True}
+    score = msgspec.json.encode({"vectors": [vector], "user_history": [label], "added_later": 1})
+    assert msgspec.json.decode(score, type=ScoreRequest).vectors[0].session_id == "s"
+    batch = msgspec.json.encode({"sessions": [], "feature_set": "all", "added_later": 1})
+    with pytest.raises(msgspec.ValidationError, match="length >= 1"):  # its own constraints still hold
+        msgspec.json.decode(batch, type=FeatureBatchRequest)
+    with pytest.raises(msgspec.ValidationError, match="unknown field `added_later`"):
+        msgspec.json.decode(b'{"data": "/d", "added_later": 1}', type=TrainRewardModel)
