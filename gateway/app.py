@@ -214,8 +214,10 @@ def serve(settings: GatewaySettings | None = None) -> None:
     gc.freeze()
     # No access log (a line per request on the hot path); httptools and uvloop when installed. X-Forwarded-For is
     # believed from the configured proxies only (uvicorn would otherwise trust it from 127.0.0.1).
-    proxies = {
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies) or "",
-    }
-    run_server(app, settings.host, settings.port, **proxies)
+    run_server(
+        app,
+        settings.host,
+        settings.port,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or "",
+    )

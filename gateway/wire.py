@@ -15,7 +15,7 @@ def job_info(row: JobRow) -> JobInfo:
     return JobInfo(
         id=row.id,
         kind=row.kind,
-        status=row.status,  # type: ignore[arg-type]  (the jobs table holds JOB_STATES only)
+        status=row.status,  # type: ignore[arg-type]  # the jobs table holds JOB_STATES only
         stage=row.stage,
         done=row.done,
         total=row.total,

@@ -43,9 +43,10 @@ ErrorMapper = Callable[[Exception], RequestError | None]
 
 def _body_limit(request: Request[Any, Any, Any]) -> int | None:
     try:
-        return int(request.route_handler.resolve_request_max_body_size())
-    except Exception:  # no route (an unknown path), or no limit set
+        limit = request.route_handler.resolve_request_max_body_size()
+    except Exception:  # no route (an unknown path)
         return None
+    return None if limit is None else int(limit)
 
 
 def to_request_error(exc: Exception, request: Request[Any, Any, Any]) -> RequestError | None:

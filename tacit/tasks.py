@@ -63,7 +63,10 @@ def create_celery(settings: WorkerSettings | None = None, *, include: Sequence[s
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         # One direct exchange per queue: with the default shared exchange both queues were bound to the key
         # "cpu", so a reward-training message was copied onto the align queue too.
-        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (QUEUE_CPU, QUEUE_ALIGN)],
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in (QUEUE_CPU, QUEUE_ALIGN)
+        ],
         task_default_queue=QUEUE_CPU,
         task_routes={
             TASK_TRAIN_REWARD: {"queue": QUEUE_CPU},

@@ -104,7 +104,7 @@ def label_of(preference: str | None) -> int | None:
     return None if preference is None else _LABEL_OF[preference]
 
 
-def preferred_side(mode: str, p: float) -> str:
+def preferred_side(mode: str, p: float) -> Literal["left", "right", "current", "previous"]:
     """The side a probability of class 1 prefers: right/left for pairwise, current/previous for pointwise."""
     if mode == "pairwise":
         return "right" if p >= 0.5 else "left"

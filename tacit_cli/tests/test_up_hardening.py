@@ -469,7 +469,7 @@ def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Pa
         running = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(2, ("alice",))]).id
         jobs.claim(running, "celery@old")
         assert requeue_lost_jobs(env, redis_url) == [lost]  # what a Redis without persistence lost on restart
-        queued = b"".join(client.lrange("align", 0, -1))
+        queued = b"".join(bytes(item) for item in client.lrange("align", 0, -1))  # type: ignore[arg-type]
         assert lost.encode() in queued
         assert running.encode() not in queued
         assert requeue_lost_jobs(env, redis_url) == []  # its message is there now: not twice
