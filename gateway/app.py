@@ -41,7 +41,6 @@ from gateway.model_scores import model_score_routes
 from gateway.openapi import openapi_config
 from gateway.reward_routes import _apply_active_training_sets, reward_routes
 from gateway.sessions import session_routes
-from gateway.training import training_routes
 from tacit.edge import problem_handler
 from tacit.schemas.gateway import (
     SessionBatch,
@@ -142,7 +141,6 @@ def create_app(
         route_handlers=[
             *session_routes(),
             *reward_routes(),
-            *training_routes(),
             *model_score_routes(),
             *import_routes(),
             *judgment_routes(),

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
@@ -135,5 +135,26 @@ async def _apply_active_training_sets(pipeline: Pipeline) -> None:
 # Judgments: judge_svc does the work; the gateway is the one public API (judging is not idempotent: no retry).
 
 
+@post(
+    "/v1/reward/models/{model_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a queued or running reward-model training (a running one stops at its next progress step)",
+    **scoped("train"),
+)
+async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    # not retried (only GETs are); reward_svc's own 404/409 pass on as they are
+    return await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/cancel")
+
+
+@delete(
+    "/v1/reward/models/{model_id:str}",
+    status_code=200,
+    summary="Delete a reward model that is neither active nor queued or running (its registry entry and artifact)",
+    **scoped("train"),
+)
+async def delete_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+    return await _proxy(state, "DELETE", f"/v1/reward/models/{_segment(model_id)}")
+
+
 def reward_routes() -> list[Any]:
-    return [list_models, get_model, train_model, activate_model]
+    return [list_models, get_model, train_model, activate_model, cancel_model, delete_model]

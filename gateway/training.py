@@ -3,9 +3,6 @@
 The selection is made here, where the sessions live; the vectors come from feature_svc, the extractor that
 serves, in the `all` set (the model takes its feature set's columns from them); the labels are the sessions'
 explicit feedback. reward_svc gets the rows and trains them as a job; nothing is written before it accepts.
-
-Training jobs are managed here too: `cancel_model` and `delete_model` forward to reward_svc, which holds the
-registry and answers its own 404/409 (passed on as they are).
 """
 
 from __future__ import annotations
@@ -13,15 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
-from urllib.parse import quote
 
 import anyio.to_thread
-from litestar import Response, delete, post
-from litestar.datastructures import State
-from litestar.params import FromPath
 
-from gateway.access import scoped
 from gateway.clients import DependencyError, FeatureClient
 from gateway.db import PayloadPurgedError, SessionRow, Store, TrainingCandidate
 from tacit.schemas import FeatureVector, Session
@@ -35,7 +26,7 @@ from tacit.schemas.reward import (
     TrainRewardModel,
 )
 
-__all__ = ["FEATURE_SET", "cancel_model", "delete_model", "select_training", "training_routes", "training_set"]
+__all__ = ["FEATURE_SET", "select_training", "training_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,38 +197,3 @@ async def training_set(
         spec=spec, feature_set=FEATURE_SET, feature_set_version=version, names=names, rows=training_rows
     )
     return body, {row.user_id for row, _ in usable}
-
-
-# Managing training jobs: reward_svc holds the registry; the gateway checks the scope and forwards.
-
-
-async def _forward(state: State, method: str, path: str) -> Response[bytes]:
-    """One call to reward_svc, not retried (neither call is idempotent in what it answers); its 4xx pass on as they
-    are, an unreachable reward_svc is 503."""
-    response = await state.reward.request(method, path, retry=False)
-    return Response(response.content, status_code=response.status_code, media_type="application/json")
-
-
-@post(
-    "/v1/reward/models/{model_id:str}/cancel",
-    status_code=200,
-    summary="Cancel a queued or running reward-model training (a running one stops at its next progress step)",
-    **scoped("train"),
-)
-async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    return await _forward(state, "POST", f"/v1/reward/models/{quote(model_id, safe='')}/cancel")
-
-
-@delete(
-    "/v1/reward/models/{model_id:str}",
-    status_code=200,
-    summary="Delete a reward model that is neither active nor queued or running (its registry entry and artifact)",
-    **scoped("train"),
-)
-async def delete_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    return await _forward(state, "DELETE", f"/v1/reward/models/{quote(model_id, safe='')}")
-
-
-def training_routes() -> list[Any]:
-    """The training-job management routes, for the gateway's route list."""
-    return [cancel_model, delete_model]
