@@ -25,19 +25,6 @@ from tacit.tasks import QUEUE_CPU, TASK_IMPORT_IFLLM
 DOWN = "http://127.0.0.1:9"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 'gateway.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    )
-    db = Store(url)
-    db.migrate()
-    try:
-        yield db
-    finally:
-        db.close()
-
-
 class FakeFolders:
     """A stand-in for an IFLLM folder: `folders` task folders of `per_folder` sessions each, recording which folders
     were built (the import reads a folder through `tacit.ifllm.sessions.task_sessions`)."""

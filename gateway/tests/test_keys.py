@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from gateway.db import KeyRow, Store
-from gateway.db.testing import database_text, postgres_schema
+from gateway.db.testing import database_text
 from gateway.keys import (
     PREFIX_CHARS,
     SCOPES,
@@ -23,21 +22,6 @@ from gateway.keys import (
     revoke,
     verify_token,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        st = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
-        st.migrate()
-        yield st
-        st.close()
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-            st = Store(url)
-            st.migrate()
-            yield st
-            st.close()
 
 
 def _set_last_used(store: Store, key_id: str, when: dt.datetime | None) -> None:

@@ -3,7 +3,6 @@ feature_svc and reward_svc (the e2e test runs the real services and Celery worke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,28 +12,12 @@ from sqlalchemy import MetaData, Table, func, select
 
 from gateway.db import Store
 from gateway.db.payload import prepare
-from gateway.db.testing import postgres_schema
 from gateway.rescoring import run_batch
 from tacit.schemas import FeatureVector, Score
 from tacit.schemas.session import Feedback
 from tacit.simulate import simulate_session
 
 NAMES = ["a", "b"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        st = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
-        st.migrate()
-        yield st
-        st.close()
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_url")) as url:
-            st = Store(url)
-            st.migrate()
-            yield st
-            st.close()
 
 
 def sim(seed: int, user: str = "u1", label: str | None = None) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from feature_svc.features.sets import PAIRWISE_IF
 from reward_svc.model.swap import partner, symmetric_closure
+from reward_svc.registry import ModelRow, Registry
 
 SIDED = ("gaze_max_idx", "gaze_onscreen_points", "gaze_total_entries", "gaze_max_idx_ratio", "response_length")
 
@@ -86,3 +88,18 @@ def dev_tables(ifllm_dir: Path) -> dict[str, pd.DataFrame]:
             return cache[mode]
 
     return Tables()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """An empty model registry on SQLite, or on the session's PostgreSQL database emptied first."""
+    if request.param == "sqlite":
+        reg = Registry(f"sqlite:///{tmp_path / 'reward.db'}")
+    else:
+        reg = Registry(request.getfixturevalue("postgres_url"))
+        with reg.session() as s:  # each test starts empty
+            for row in reg.list():
+                s.delete(s.get(ModelRow, row.id))
+            s.commit()
+    yield reg
+    reg.close()

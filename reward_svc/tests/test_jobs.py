@@ -46,20 +46,6 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_table(tmp_path_factory.mktemp("demo") / "demo.parquet", n=120)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    if request.param == "sqlite":
-        reg = Registry(f"sqlite:///{tmp_path / 'reward.db'}")
-    else:
-        reg = Registry(request.getfixturevalue("module_postgres_url"))
-        with reg.session() as s:  # each test starts empty
-            for row in reg.list():
-                s.delete(s.get(ModelRow, row.id))
-            s.commit()
-    yield reg
-    reg.close()
-
-
 def _spec(table: Path, **options: Any) -> TrainRewardModel:
     return TrainRewardModel(**{"data": str(table), "model": "swap_lr", "feature_set": "all", "seeds": 1, **options})
 

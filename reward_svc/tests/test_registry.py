@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from reward_svc.registry import ModelRow, Registry
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    if request.param == "sqlite":
-        reg = Registry(f"sqlite:///{tmp_path / 'reward.db'}")
-    else:
-        reg = Registry(request.getfixturevalue("postgres_url"))
-        with reg.session() as s:  # each test starts empty
-            for row in reg.list():
-                s.delete(s.get(ModelRow, row.id))
-            s.commit()
-    yield reg
-    reg.close()
+from reward_svc.registry import Registry
 
 
 def test_create_update_get(registry: Registry) -> None:
