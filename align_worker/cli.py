@@ -59,7 +59,6 @@ def _export(args: argparse.Namespace) -> int:
     import msgspec
 
     from align_worker.training.data import write_jsonl
-    from tacit.schemas.align import DataSummary, PreferencePair
 
     if args.data is not None:
         pairs, summary = _pairs_from_ifllm(args)
@@ -72,8 +71,7 @@ def _export(args: argparse.Namespace) -> int:
         except TacitError as err:
             print(f"tacit: {err}", file=sys.stderr)
             return 1
-        pairs = msgspec.convert(answer["pairs"], list[PreferencePair])
-        summary = msgspec.convert(answer["summary"], DataSummary)
+        pairs, summary = answer.pairs, answer.summary
     out: Path = args.out
     written = {
         split: write_jsonl([p for p in pairs if p.split == split], out / f"{split}.jsonl")

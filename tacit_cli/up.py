@@ -947,8 +947,8 @@ def _import(gateway_url: str, key: str, data: Path, out: TextIO) -> None:
             print(f"warning: the gateway did not start the IFLLM import: {err}", file=out)
             return
     print(
-        f"importing the IFLLM sessions of {data} in the background: job {job['id']} "
-        f"(GET {gateway_url}/v1/imports/{job['id']})",
+        f"importing the IFLLM sessions of {data} in the background: job {job.id} "
+        f"(GET {gateway_url}/v1/imports/{job.id})",
         file=out,
     )
 

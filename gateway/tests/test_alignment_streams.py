@@ -198,7 +198,7 @@ def test_the_client_resumes_a_stream_the_gateway_ended_for_quiet_until_the_job_e
     token = gateway.key("read")["Authorization"].split(" ", 1)[1]
     try:
         with TacitClient(gateway.url, token) as client:
-            kinds = [e["kind"] for e in client.alignment_events(job_id)]
+            kinds = [e.kind for e in client.alignment_events(job_id)]
     finally:
         done.set()
         thread.join()

@@ -376,9 +376,9 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         with TacitClient(f"http://127.0.0.1:{port}", key) as client:
             session = simulate_session(seed=11, samples=300)
             answer = client.post_session(session)
-            assert answer["session_id"] == session.session_id
-            assert answer["status"] == "scored"
-            assert answer["demo_model"] is True
+            assert answer.session_id == session.session_id
+            assert answer.status == "scored"
+            assert answer.demo_model is True
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -23,6 +23,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from tacit.client import TacitClient
+from tacit.schemas.align import AlignmentJobInfo
 from tacit.simulate import simulate_sessions
 from tests.e2e.conftest import Stack
 
@@ -147,8 +148,10 @@ def _spec(demo_lm: Path, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
-def _wait(client: TacitClient, job_id: str, until: Any, timeout: float = 240) -> tuple[dict[str, Any], list[Any]]:
-    seen: list[dict[str, Any]] = []
+def _wait(
+    client: TacitClient, job_id: str, until: Any, timeout: float = 240
+) -> tuple[AlignmentJobInfo, list[AlignmentJobInfo]]:
+    seen: list[AlignmentJobInfo] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.alignment_job(job_id)
@@ -159,8 +162,8 @@ def _wait(client: TacitClient, job_id: str, until: Any, timeout: float = 240) ->
     raise AssertionError(f"job {job_id} never got there: {seen[-1] if seen else None}")
 
 
-def _done(job: dict[str, Any]) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
+def _done(job: AlignmentJobInfo) -> bool:
+    return job.status in ("succeeded", "failed", "cancelled")
 
 
 def test_a_job_trains_sft_then_robust_dpo_and_hands_off_to_the_judge(
@@ -168,31 +171,36 @@ def test_a_job_trains_sft_then_robust_dpo_and_hands_off_to_the_judge(
 ) -> None:
     with _client(stack) as client:
         job = client.create_alignment_job(_spec(demo_lm))
-        assert job["status"] == "queued"
-        assert job["data"]["source"] == "implicit"
-        assert job["data"]["pairs"] >= 60
-        assert job["data"]["test"] > 0
-        assert job["data"]["dropped"] == {}
-        job, seen = _wait(client, job["id"], _done)
-        assert job["status"] == "succeeded", job["error"]
-    running = [j for j in seen if j["status"] == "running" and j["progress"]["step"] > 0]
+        assert job.status == "queued"
+        assert job.data.source == "implicit"
+        assert job.data.pairs >= 60
+        assert job.data.test > 0
+        assert job.data.dropped == {}
+        job, seen = _wait(client, job.id, _done)
+        assert job.status == "succeeded", job.error
+    running = [j for j in seen if j.status == "running" and j.progress.step > 0]
     assert running, "progress was never visible while the job ran"
-    assert any(j["progress"]["loss"] is not None and j["progress"]["stage"] in ("sft", "rdpo") for j in running)
-    result = job["result"]
-    sft, rdpo = result["stages"]
-    assert (sft["stage"], rdpo["stage"]) == ("sft", "rdpo")
-    assert sft["loss_last"] < sft["loss_first"]
-    assert rdpo["train_margin_after"] > rdpo["train_margin_before"]
-    assert sft["weight_change"] > 0
-    assert rdpo["weight_change"] > 0
-    artifacts = {a["name"]: a for a in result["artifacts"]}
+    assert any(j.progress.loss is not None and j.progress.stage in ("sft", "rdpo") for j in running)
+    result = job.result
+    assert result is not None
+    sft, rdpo = result.stages
+    assert (sft.stage, rdpo.stage) == ("sft", "rdpo")
+    assert sft.loss_last is not None
+    assert sft.loss_first is not None
+    assert sft.loss_last < sft.loss_first
+    assert rdpo.train_margin_after is not None
+    assert rdpo.train_margin_before is not None
+    assert rdpo.train_margin_after > rdpo.train_margin_before
+    assert sft.weight_change > 0
+    assert rdpo.weight_change > 0
+    artifacts = {a.name: a for a in result.artifacts}
     for name in ("sft/final/model.safetensors", "dpo/final/model.safetensors", "evaluation/answers.jsonl"):
-        assert artifacts[name]["bytes"] > 0
-        assert Path(artifacts[name]["path"]).is_file()
-    assert job["attempts"] == 1
+        assert artifacts[name].bytes > 0
+        assert Path(artifacts[name].path).is_file()
+    assert job.attempts == 1
 
     with _client(stack, "read") as client:
-        kinds = [e["kind"] for e in client.alignment_events(job["id"])]  # the stream ends with the job
+        kinds = [e.kind for e in client.alignment_events(job.id)]  # the stream ends with the job
         assert kinds[0] == "queued"
         assert kinds[-1] == "succeeded"
         assert {"started", "progress", "checkpoint", "stage_done", "evaluation"} <= set(kinds)
@@ -200,14 +208,17 @@ def test_a_job_trains_sft_then_robust_dpo_and_hands_off_to_the_judge(
         deadline = time.monotonic() + 60
         while True:
             evaluation = httpx.get(
-                f"{stack.gateway.url}/v1/alignment/jobs/{job['id']}/evaluation", headers=stack.headers("read")
+                f"{stack.gateway.url}/v1/alignment/jobs/{job.id}/evaluation", headers=stack.headers("read")
             ).json()
             if evaluation["status"] != "running" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         assert evaluation["status"] == "succeeded"
-        assert evaluation["alignment_job_id"] == job["id"]
-        assert evaluation["evaluation"]["pairs"] == result["evaluation"]["prompts"]
+        assert evaluation["alignment_job_id"] == job.id
+        assert result.evaluation is not None
+        assert evaluation["evaluation"]["pairs"] == result.evaluation.prompts
+        typed = client.alignment_evaluation(job.id)
+        assert (typed.status, typed.alignment_job_id) == ("succeeded", job.id)
 
 
 def test_a_killed_worker_is_replaced_and_the_job_resumes_with_one_result(
@@ -218,21 +229,21 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_with_one_result(
     spec["runtime"] = {"checkpoint_every": 3}
     with _client(stack) as client:
         job = client.create_alignment_job(spec)
-        _wait(client, job["id"], lambda j: j["progress"]["stage"] == "sft" and j["progress"]["step"] >= 5)
+        _wait(client, job.id, lambda j: j.progress.stage == "sft" and j.progress.step >= 5)
         worker.kill()
         worker.start()
-        job, _ = _wait(client, job["id"], _done)
-        assert job["status"] == "succeeded", job["error"]
-        assert job["attempts"] == 2
-        events = list(client.alignment_events(job["id"]))
-    kinds = [e["kind"] for e in events]
+        job, _ = _wait(client, job.id, _done)
+        assert job.status == "succeeded", job.error
+        assert job.attempts == 2
+        events = list(client.alignment_events(job.id))
+    kinds = [e.kind for e in events]
     assert kinds.count("succeeded") == 1
     assert [k for k in kinds if k in ("succeeded", "failed", "cancelled")] == ["succeeded"]
     assert "resumed" in kinds
     resumed_at = kinds.index("resumed")
-    sft_restart = next(e for e in events[resumed_at:] if e["kind"] == "stage")
-    assert sft_restart["data"] == {"stage": "sft", "resume_from": sft_restart["data"]["resume_from"]}
-    assert sft_restart["data"]["resume_from"].startswith("checkpoint-")
+    sft_restart = next(e for e in events[resumed_at:] if e.kind == "stage")
+    assert sft_restart.data == {"stage": "sft", "resume_from": sft_restart.data["resume_from"]}
+    assert sft_restart.data["resume_from"].startswith("checkpoint-")
 
 
 def test_cancel_stops_a_running_job_within_a_step(stack: Stack, worker: Worker, scored: int, demo_lm: Path) -> None:
@@ -240,17 +251,17 @@ def test_cancel_stops_a_running_job_within_a_step(stack: Stack, worker: Worker, 
     spec["sft"] = {**FAST["sft"], "epochs": 50}
     with _client(stack) as client:
         job = client.create_alignment_job(spec)
-        _wait(client, job["id"], lambda j: j["status"] == "running" and j["progress"]["step"] >= 2)
-        answer = client.cancel_alignment_job(job["id"])
-        assert answer["cancel_requested"] is True
-        step_at_cancel = client.alignment_job(job["id"])["progress"]["step"]
-        job, _ = _wait(client, job["id"], _done, timeout=60)
-        assert job["status"] == "cancelled"
+        _wait(client, job.id, lambda j: j.status == "running" and j.progress.step >= 2)
+        answer = client.cancel_alignment_job(job.id)
+        assert answer.cancel_requested is True
+        step_at_cancel = client.alignment_job(job.id).progress.step
+        job, _ = _wait(client, job.id, _done, timeout=60)
+        assert job.status == "cancelled"
         # It stops at the end of the step in progress when the request arrived (+1 for the progress write lag).
-        assert job["progress"]["step"] <= step_at_cancel + 2
-        assert job["progress"]["step"] < job["progress"]["total"]
+        assert job.progress.step <= step_at_cancel + 2
+        assert job.progress.step < job.progress.total
         with pytest.raises(Exception, match="cancelled"):
-            client.cancel_alignment_job(job["id"])
+            client.cancel_alignment_job(job.id)
 
 
 def test_bad_job_specs_are_refused_and_nothing_is_stored(stack: Stack, scored: int, demo_lm: Path) -> None:
