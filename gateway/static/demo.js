@@ -120,14 +120,27 @@
     var session = data.record.session;
     $("reading").hidden = true;
     $("result").hidden = false;
-    if (score.status === "scored") {
-      $("score").textContent =
-        "Predicted from your reading: " + score.preferred + " answer (P(right) = " + score.p_right.toFixed(2) + ")";
+    $("score").classList.toggle("abstained", score.status === "scored" && !!score.abstained);
+    $("abstain-why").hidden = true;
+    if (score.status === "scored" && score.abstained) {
+      // The probabilities are still in the answer (what the model would say); shown as such, never as a prediction.
+      $("score").textContent = "No prediction: the model abstained on this session.";
+      $("abstain-why").hidden = false;
+      $("abstain-why").textContent = TacitView.abstainReason(score);
       $("explicit").textContent =
-        "You said: " + explicit + ". " + (score.preferred === explicit ? "The prediction agrees." : "The prediction disagrees.");
+        "You said: " + explicit + ". Had it not abstained, the model would have leaned to the " + score.preferred +
+        " answer (P(right) = " + TacitView.fixed(score.p_right) + "); do not read that as a prediction.";
+    } else if (score.status === "scored") {
+      $("score").textContent =
+        "Predicted from your reading: " + score.preferred + " answer (P(right) = " + TacitView.fixed(score.p_right) + ")";
+      $("explicit").textContent =
+        "You said: " + explicit + ". " + (score.preferred === explicit ? "The prediction agrees." : "The prediction disagrees.") +
+        " Confidence " + TacitView.fixed(score.confidence) +
+        (score.quality === null || score.quality === undefined ? "" : ", data quality " + TacitView.fixed(score.quality)) + ".";
     } else {
       $("score").textContent = "Stored, but not scored: " + score.status;
     }
+    document.body.dataset.abstained = score.abstained ? "1" : "0";
     $("model-note").textContent = score.demo_model
       ? "Scored by a demo reward model trained on simulated readers (" + score.model_version + ")."
       : "Scored by reward model " + (score.model_version || "?") + ".";
