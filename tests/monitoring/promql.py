@@ -18,6 +18,46 @@ DASHBOARDS = sorted((INFRA / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES = INFRA / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 COMPOSE = INFRA / "compose.yaml"
 
+#: The filters each dashboard offers (template variables).
+VARIABLES = {
+    "overview": {"service", "mode"},
+    "preference-signal": {"mode", "model"},
+    "training": {"kind", "queue"},
+    "judge": {"instance"},
+}
+#: The labels every dashboard must let its user filter on wherever its panels read a metric that carries them, the
+#: variable for each, and the metrics (base names) carrying the label in the code; test_prometheus checks this
+#: list against a running stack, so a metric that gains or loses one of these labels fails there.
+FILTERED_LABELS = {
+    "service": (
+        "service",
+        {
+            "tacit_http_requests",
+            "tacit_http_request_duration_seconds",
+            "service:tacit_http_errors:ratio_rate5m",
+            "service_route:tacit_http_request_duration_seconds:p99_5m",
+        },
+    ),
+    "mode": (
+        "mode",
+        {
+            "tacit_sessions_ingested",
+            "tacit_sessions_scored",
+            "tacit_gateway_preference_score",
+            "tacit_implicit_explicit",
+            "tacit_preference_score",
+            "tacit_abstentions",
+            "tacit_active_reward_model",
+            "tacit_reward_model_info",
+            "mode:tacit_abstention:ratio_rate5m",
+            "mode:tacit_implicit_explicit_agreement:ratio_1h",
+            "mode:tacit_implicit_explicit_agreement:ratio_1d",
+            "mode:tacit_implicit_explicit_agreement:drift_1h",
+        },
+    ),
+    "model_id": ("model", {"tacit_active_reward_model", "tacit_reward_model_info"}),
+}
+
 # An alert is `<signal> <comparison> <number>`: the signal must have data in a healthy stack, the comparison may not.
 _ALERT = re.compile(r"^(?P<signal>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>-?\d+(?:\.\d+)?)$", re.DOTALL)
 
@@ -34,11 +74,67 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def panel_queries(panel: dict[str, Any]) -> list[str]:
+    """A panel's PromQL as written (with its `$variable`s)."""
     return [target["expr"].strip() for target in panel.get("targets", []) if target.get("expr", "").strip()]
 
 
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dashboard's template variables by name."""
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def used_variables(query: str) -> set[str]:
+    return {a or b for a, b in _VARIABLE.findall(query)}
+
+
+def resolve(query: str, dashboard: dict[str, Any], values: dict[str, str] | None = None) -> str:
+    """`query` as Grafana sends it: each variable replaced by `values[name]`, else by its "All" value."""
+    known = variables(dashboard)
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if values and name in values:
+            return values[name]
+        if name not in known:
+            raise KeyError(f"{query}: ${name} is not a variable of {dashboard['title']!r}")
+        return str(known[name]["allValue"])
+
+    return _VARIABLE.sub(value, query)
+
+
 def dashboard_queries() -> set[str]:
-    return {q for path in DASHBOARDS for panel in panels(load_dashboard(path)) for q in panel_queries(panel)}
+    """Every panel query of every dashboard with its variables at "All" (what a dashboard shows when opened)."""
+    out = set()
+    for path in DASHBOARDS:
+        dashboard = load_dashboard(path)
+        out |= {resolve(q, dashboard) for panel in panels(dashboard) for q in panel_queries(panel)}
+    return out
+
+
+_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_SUFFIX = re.compile(r"_(total|created|bucket|sum|count)$")
+
+
+def metric_base(name: str) -> str:
+    """A series name without the suffix its metric type adds (`_total`, `_bucket`, ...)."""
+    return _SUFFIX.sub("", name)
+
+
+def query_metrics(query: str) -> set[str]:
+    """The Tacit metrics and recording rules a query reads (their base names)."""
+    unquoted = re.sub(r'"[^"]*"', '""', query)
+    return {metric_base(name) for name in _METRIC.findall(unquoted) if "tacit_" in name}
+
+
+def label_values_query(variable: dict[str, Any]) -> tuple[str, str]:
+    """(series selector, label) of a `label_values(selector, label)` variable."""
+    match = re.fullmatch(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["query"]["query"].strip())
+    if match is None:
+        raise ValueError(f"variable {variable['name']!r} is not label_values(selector, label)")
+    return match.group("selector").strip(), match.group("label")
 
 
 def rules() -> list[dict[str, Any]]:

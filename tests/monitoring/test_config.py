@@ -98,8 +98,9 @@ def test_dashboard_loads_and_its_queries_are_the_tested_ones(path: Path) -> None
         assert queries, f"{path.name}: panel {panel['title']!r} has no query"
         assert panel["datasource"]["uid"] == uid, panel["title"]
         for query in queries:
-            assert "$" not in query, f"{panel['title']!r}: template variables are not resolved by the PromQL test"
-            assert query in tested, query
+            resolved = promql.resolve(query, dashboard)
+            assert "$" not in resolved, f"{panel['title']!r}: a variable the dashboard does not define"
+            assert resolved in tested, resolved
 
 
 def test_the_four_dashboards_are_provisioned() -> None:
@@ -107,3 +108,47 @@ def test_the_four_dashboards_are_provisioned() -> None:
     assert titles == {"Tacit / Overview", "Tacit / Preference signal", "Tacit / Training", "Tacit / Judge"}
     provider = yaml.safe_load((promql.INFRA / "grafana" / "provisioning" / "dashboards" / "tacit.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+@pytest.mark.parametrize("path", promql.DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_says_what_it_shows(path: Path) -> None:
+    dashboard = promql.load_dashboard(path)
+    assert len(dashboard.get("description", "")) >= 20
+    for panel in promql.panels(dashboard):
+        if panel.get("type") == "row":
+            continue
+        description = " ".join(str(panel.get("description", "")).split())
+        assert len(description) >= 40, f"{path.name}: panel {panel['title']!r} has no description (or a stub)"
+        assert description.lower() != panel["title"].lower()
+
+
+@pytest.mark.parametrize("path", promql.DASHBOARDS, ids=lambda p: p.stem)
+def test_every_dashboard_has_its_filters_and_every_panel_uses_them(path: Path) -> None:
+    dashboard = promql.load_dashboard(path)
+    defined = promql.variables(dashboard)
+    assert set(defined) == promql.VARIABLES[path.stem]
+    queries = [q for panel in promql.panels(dashboard) for q in promql.panel_queries(panel)]
+    uid = promql.datasource_uid()
+    for name, variable in defined.items():
+        assert variable["type"] == "query", name
+        assert variable["datasource"]["uid"] == uid, name
+        assert variable["definition"] == variable["query"]["query"], name
+        promql.label_values_query(variable)  # label_values(selector, label)
+        assert (variable["includeAll"], variable["multi"], variable["allValue"]) == (True, True, ".*"), name
+        assert variable.get("description"), name
+        users = [q for q in queries if name in promql.used_variables(q)]
+        assert users, f"{path.name}: variable ${name} filters no panel"
+        for query in users:  # several values at once: only a regex matcher takes them
+            assert f'=~"${name}"' in query, f"{path.name}: ${name} is not used as =~ in {query}"
+    # A panel reading a metric that carries one of the filtered labels is filtered by it (unless it pins the label).
+    for panel in promql.panels(dashboard):
+        for query in promql.panel_queries(panel):
+            for label, (variable_name, metrics) in promql.FILTERED_LABELS.items():
+                if not promql.query_metrics(query) & metrics or f'{label}="' in query:
+                    continue
+                assert variable_name in defined, (
+                    f"{path.name}: {panel['title']!r} reads {label} but no ${variable_name}"
+                )
+                assert f'{label}=~"${variable_name}"' in query, (
+                    f"{path.name}: {panel['title']!r} is not filtered by ${variable_name}"
+                )

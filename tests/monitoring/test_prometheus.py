@@ -244,16 +244,23 @@ def _has_data(data: dict[str, Any]) -> bool:
     return data["resultType"] == "scalar" or bool(data["result"])
 
 
-def test_every_dashboard_and_rule_query_returns_data(monitored: Monitored) -> None:
+@pytest.fixture(scope="module")
+def traffic(monitored: Monitored) -> Monitored:
+    """The stack after `_traffic`, once every dashboard and rule query has data (rates need two scrapes of a
+    series, recording rules one evaluation more)."""
     _traffic(monitored)
-    queries = sorted(promql.queries_with_data())
-    missing = queries
-    deadline = time.monotonic() + 90  # rates need two scrapes of a series; recording rules one evaluation more
+    missing = sorted(promql.queries_with_data())
+    deadline = time.monotonic() + 90
     while missing and time.monotonic() < deadline:
         time.sleep(1)
         missing = [q for q in missing if not _has_data(_query(monitored.prometheus, q))]
     assert not missing, "no data for:\n" + "\n".join(missing)
     time.sleep(2)  # one more evaluation of the recording rules over the last scrapes
+    return monitored
+
+
+def test_every_dashboard_and_rule_query_returns_data(traffic: Monitored) -> None:
+    monitored = traffic
 
     for name, expr in promql.alert_rules().items():  # the full expressions evaluate (firing or not)
         _query(monitored.prometheus, expr)
@@ -294,3 +301,28 @@ def test_every_dashboard_and_rule_query_returns_data(monitored: Monitored) -> No
     rules = httpx.get(f"{monitored.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     unhealthy = [(r["name"], r.get("lastError")) for g in rules for r in g["rules"] if r["health"] != "ok"]
     assert not unhealthy
+
+
+def test_the_dashboard_filters_match_the_labels_the_stack_exports(traffic: Monitored) -> None:
+    prometheus = traffic.prometheus
+    # The metrics carrying each filtered label are exactly those the config test holds every panel to.
+    for label, (_, listed) in promql.FILTERED_LABELS.items():
+        found = _query(prometheus, f'count by (__name__) ({{__name__=~".*tacit_.*", {label}!=""}})')["result"]
+        assert {promql.metric_base(r["metric"]["__name__"]) for r in found} == listed, label
+
+    for path in promql.DASHBOARDS:
+        dashboard = promql.load_dashboard(path)
+        queries = [q for panel in promql.panels(dashboard) for q in promql.panel_queries(panel)]
+        for name, variable in promql.variables(dashboard).items():
+            # the variable offers the values the running stack has
+            selector, label = promql.label_values_query(variable)
+            series = httpx.get(
+                f"{prometheus}/api/v1/series", params={"match[]": promql.resolve(selector, dashboard)}, timeout=10
+            ).json()["data"]
+            values = sorted({s[label] for s in series if label in s})
+            assert values, f"{path.name}: ${name} lists no value"
+            for query in (q for q in queries if name in promql.used_variables(q)):
+                # one chosen value is a valid query; a value nothing has empties the panel: the filter applies
+                _query(prometheus, promql.resolve(query, dashboard, {name: values[0]}))
+                nothing = promql.resolve(query, dashboard, {name: "no-such-value"})
+                assert not _has_data(_query(prometheus, nothing)), f"{path.name}: ${name} does not filter {query}"
