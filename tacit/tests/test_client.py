@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -332,3 +334,11 @@ def test_judge_sends_a_judge_request_and_refuses_unknown_options_locally() -> No
     with pytest.raises(TypeError):
         client.judge("q", "a", "b", bogus=1)
     assert len(sent) == 1
+
+
+def test_every_public_method_is_in_docs_client_md() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    methods = [name for name, _ in inspect.getmembers(TacitClient, inspect.isfunction) if not name.startswith("_")]
+    assert len(methods) > 30
+    undocumented = [name for name in methods if name != "close" and f"`{name}(" not in doc]
+    assert undocumented == []
