@@ -173,3 +173,26 @@ def test_a_real_ifllm_session_is_drawn_on_its_text(
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_replay_says_when_the_score_abstained(stack: Stack, browser: Any) -> None:
+    _post(stack, simulate_session(seed=43, samples=300, session_id="replay-abstained", user_id="replay-user"))
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+
+    def as_gated_model_answers(route: Any) -> None:  # the stack's test model has no gate (see test_demo_layout)
+        response = route.fetch()
+        body = response.json()
+        body["record"]["score"].update(abstained=True, abstain_reason="quality_below_gate", quality=0.18)
+        route.fulfill(response=response, json=body)
+
+    try:
+        page.route("**/v1/collector/sessions/*", as_gated_model_answers)
+        page.goto(f"{stack.gateway.url}/sessions/replay-abstained/replay#token={stack.keys['read']}")
+        page.wait_for_selector("body[data-done='1']", timeout=15_000)
+        assert page.inner_text("#score") == "No prediction: the model abstained on this session."
+        why = page.inner_text("#abstain-why")
+        assert "data quality (0.18) is below the gate" in why
+        assert "It would have leaned to" in why
+    finally:
+        context.close()
