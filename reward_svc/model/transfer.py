@@ -22,8 +22,9 @@ The protocol, fixed before any of its numbers were looked at (changing it means 
    same adaptation with the training prior alone is reported beside it. Every method at one k is
    scored on the same rows. Baselines: the training folds' majority class (for pairwise this is also "position
    only"), the per-user prior only (majority of the worker's first k labels; a tie or k = 0 falls back to the
-   training majority), length only (the same linear model on text lengths). The adapted model must beat
-   per-user-prior-only at the same k, or the report says it does not.
+   training majority), length only (the same linear model on text lengths), text only (the two answers' words:
+   reward_svc.model.text_baseline, fitted on the training folds; added after the first report). The adapted model
+   must beat per-user-prior-only at the same k, or the report says it does not.
 7. Injected preference (a robustness check): the same, with a share of each test worker's labels relabelled
    towards one side drawn per worker; training labels (and so the prior) stay untouched.
 """
@@ -45,6 +46,7 @@ from reward_svc.model.data import TaskData, task_data
 from reward_svc.model.estimators import make_model
 from reward_svc.model.evaluate import cross_validate, expected_calibration_error, grouped_protocol
 from reward_svc.model.quality import SessionQuality, quality_columns
+from reward_svc.model.text_baseline import TextOnly, TextPairs
 
 __all__ = [
     "CANDIDATES",
@@ -168,13 +170,15 @@ def nested_runs(
     seeds: int,
     *,
     length_data: TaskData | None = None,
+    texts: TextPairs | None = None,
     gate_quantile: float = 0.1,
     progress: Callable[[int], None] | None = None,
 ) -> NestedRuns:
     """Fit `model` (a calibrated one: it must expose inner out-of-fold `oof_`) per outer training fold, score the test.
 
     The per-user prior of each fold is fitted on the training rows' inner out-of-fold probabilities; the quality
-    gate on the training sessions; the length-only baseline on `length_data` (same rows, text lengths only).
+    gate on the training sessions; the length-only baseline on `length_data` (same rows, text lengths only); the
+    text-only baseline on `texts` (the answers of the same rows, pairwise only).
     """
     assert data.y is not None
     protocol = grouped_protocol(seeds)
@@ -207,6 +211,9 @@ def nested_runs(
                 )
                 length_model.fit(length_data.X[train], length_data.y[train])
                 entry["p_length"] = length_model.predict_proba(length_data.X[test])[:, 1]
+            if texts is not None:
+                text_model = TextOnly().fit(texts.take(train), data.y[train])
+                entry["p_text"] = text_model.predict_proba(texts.take(test))[:, 1]
             runs.folds.append(entry)
             if progress is not None:
                 progress(1)
@@ -330,6 +337,8 @@ def warm_start_table(
                 }
                 if "p_length" in f:
                     methods["length only"] = f["p_length"][scored]
+                if "p_text" in f:
+                    methods["text only"] = f["p_text"][scored]
                 for name, p in methods.items():
                     bucket = per_method.setdefault(name, [])
                     bucket.extend(
@@ -350,7 +359,7 @@ def warm_start_table(
                     "micro": float(hits.mean()),
                     "macro": float(pd.Series(hits).groupby(keys).mean().mean()),
                     "ece": expected_calibration_error(probs, labels)
-                    if name in ("adapted", "adapted (training prior)", "population", "length only")
+                    if name in ("adapted", "adapted (training prior)", "population", "length only", "text only")
                     else float("nan"),
                     "rows": int(hits.size // n_seeds),
                     "workers": int(len(set(keys)) // n_seeds),

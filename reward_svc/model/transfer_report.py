@@ -20,6 +20,7 @@ from reward_svc.model import transfer
 from reward_svc.model.estimators import BEST
 from reward_svc.model.evaluate import reliability
 from reward_svc.model.plots import _pyplot
+from reward_svc.model.text_baseline import text_pairs
 
 __all__ = ["transfer_section"]
 
@@ -121,14 +122,20 @@ def _beats_prior(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def transfer_section(frame: pd.DataFrame, out: Path, *, seeds: int = 10, nested_seeds: int = 3) -> str:
-    """Run the transfer protocol on the pairwise rows of `frame` and return its markdown (plots written to `out`)."""
+def transfer_section(
+    frame: pd.DataFrame, out: Path, *, seeds: int = 10, nested_seeds: int = 3, data_dir: Path | None = None
+) -> str:
+    """Run the transfer protocol on the pairwise rows of `frame` and return its markdown (plots written to `out`).
+
+    `data_dir` (the IFLLM folder `frame` was extracted from) adds the text-only baseline, which needs the answers.
+    """
     started = time.perf_counter()
     data, lengths = transfer.task_rows(frame, PAIRWISE)
+    texts = None if data_dir is None else text_pairs(data_dir, data.meta["query_id"].tolist())
     rows = transfer.compare_candidates(data, transfer.CANDIDATES[PAIRWISE], seeds, n_jobs=2)
     choice = transfer.choose(rows)
     calibrated = f"{choice['chosen']}_sigmoid"
-    runs = transfer.nested_runs(data, calibrated, nested_seeds, length_data=lengths)
+    runs = transfer.nested_runs(data, calibrated, nested_seeds, length_data=lengths, texts=texts)
     cal_rows, pooled = transfer.calibration_rows(runs)
     gate = transfer.gate_check(runs)
     warm = {"dev folds": transfer.warm_start_table(runs)}
@@ -210,7 +217,10 @@ def transfer_section(frame: pd.DataFrame, out: Path, *, seeds: int = 10, nested_
     lines += [
         f"![accuracy vs k]({plots[1].name})",
         "",
-        "Not in these tables: a text-only baseline from a sentence-embedding model (none is in the lock yet).",
+        "Text only: TF-IDF of the two answers' words, learned on the training folds (no pretrained embedding model "
+        "is in the lock: none ships its weights in a PyPI package and nothing is downloaded at run time)."
+        if texts is not None
+        else "Not in these tables: the text-only baseline (run with the IFLLM folder to add it).",
         "",
         "### Accuracy per worker",
         "",
@@ -234,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--nested-seeds", type=int, default=3)
     args = parser.parse_args(argv)
-    frame = load_frame(resolve_data(args.data), workers=2)
+    data_dir = resolve_data(args.data)
+    frame = load_frame(data_dir, workers=2)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = transfer_section(frame, args.out, seeds=args.seeds, nested_seeds=args.nested_seeds)
+    text = transfer_section(frame, args.out, seeds=args.seeds, nested_seeds=args.nested_seeds, data_dir=data_dir)
     path = args.out / "reward_transfer.md"
     path.write_text(text + "\n")
     print(f"wrote {path}", file=sys.stderr)
