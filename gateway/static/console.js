@@ -32,6 +32,13 @@
     return node;
   }
 
+  // Every finished load (or failed one) counts in body[data-loads]: a test waits for it to move on.
+  var loads = 0;
+  function done() {
+    document.body.dataset.loading = "0";
+    document.body.dataset.loads = String(++loads);
+  }
+
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
   function fixed(x, digits) { return x === null || x === undefined ? "-" : Number(x).toFixed(digits === undefined ? 3 : digits); }
@@ -92,7 +99,7 @@
 
   function failed(err) {
     showError(err && err.message ? err.message : String(err));
-    document.body.dataset.loading = "0";
+    done();
   }
 
   // --- login ------------------------------------------------------------------------------------------------
@@ -147,7 +154,7 @@
     if (page !== "login") showError("");
     document.body.dataset.page = page;
     document.body.dataset.loading = "1";
-    if (page === "login") { document.body.dataset.loading = "0"; $("login-key").focus(); return; }
+    if (page === "login") { done(); $("login-key").focus(); return; }
     if (page === "sessions") return sessionsPage(params);
     if (page === "session") return sessionPage(decodeURIComponent(parts.slice(1).join("/")));
     if (page === "compare") return comparePage(params);
@@ -235,7 +242,7 @@
           (filters.model_id ? "; scores of " + filters.model_id : "; each with its current score")
         : "No session matches these filters.";
       document.body.dataset.rows = String(page.items.length);
-      document.body.dataset.loading = "0";
+      done();
     }).catch(failed);
   }
 
@@ -313,7 +320,7 @@
         tr.appendChild(td);
         body.appendChild(tr);
       }
-      document.body.dataset.loading = "0";
+      done();
     }).catch(failed);
   }
 
@@ -330,7 +337,7 @@
       form.elements.bins.value = params.get("bins") || "10";
       form.elements.common.checked = params.get("common") !== "0";
       if (!params.get("a") || !params.get("b")) {
-        document.body.dataset.loading = "0";
+        done();
         if (list.length < 2) showError("Two reward models are needed to compare: the registry lists " + list.length + ".");
         return null;
       }
@@ -357,7 +364,7 @@
       histogram($("histogram"), da, db);
       reliability($("reliability"), da, db);
       $("comparison").hidden = false;
-      document.body.dataset.loading = "0";
+      done();
     });
   }
 
@@ -419,9 +426,9 @@
   }
 
   function legend(node, da, db) {
-    node.appendChild(svg("rect", { x: px(0), y: 6, width: 10, height: 10, class: "bar-a" }));
+    node.appendChild(svg("rect", { x: px(0), y: 6, width: 10, height: 10, class: "swatch-a" }));
     node.appendChild(svg("text", { x: px(0) + 14, y: 15 }, "A " + da.model_id + " (" + da.scored + ")"));
-    node.appendChild(svg("rect", { x: px(0.5), y: 6, width: 10, height: 10, class: "bar-b" }));
+    node.appendChild(svg("rect", { x: px(0.5), y: 6, width: 10, height: 10, class: "swatch-b" }));
     node.appendChild(svg("text", { x: px(0.5) + 14, y: 15 }, "B " + db.model_id + " (" + db.scored + ")"));
   }
 
@@ -431,7 +438,7 @@
     function shares(d) { return d.histogram.map(function (b) { return d.scored ? b.count / d.scored : 0; }); }
     var sa = shares(da), sb = shares(db);
     var top = Math.max(0.05, Math.max.apply(null, sa.concat(sb)));
-    top = Math.ceil(top * 20) / 20;
+    top = Math.ceil(top / 0.04) * 0.04; // ticks at quarters of `top`: multiples of 0.01
     axes(node, 1, "share of sessions", "p (model's P(right) / P(current))");
     // y axis labels show shares up to `top`
     Array.prototype.forEach.call(node.querySelectorAll("text[text-anchor='end']"), function (t, i) { t.textContent = (top * i / 4).toFixed(2); });
@@ -575,7 +582,7 @@
             String(j.failures || 0), when(created), j.error || ""];
         })));
       $("jobs-updated").textContent = "Last read " + new Date().toISOString().slice(11, 19) + " UTC.";
-      document.body.dataset.loading = "0";
+      done();
     });
   }
 
