@@ -16,12 +16,12 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from gateway.access import json_response, scoped
 from gateway.console_queries import (
@@ -61,6 +61,7 @@ _PAGE_HEADERS = {
 }
 MODES = ("pairwise", "pointwise")
 MAX_LIMIT = 200
+_SESSION_PARAMS = ("user_id", "model_id", "mode", "abstained", "agreement", "since", "until", "cursor", "limit")
 
 
 @functools.cache
@@ -71,66 +72,72 @@ def _asset_bytes(name: str) -> bytes:
 # --- query parameters ----------------------------------------------------------------------------------------
 
 
-class _Query:
-    """A request's query parameters, refused when unknown or repeated; each read names its parameter on error."""
+def _strict(request: Request[Any, Any, Any], allowed: Sequence[str]) -> None:
+    """422 naming an unknown or a repeated query parameter (litestar would ignore the one, pick from the other)."""
+    params = request.query_params
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise RequestError(
+            422,
+            "invalid",
+            unknown[0],
+            f"unknown query parameter {unknown[0]!r}; this route takes {', '.join(allowed)}",
+        )
+    for name in params:
+        if len(params.getall(name)) > 1:
+            raise RequestError(422, "invalid", name, f"{name} may be given once")
 
-    def __init__(self, request: Request[Any, Any, Any], allowed: Sequence[str]) -> None:
-        params = request.query_params
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise RequestError(
-                422,
-                "invalid",
-                unknown[0],
-                f"unknown query parameter {unknown[0]!r}; this route takes {', '.join(allowed)}",
-            )
-        self.values: dict[str, str] = {}
-        for name in params:
-            values = params.getall(name)
-            if len(values) > 1:
-                raise RequestError(422, "invalid", name, f"{name} may be given once")
-            if values[0] != "":  # an empty value (an empty form field) means "not given"
-                self.values[name] = values[0]
 
-    def text(self, name: str, max_length: int = 128) -> str | None:
-        value = self.values.get(name)
-        if value is not None and len(value) > max_length:
-            raise RequestError(422, "invalid", name, f"{name} is at most {max_length} characters")
-        return value
+def _given(raw: str | None) -> str | None:
+    return raw or None  # an empty value (an empty form field) means "not given"
 
-    def choice(self, name: str, allowed: Sequence[str]) -> str | None:
-        value = self.values.get(name)
-        if value is not None and value not in allowed:
-            raise RequestError(422, "invalid", name, f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
-        return value
 
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        raw = self.values.get(name)
-        if raw is None:
-            return default
-        if not raw.isdigit() or not lo <= int(raw) <= hi:
-            raise RequestError(422, "invalid", name, f"{name} must be an integer from {lo} to {hi}, not {raw[:40]!r}")
-        return int(raw)
+def _text(name: str, raw: str | None, max_length: int = 128) -> str | None:
+    value = _given(raw)
+    if value is not None and len(value) > max_length:
+        raise RequestError(422, "invalid", name, f"{name} is at most {max_length} characters")
+    return value
 
-    def moment(self, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
-        """An ISO 8601 date or date-time (no zone: UTC); a bare date as an upper bound covers that whole day."""
-        raw = self.values.get(name)
-        if raw is None:
-            return None
-        try:
-            if len(raw) == 10:
-                day = dt.date.fromisoformat(raw)
-                start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-                return start + dt.timedelta(days=1) if end_of_day else start
-            value = dt.datetime.fromisoformat(raw)
-        except ValueError:
-            raise RequestError(
-                422,
-                "invalid",
-                name,
-                f"{name} must be an ISO 8601 date or date-time (2026-12-05 or 2026-12-05T10:00:00Z), not {raw[:40]!r}",
-            ) from None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+def _choice(name: str, raw: str | None, allowed: Sequence[str]) -> str | None:
+    value = _given(raw)
+    if value is not None and value not in allowed:
+        raise RequestError(422, "invalid", name, f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
+    return value
+
+
+def _integer(name: str, raw: str | None, default: int, lo: int, hi: int) -> int:
+    value = _given(raw)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and lo <= int(value) <= hi):
+        raise RequestError(422, "invalid", name, f"{name} must be an integer from {lo} to {hi}, not {value[:40]!r}")
+    return int(value)
+
+
+def _moment(name: str, raw: str | None, *, end_of_day: bool = False) -> dt.datetime | None:
+    """An ISO 8601 date or date-time (no zone: UTC); a bare date as an upper bound covers that whole day."""
+    value = _given(raw)
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return start + dt.timedelta(days=1) if end_of_day else start
+        moment = dt.datetime.fromisoformat(value)
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise RequestError(
+            422,
+            "invalid",
+            name,
+            f"{name} must be an ISO 8601 date or date-time (2026-12-05 or 2026-12-05T10:00:00Z), not {value[:40]!r}",
+        ) from None
+
+
+def _doc(text: str) -> Any:
+    return Parameter(description=text, required=False)
 
 
 # --- the page ------------------------------------------------------------------------------------------------
@@ -163,26 +170,38 @@ async def console_asset(name: FromPath[str]) -> Response[bytes]:
     ),
     **scoped("read", ConsoleSessionPage),
 )
-async def console_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    q = _Query(request, ("user_id", "model_id", "mode", "abstained", "agreement", "since", "until", "cursor", "limit"))
-    abstained = q.choice("abstained", ABSTAINED)
+async def console_sessions(
+    request: Request[Any, Any, Any],
+    state: State,
+    user_id: Annotated[str | None, _doc("Only this user's sessions")] = None,
+    model_id: Annotated[str | None, _doc("Only sessions this reward model scored, with its score")] = None,
+    mode: Annotated[str | None, _doc("pairwise or pointwise")] = None,
+    abstained: Annotated[str | None, _doc("true or false (of the score shown)")] = None,
+    agreement: Annotated[str | None, _doc("agree, disagree or no_label: the score's choice against the label")] = None,
+    since: Annotated[str | None, _doc("Received at or after: ISO 8601 date or date-time (UTC without a zone)")] = None,
+    until: Annotated[str | None, _doc("Received before: ISO 8601; a bare date covers its whole day")] = None,
+    cursor: Annotated[str | None, _doc("The previous page's next_cursor")] = None,
+    limit: Annotated[str | None, _doc("Sessions per page, 1 to 200 (default 50)")] = None,
+) -> Response[bytes]:
+    _strict(request, _SESSION_PARAMS)
+    flag = _choice("abstained", abstained, ABSTAINED)
     where = SessionFilter(
-        user_id=q.text("user_id"),
-        model_id=q.text("model_id"),
-        mode=q.choice("mode", MODES),
-        abstained=None if abstained is None else abstained == "true",
-        agreement=q.choice("agreement", AGREEMENTS),
-        since=q.moment("since"),
-        until=q.moment("until", end_of_day=True),
+        user_id=_text("user_id", user_id),
+        model_id=_text("model_id", model_id),
+        mode=_choice("mode", mode, MODES),
+        abstained=None if flag is None else flag == "true",
+        agreement=_choice("agreement", agreement, AGREEMENTS),
+        since=_moment("since", since),
+        until=_moment("until", until, end_of_day=True),
     )
     if where.since is not None and where.until is not None and where.since >= where.until:
         raise RequestError(422, "invalid", "until", "until must be after since")
-    limit = q.integer("limit", 50, 1, MAX_LIMIT)
-    cursor = q.text("cursor", 512)
+    size = _integer("limit", limit, 50, 1, MAX_LIMIT)
+    after = _text("cursor", cursor, 512)
 
     def read() -> ConsoleSessionPage:
         with read_session(state.store) as s:
-            return sessions_page(s, where, limit=limit, cursor=cursor)
+            return sessions_page(s, where, limit=size, cursor=after)
 
     try:
         page = await anyio.to_thread.run_sync(read)
@@ -200,22 +219,33 @@ async def console_sessions(request: Request[Any, Any, Any], state: State) -> Res
     ),
     **scoped("read", ScoreDistribution),
 )
-async def model_distribution(request: Request[Any, Any, Any], state: State, model_id: FromPath[str]) -> Response[bytes]:
-    q = _Query(request, ("bins", "common_with"))
-    bins = q.integer("bins", 10, 2, 50)
-    common_with = q.text("common_with")
+async def model_distribution(
+    request: Request[Any, Any, Any],
+    state: State,
+    model_id: FromPath[str],
+    bins: Annotated[str | None, _doc("Equal bins over [0, 1], 2 to 50 (default 10)")] = None,
+    common_with: Annotated[str | None, _doc("Another model: only the sessions both scored")] = None,
+) -> Response[bytes]:
+    _strict(request, ("bins", "common_with"))
+    count = _integer("bins", bins, 10, 2, 50)
+    other = _text("common_with", common_with)
 
     def read() -> ScoreDistribution:
         with read_session(state.store) as s:
-            return distribution(s, model_id, bins=bins, common_with=common_with)
+            return distribution(s, model_id, bins=count, common_with=other)
 
     return json_response(await anyio.to_thread.run_sync(read))
 
 
 @get("/v1/console/imports", summary="IFLLM import jobs, newest first", **scoped("read", list[JobInfo]))
-async def list_imports(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    limit = _Query(request, ("limit",)).integer("limit", 50, 1, 500)
-    rows = await anyio.to_thread.run_sync(lambda: state.store.list_jobs(IMPORT_KIND, limit=limit))
+async def list_imports(
+    request: Request[Any, Any, Any],
+    state: State,
+    limit: Annotated[str | None, _doc("Jobs, 1 to 500 (default 50)")] = None,
+) -> Response[bytes]:
+    _strict(request, ("limit",))
+    size = _integer("limit", limit, 50, 1, 500)
+    rows = await anyio.to_thread.run_sync(lambda: state.store.list_jobs(IMPORT_KIND, limit=size))
     return json_response([job_info(row) for row in rows])
 
 
@@ -224,9 +254,14 @@ async def list_imports(request: Request[Any, Any, Any], state: State) -> Respons
     summary="Judgment batch jobs, newest first, without verdicts (from judge_svc)",
     **scoped("read", BatchJobList),
 )
-async def list_judgment_jobs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    limit = _Query(request, ("limit",)).integer("limit", 50, 1, 500)
-    response = await state.judge.request("GET", "/v1/judgments/jobs", params={"limit": limit})
+async def list_judgment_jobs(
+    request: Request[Any, Any, Any],
+    state: State,
+    limit: Annotated[str | None, _doc("Jobs, 1 to 500 (default 50)")] = None,
+) -> Response[bytes]:
+    _strict(request, ("limit",))
+    size = _integer("limit", limit, 50, 1, 500)
+    response = await state.judge.request("GET", "/v1/judgments/jobs", params={"limit": size})
     return Response(response.content, status_code=response.status_code, media_type="application/json")
 
 

@@ -173,6 +173,8 @@ def test_keyset_pages_cover_every_session_once(client: Any) -> None:
         ({"limit": "abc"}, "limit", "from 1 to 200"),
         ({"cursor": "not-a-cursor"}, "cursor", "not a cursor"),
         ({"user_id": "x" * 129}, "user_id", "at most 128"),
+        ({"limit": "²"}, "limit", "from 1 to 200"),
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since", "ISO 8601"),
     ],
 )
 def test_bad_parameters_are_refused_naming_them(client: Any, params: dict[str, str], field: str, says: str) -> None:
@@ -275,3 +277,17 @@ def test_the_page_and_its_assets_are_served_locally_with_a_strict_csp(client: An
         assert "https://" not in asset.text
     assert http.get("/console/static/..%2Fapp.py").status_code == 404
     assert http.get("/console/static/replay.js").status_code == 404
+
+
+def test_the_schema_documents_the_query_parameters(client: Any) -> None:
+    http, _ = client
+    paths = http.get("/schema/openapi.json").json()["paths"]
+    listed = {p["name"]: p for p in paths["/v1/console/sessions"]["get"]["parameters"] if p["in"] == "query"}
+    assert set(listed) == {"user_id", "model_id", "mode", "abstained", "agreement", "since", "until", "cursor", "limit"}
+    assert "no_label" in listed["agreement"]["description"]
+    assert not any(p["required"] for p in listed.values())
+    distribution = paths["/v1/console/models/{model_id}/distribution"]["get"]
+    assert {p["name"] for p in distribution["parameters"]} == {"model_id", "bins", "common_with"}
+    answer = distribution["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer  # a real schema (ScoreDistribution), not a JSON string
+    assert "/console" not in paths  # the page is not an API operation
