@@ -98,7 +98,8 @@
   }
 
   function failed(err) {
-    showError(err && err.message ? err.message : String(err));
+    // a refused key has already sent the page back to the login form, with the reason
+    if (!(err instanceof ApiError && err.status === 401)) showError(err && err.message ? err.message : String(err));
     done();
   }
 
@@ -136,7 +137,19 @@
 
   // --- routing ----------------------------------------------------------------------------------------------
 
+  // A link `/console#key=<key>` (e.g. printed by a script) logs in without pasting: the key goes to this tab's
+  // sessionStorage and leaves the address bar and the history entry at once (a fragment never reaches a server).
+  function keyFromLink() {
+    var fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+    if (!fragment.get("key")) return false;
+    sessionStorage.setItem(KEY, fragment.get("key"));
+    sessionStorage.setItem(REPLAY_KEY, fragment.get("key"));
+    history.replaceState(null, "", location.pathname + "#/sessions");
+    return true;
+  }
+
   function route() {
+    keyFromLink();
     var hash = location.hash.replace(/^#\/?/, "");
     var q = hash.indexOf("?");
     var path = q < 0 ? hash : hash.slice(0, q);

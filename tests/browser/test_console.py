@@ -248,6 +248,20 @@ def test_console_login_filter_open_compare_and_jobs(
             assert "Could not be read" not in page.inner_text(f"#jobs div[data-kind={kind}]"), kind
         page.screenshot(path=str(artifacts / "console-jobs.png"), full_page=True)
 
+        # --- a key revoked (or mistyped) while the console is open: back to the login form, saying why
+        page.evaluate("() => sessionStorage.setItem('tacit.console.key', 'tacit_notakey0000')")
+        _after(page, lambda: page.click("#nav a[data-page=sessions]"))
+        assert page.is_visible("#page-login")
+        assert "log in again" in page.inner_text("#error")
+        assert page.evaluate("() => sessionStorage.getItem('tacit.console.key')") is None
+
+        # --- a link with the key in its fragment logs in, and the key leaves the address bar
+        page.goto(f"{stack.gateway.url}/console#key={stack.keys['admin']}")
+        page.wait_for_function("() => document.body.dataset.loads && document.body.dataset.loading === '0'")
+        assert page.is_visible("#page-sessions")
+        assert "key=" not in page.url
+        assert len(_rows(page)) > 0
+
         # --- log out: the key leaves the tab
         page.click("#logout")
         page.wait_for_selector("#page-login:not([hidden])")
