@@ -81,7 +81,8 @@ class ConsoleSession(msgspec.Struct, frozen=True, kw_only=True):
     score_kind: str | None
     """`model`, or `out_of_fold` for a session of the model's own training set."""
     agreement: Agreement | None
-    """The model's choice against the explicit label; None when the session has no score."""
+    """The model's choice against the explicit label: `no_label` without a label, None for a labelled session
+    that has no score yet."""
 
 
 class ConsoleSessionPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,7 +259,7 @@ def sessions_page(s: DbSession, where: SessionFilter, *, limit: int, cursor: str
             task_id=r[2],
             mode=r[3],
             turn=r[4],
-            received_at=_utc(r[5]),
+            received_at=r[5],  # UTCDateTime: aware UTC on both backends
             demo=bool(r[6]),
             label=r[7],
             score_status="scored" if scored else r[8],
@@ -274,11 +275,6 @@ def sessions_page(s: DbSession, where: SessionFilter, *, limit: int, cursor: str
     ]
     next_cursor = encode_cursor(items[-1].received_at, items[-1].session_id) if more and items else None
     return ConsoleSessionPage(items=items, next_cursor=next_cursor)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # UTCDateTime does this for ORM reads; a Core select of the column gets the same processing, this is a guard
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 # --- one model's distribution --------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def test_sessions_newest_first_with_the_current_score(client: Any) -> None:
     assert items["s08"]["agreement"] is None
     assert items["s00"]["model_id"] == "model-a"  # the current score is the last one set
     assert items["s00"]["label"] == 1
+    assert items["s00"]["received_at"] == "2026-11-01T08:00:00Z"  # ISO 8601 in UTC, as the rest of the API
     assert items["s01"]["label"] == 0
     assert items["s03"]["agreement"] == "no_label"
     assert items["s04"]["abstained"] is True
