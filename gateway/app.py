@@ -29,6 +29,7 @@ from gateway.access import AuthFailures
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
+from gateway.console import console_routes
 from gateway.db import SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.health import health_routes
@@ -146,6 +147,7 @@ def create_app(
             *judgment_routes(),
             *alignment_routes(),
             *collector_routes(),
+            *console_routes(),
             *health_routes(),
         ],
         lifespan=[lifespan],
