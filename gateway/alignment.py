@@ -33,9 +33,9 @@ from litestar.response.sse import ServerSentEventMessage
 from align_worker.training.data import Observation, pairs_from_sessions
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
-from gateway.db import Store
-from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
-from gateway.db.models import AlignmentJobRow, utcnow
+from tacit.db import Store
+from tacit.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
+from tacit.db.models import AlignmentJobRow, utcnow
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,

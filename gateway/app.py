@@ -29,7 +29,6 @@ from gateway.access import AuthFailures
 from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
-from gateway.db import SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.health import health_routes
 from gateway.imports import import_routes
@@ -41,6 +40,7 @@ from gateway.model_scores import model_score_routes
 from gateway.openapi import openapi_config
 from gateway.reward_routes import _apply_active_training_sets, reward_routes
 from gateway.sessions import session_routes
+from tacit.db import SessionConflict, Store
 from tacit.edge import problem_handler
 from tacit.schemas.gateway import (
     SessionBatch,

@@ -27,8 +27,8 @@ from litestar.params import FromPath
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
-from gateway.db import SessionConflict, Store
 from gateway.wire import job_info
+from tacit.db import SessionConflict, Store
 from tacit.schemas import Session
 from tacit.schemas.gateway import ImportIfllm, JobInfo
 from tacit.schemas.problem import RequestError, decode_body

@@ -17,9 +17,9 @@ import anyio.to_thread
 import msgspec
 
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
-from gateway.db import PayloadPurgedError, Store
 from gateway.metrics import Metrics
 from gateway.wire import record_score
+from tacit.db import PayloadPurgedError, Store
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel
 from tacit.schemas.gateway import (
     SessionScore,

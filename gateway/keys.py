@@ -22,8 +22,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
-from gateway.db import SCOPES, KeyRow, Store
-from gateway.db.models import utcnow
+from tacit.db import SCOPES, KeyRow, Store
+from tacit.db.models import utcnow
 
 __all__ = [
     "PREFIX_CHARS",

@@ -21,9 +21,9 @@ from litestar.params import FromPath
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
-from gateway.db import JobRow, Store
 from gateway.rescoring import send_batches
 from gateway.wire import job_info
+from tacit.db import JobRow, Store
 from tacit.schemas.gateway import JobInfo, ModelComparison, ModelScore, RescoreRequest
 from tacit.schemas.problem import RequestError, decode_body
 

@@ -26,7 +26,7 @@ import httpx
 import msgspec
 from celery import shared_task
 
-from gateway.db import PayloadPurgedError, SessionRow, Store
+from tacit.db import PayloadPurgedError, SessionRow, Store
 from tacit.schemas.features import FeatureVector, FeatureVectors
 from tacit.schemas.reward import Score, ScoreResponse, UserLabel
 from tacit.schemas.session import Session

@@ -16,10 +16,10 @@ from litestar.params import FromPath, FromQuery
 from gateway.access import scoped
 from gateway.clients import DependencyDownError, DependencyError, RewardClient
 from gateway.data_roots import allowed_path
-from gateway.db import OutOfFold, Store
 from gateway.ingest import Pipeline
 from gateway.model_scores import start_rescore
 from gateway.training import training_set
+from tacit.db import OutOfFold, Store
 from tacit.schemas.gateway import (
     RescoreRequest,
 )

@@ -15,10 +15,10 @@ from litestar.params import FromPath, FromQuery
 
 from gateway.access import json_response, scoped
 from gateway.clients import DependencyDownError, DependencyError
-from gateway.db import SessionConflict
 from gateway.ingest import refuse_nul_ids
 from gateway.model_scores import model_scores
 from gateway.wire import session_record
+from tacit.db import SessionConflict
 from tacit.schemas import Session, SessionError, validate_session
 from tacit.schemas.gateway import (
     Erasure,

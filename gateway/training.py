@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio.to_thread
 
 from gateway.clients import DependencyError, FeatureClient
-from gateway.db import PayloadPurgedError, SessionRow, Store, TrainingCandidate
+from tacit.db import PayloadPurgedError, SessionRow, Store, TrainingCandidate
 from tacit.schemas import FeatureVector, Session
 from tacit.schemas.problem import RequestError
 from tacit.schemas.reward import (

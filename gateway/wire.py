@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.db import JobRow, Store
+from tacit.db import JobRow, Store
 from tacit.schemas.gateway import JobInfo, SessionRecord, SessionScore
 
 __all__ = ["abstain_reason", "job_info", "record_score", "score_of", "session_record"]

@@ -595,7 +595,7 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
 
 
 def _gateway_store(environ: Mapping[str, str]) -> Any:
-    from gateway.db import Store
+    from tacit.db import Store
 
     store = Store(load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ))
     store.migrate()
@@ -649,8 +649,8 @@ def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
     or the one that ran it just exited). In a shared database (TACIT_DATABASE_URL: workers on other hosts) only
     jobs whose worker has been silent past the workers' `stale_after_s` are.
     """
-    from gateway.db.alignment import AlignmentJobs
-    from gateway.db.models import utcnow
+    from tacit.db.alignment import AlignmentJobs
+    from tacit.db.models import utcnow
     from tacit.settings import WorkerSettings
 
     stale_after_s = load_settings(WorkerSettings, "TACIT_WORKER_", environ).stale_after_s
@@ -682,7 +682,7 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
     append-only file lost it on restart, and the job waited forever). Returns their ids."""
     import redis
 
-    from gateway.db.alignment import AlignmentJobs
+    from tacit.db.alignment import AlignmentJobs
     from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
 
     store = _gateway_store(environ)
@@ -715,8 +715,8 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
 
 def create_admin_key(environ: Mapping[str, str]) -> str:
     """A new admin API key in the gateway database that `environ` selects (the token, shown once)."""
-    from gateway.db import Store
     from gateway.keys import create_key
+    from tacit.db import Store
 
     url = load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ)
     store = Store(url)

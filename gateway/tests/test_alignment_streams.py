@@ -16,10 +16,10 @@ import pytest
 
 import gateway.alignment as alignment
 from gateway.app import create_app
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
 from gateway.tests.test_alignment_store import SUMMARY, _pair
+from tacit.db import Store
+from tacit.db.alignment import AlignmentJobs
 from tacit.schemas.align import SftJob
 from tacit.settings import GatewaySettings
 

@@ -14,9 +14,9 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.collector import BROWSER_PREFIX, Collector, CollectorSettings, TokenError, mint_token, verify_token
-from gateway.db import Store
 from gateway.keys import create_key
 from judge_svc.testing import FakeOpenAIServer, Reply
+from tacit.db import Store
 from tacit.settings import GatewaySettings, SettingsError
 from tacit.simulate import simulate_session
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import MetaData, Table, inspect, text
 from sqlmodel import SQLModel
 
-from gateway.db import (
+from tacit.db import (
     LATEST,
     InvalidCursorError,
     PayloadPurgedError,
@@ -22,10 +22,10 @@ from gateway.db import (
     SessionRow,
     Store,
 )
-from gateway.db.migrations import MIGRATIONS
-from gateway.db.models import _Base
-from gateway.db.payload import canonical_json, prepare, strip_unconsented
-from gateway.db.testing import database_text, postgres_schema
+from tacit.db.migrations import MIGRATIONS
+from tacit.db.models import _Base
+from tacit.db.payload import canonical_json, prepare, strip_unconsented
+from tacit.db.testing import database_text, postgres_schema
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Consent, Feedback, Session, ViewportStream

@@ -16,9 +16,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
+from tacit.db import Store
+from tacit.db.alignment import AlignmentJobs
 from tacit.schemas.align import DataSummary
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session

@@ -14,9 +14,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.imports import KIND, run_ifllm_import
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas import Session
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session

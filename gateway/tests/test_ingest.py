@@ -12,9 +12,9 @@ import msgspec
 import pytest
 
 from gateway.clients import FeatureClient, RewardClient
-from gateway.db import Store
 from gateway.ingest import Pipeline
 from gateway.metrics import Metrics
+from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session

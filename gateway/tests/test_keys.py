@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from gateway.db import KeyRow, Store
-from gateway.db.testing import database_text
 from gateway.keys import (
     PREFIX_CHARS,
     SCOPES,
@@ -22,6 +20,8 @@ from gateway.keys import (
     revoke,
     verify_token,
 )
+from tacit.db import KeyRow, Store
+from tacit.db.testing import database_text
 
 
 def _set_last_used(store: Store, key_id: str, when: dt.datetime | None) -> None:

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 import gateway.alignment as alignment
-from gateway.db import Store
-from gateway.db.payload import decode_payload, decode_text, prepare
+from tacit.db import Store
+from tacit.db.payload import decode_payload, decode_text, prepare
 from tacit.schemas.align import PairSelection
 from tacit.simulate import simulate_session
 

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 from sqlalchemy import MetaData, Table, func, select
 
-from gateway.db import Store
-from gateway.db.payload import prepare
 from gateway.rescoring import run_batch
+from tacit.db import Store
+from tacit.db.payload import prepare
 from tacit.schemas import FeatureVector, Score
 from tacit.schemas.session import Feedback
 from tacit.simulate import simulate_session

@@ -16,8 +16,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import OutOfFold, Store
 from gateway.keys import create_key
+from tacit.db import OutOfFold, Store
 from tacit.schemas import FeatureVector, FeatureVectors
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.db import Store
+from tacit.db import Store
 from tacit.ifllm.reader import Dataset
 from tacit.ifllm.sessions import task_sessions
 from tacit.simulate import simulate_session

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.db import Store
+from tacit.db import Store
 from tacit.ifllm.reader import Dataset
 from tests.e2e.conftest import CpuWorker, Stack
 

@@ -18,9 +18,9 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import allowed, create_key, revoke
 from gateway.limits import RateLimiter
+from tacit.db import Store
 from tacit.settings import GatewaySettings, SettingsError
 from tests.reliability.out import write_fragment
 

@@ -23,8 +23,8 @@ from litestar.testing import TestClient
 from sqlalchemy import MetaData, create_engine, select, text
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session

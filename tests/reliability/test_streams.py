@@ -14,10 +14,10 @@ import msgspec
 import pytest
 
 from gateway.alignment import MAX_STREAMS, STREAMS_PER_KEY
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
 from gateway.tests.test_alignment_store import SUMMARY, _pair
+from tacit.db import Store
+from tacit.db.alignment import AlignmentJobs
 from tacit.schemas.align import SftJob
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Stack

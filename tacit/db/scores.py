@@ -14,7 +14,7 @@ from sqlalchemy import Table, and_, case, func, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlmodel import col
 
-from gateway.db.models import JobRow, RescoreBatchRow, SessionRow, SessionScoreRow, utcnow
+from tacit.db.models import JobRow, RescoreBatchRow, SessionRow, SessionScoreRow, utcnow
 
 __all__ = [
     "SCORE_FIELDS",

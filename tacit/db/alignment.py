@@ -16,8 +16,8 @@ import msgspec
 from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 
-from gateway.db.models import AlignmentJobRow, AlignmentPairRow, AlignmentPairUserRow, JobEventRow, utcnow
-from gateway.db.store import Store
+from tacit.db.models import AlignmentJobRow, AlignmentPairRow, AlignmentPairUserRow, JobEventRow, utcnow
+from tacit.db.store import Store
 from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
 __all__ = ["TERMINAL", "AlignmentJobs", "Claim", "InvalidTransitionError", "JobBusyError", "training_set_id"]
@@ -76,7 +76,7 @@ class AlignmentJobs:
         created_by: str = "",
     ) -> AlignmentJobRow:
         """Store a queued job with its pair snapshot and its users (for erasure) in one transaction."""
-        from gateway.db.models import TrainingSetRow
+        from tacit.db.models import TrainingSetRow
 
         job_id = uuid.uuid4().hex[:16]
         row = AlignmentJobRow(
@@ -104,7 +104,7 @@ class AlignmentJobs:
 
     def delete(self, job_id: str) -> None:
         """Remove a job that was never enqueued (with its pairs, users and events)."""
-        from gateway.db.models import TrainingSetRow
+        from tacit.db.models import TrainingSetRow
 
         with self.store._write() as s:
             for table, column in (

@@ -34,8 +34,8 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session as DbSession
 from sqlmodel import col, select
 
-from gateway.db.migrations import current_version, migrate
-from gateway.db.models import (
+from tacit.db.migrations import current_version, migrate
+from tacit.db.models import (
     JOB_STATES,
     AlignmentJobRow,
     AlignmentPairRow,
@@ -50,8 +50,8 @@ from gateway.db.models import (
     TrainingSetRow,
     utcnow,
 )
-from gateway.db.payload import Prepared, canonical_json, decode_payload, decode_text, prepare, strip_unconsented
-from gateway.db.scores import compare_models, finish_batch, keep_scores, missing_in_range, score_values, scores_of
+from tacit.db.payload import Prepared, canonical_json, decode_payload, decode_text, prepare, strip_unconsented
+from tacit.db.scores import compare_models, finish_batch, keep_scores, missing_in_range, score_values, scores_of
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Session, preferred_side
@@ -1089,7 +1089,7 @@ class Store:
             return scores_of(s, session_id)
 
     def compare_models(self, a: str, b: str) -> dict[str, Any]:
-        """Two models on the sessions both scored (see gateway.db.scores.compare_models)."""
+        """Two models on the sessions both scored (see tacit.db.scores.compare_models)."""
         with self._read() as s:
             return compare_models(s, a, b)
 

@@ -1,7 +1,8 @@
-"""Gateway storage: sqlmodel tables, versioned migrations and the Store (SQLite default, PostgreSQL in production)."""
+"""The gateway database, in the kernel so that the gateway and the alignment worker share it: sqlmodel tables,
+versioned migrations and the Store (SQLite default, PostgreSQL in production). It imports no service."""
 
-from gateway.db.migrations import LATEST, SchemaTooNewError
-from gateway.db.models import (
+from tacit.db.migrations import LATEST, SchemaTooNewError
+from tacit.db.models import (
     JOB_STATES,
     SCOPES,
     SCORE_STATES,
@@ -12,8 +13,8 @@ from gateway.db.models import (
     SessionRow,
     TrainingSetRow,
 )
-from gateway.db.payload import strip_unconsented
-from gateway.db.store import (
+from tacit.db.payload import strip_unconsented
+from tacit.db.store import (
     MAX_SCORE_ATTEMPTS,
     USER_TABLES,
     InvalidCursorError,

@@ -1,6 +1,6 @@
 """The gateway's tables as sqlmodel classes: the schema as the code sees it after the latest migration.
 
-The tables are created and changed only by the versioned steps in :mod:`gateway.db.migrations`; a test checks
+The tables are created and changed only by the versioned steps in :mod:`tacit.db.migrations`; a test checks
 that the migrated schema and these classes agree. They live in their own metadata (not SQLModel's global
 one) so they never mix with another service's tables imported into the same process.
 """
