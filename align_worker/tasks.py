@@ -114,7 +114,7 @@ def run_alignment(self: Any, job_id: str) -> dict[str, str]:
     quiet_hub()
     settings = load_settings(WorkerSettings, "TACIT_WORKER_")
     store = Store(settings.db_url())
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         try:

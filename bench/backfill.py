@@ -130,7 +130,7 @@ def _one_at_a_time(home: Path, model_id: str, users: list[str], env: dict[str, s
 
     store = Store(f"sqlite:///{home / 'gateway.db'}")
     try:
-        job, batches = store.create_rescore_job(
+        job, batches = store.rescoring.create_rescore_job(
             {"model_id": model_id, "mode": "pairwise", "user_ids": users}, batch_size=1, user_ids=users
         )
         with (

@@ -197,7 +197,7 @@ async def _retention_loop(store: Store, settings: GatewaySettings) -> None:
     older_than = dt.timedelta(days=settings.retention_days)
     while True:
         try:
-            purged = await anyio.to_thread.run_sync(store.purge_payloads, older_than)
+            purged = await anyio.to_thread.run_sync(store.users.purge_payloads, older_than)
             if purged:
                 logger.info("retention: purged the raw data of %d sessions", purged)
         except Exception:  # keep the loop alive whatever one pass hits

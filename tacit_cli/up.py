@@ -649,7 +649,6 @@ def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
     or the one that ran it just exited). In a shared database (TACIT_DATABASE_URL: workers on other hosts) only
     jobs whose worker has been silent past the workers' `stale_after_s` are.
     """
-    from tacit.db.alignment import AlignmentJobs
     from tacit.db.models import utcnow
     from tacit.settings import WorkerSettings
 
@@ -657,7 +656,7 @@ def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
     silent_for = None if _own_database(environ) else stale_after_s
     store = _gateway_store(environ)
     try:
-        jobs = AlignmentJobs(store)
+        jobs = store.alignment
         reaped = []
         for row in jobs.list_jobs(status="running", limit=10_000):
             if silent_for is not None and (utcnow() - row.updated_at).total_seconds() < silent_for:
@@ -682,12 +681,11 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
     append-only file lost it on restart, and the job waited forever). Returns their ids."""
     import redis
 
-    from tacit.db.alignment import AlignmentJobs
     from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
 
     store = _gateway_store(environ)
     try:
-        queued = [row.id for row in AlignmentJobs(store).list_jobs(status="queued", limit=10_000)]
+        queued = [row.id for row in store.alignment.list_jobs(status="queued", limit=10_000)]
     finally:
         store.close()
     if not queued:

@@ -81,7 +81,7 @@ class SessionRow(_Base, table=True):
     """One ingested session: identity, consent, label, the raw payload, its features and its score.
 
     `payload` is the consent-stripped Session as zlib-compressed canonical JSON (None once purged by
-    retention); use `Store.load_payload(row)` to read it (listings do not load it).
+    retention); use `Store.sessions.load_payload(row)` to read it (listings do not load it).
     """
 
     __tablename__ = "sessions"

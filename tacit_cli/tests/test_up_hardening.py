@@ -297,12 +297,11 @@ def test_jobs_left_running_by_an_earlier_stack_are_failed_with_the_reason(tmp_pa
     pytest.importorskip("tacit.db")
     from gateway.tests.test_alignment_store import SUMMARY, _pair
     from tacit.db import Store
-    from tacit.db.alignment import AlignmentJobs
 
     env = {"TACIT_HOME": str(tmp_path)}
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     try:
         ids = [jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(n, ("alice",))]).id for n in range(4)]
         running, cancelling, queued, finished = ids
@@ -455,13 +454,12 @@ def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Pa
 
     from gateway.tests.test_alignment_store import SUMMARY, _pair
     from tacit.db import Store
-    from tacit.db.alignment import AlignmentJobs
     from tacit_cli.up import requeue_lost_jobs
 
     env = {"TACIT_HOME": str(tmp_path)}
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     client = redis.Redis.from_url(redis_url)
     try:
         client.flushdb()
@@ -484,7 +482,6 @@ def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_pa
     pytest.importorskip("tacit.db")
     from gateway.tests.test_alignment_store import SUMMARY, _pair
     from tacit.db import Store
-    from tacit.db.alignment import AlignmentJobs
 
     shared = f"sqlite:///{tmp_path / 'shared.db'}"  # TACIT_DATABASE_URL: workers on other hosts may use it
     env = {
@@ -495,7 +492,7 @@ def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_pa
     }
     store = Store(shared)
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     try:
         job_id = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(1, ("alice",))]).id
         jobs.claim(job_id, "celery@gpu-host")
