@@ -30,12 +30,12 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from align_worker.training.data import Observation, pairs_from_sessions
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
 from tacit.db import Store
 from tacit.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
 from tacit.db.models import AlignmentJobRow, utcnow
+from tacit.pairs import Observation, pairs_from_sessions
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from align_worker.training.data import pair_id
 from gateway.tests.test_db import db_url  # noqa: F401 (the sqlite/postgres fixture)
 from tacit.db import Store
 from tacit.db.alignment import AlignmentJobs, InvalidTransitionError, training_set_id
+from tacit.pairs import pair_id
 from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
 
