@@ -41,8 +41,8 @@ def _pairs_from_ifllm(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """Explicit-label pairs straight from an IFLLM folder (no gateway): the user's stated preference chooses."""
     import msgspec
 
-    from align_worker.training.data import Observation, pairs_from_sessions
     from tacit.ifllm.sessions import sessions_from_ifllm
+    from tacit.pairs import Observation, pairs_from_sessions
     from tacit.schemas.align import PairSelection
 
     if args.source != "explicit":
@@ -58,7 +58,7 @@ def _pairs_from_ifllm(args: argparse.Namespace) -> tuple[list[Any], Any]:
 def _export(args: argparse.Namespace) -> int:
     import msgspec
 
-    from align_worker.training.data import write_jsonl
+    from tacit.pairs import write_jsonl
 
     if args.data is not None:
         pairs, summary = _pairs_from_ifllm(args)
@@ -119,8 +119,8 @@ def _run(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from align_worker.training.data import read_jsonl
     from align_worker.training.trainers import Cancelled, run_job
+    from tacit.pairs import read_jsonl
     from tacit.schemas.align import AlignmentJobSpec
 
     spec = msgspec.json.decode(args.spec.read_bytes(), type=AlignmentJobSpec)

@@ -21,8 +21,8 @@ import msgspec
 from celery import shared_task
 
 from align_worker import metrics
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs, JobBusyError
+from tacit.db import Store
+from tacit.db.alignment import AlignmentJobs, JobBusyError
 from tacit.schemas.align import AlignmentJobSpec, AlignmentProgress
 from tacit.settings import WorkerSettings, load_settings
 from tacit.tasks import TASK_ALIGN
@@ -114,7 +114,7 @@ def run_alignment(self: Any, job_id: str) -> dict[str, str]:
     quiet_hub()
     settings = load_settings(WorkerSettings, "TACIT_WORKER_")
     store = Store(settings.db_url())
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         try:

@@ -125,12 +125,12 @@ def _forget(database: Path, model_id: str) -> None:
 
 
 def _one_at_a_time(home: Path, model_id: str, users: list[str], env: dict[str, str]) -> tuple[int, float]:
-    from gateway.db import Store
     from gateway.rescoring import run_batch
+    from tacit.db import Store
 
     store = Store(f"sqlite:///{home / 'gateway.db'}")
     try:
-        job, batches = store.create_rescore_job(
+        job, batches = store.rescoring.create_rescore_job(
             {"model_id": model_id, "mode": "pairwise", "user_ids": users}, batch_size=1, user_ids=users
         )
         with (

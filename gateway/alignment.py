@@ -30,12 +30,12 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from align_worker.training.data import Observation, pairs_from_sessions
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
-from gateway.db import Store
-from gateway.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
-from gateway.db.models import AlignmentJobRow, utcnow
+from tacit.db import Store
+from tacit.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
+from tacit.db.models import AlignmentJobRow, utcnow
+from tacit.pairs import Observation, pairs_from_sessions
 from tacit.schemas.align import (
     AlignmentEvent,
     AlignmentJobInfo,
@@ -80,10 +80,12 @@ def load_observations(
     purged = 0
     cursor: str | None = None
     while True:
-        rows, cursor = store.list_sessions(limit=page, cursor=cursor, include_demo_sessions=include_demo_sessions)
+        rows, cursor = store.sessions.list_sessions(
+            limit=page, cursor=cursor, include_demo_sessions=include_demo_sessions
+        )
         # texts only, one query per page: pairs need the question, the answers and the feedback, never the
         # trajectories (decoding those made each preview cost seconds of CPU and gigabytes with a few clients)
-        texts = store.load_texts(rows)
+        texts = store.sessions.load_texts(rows)
         for row in rows:
             session = texts.get(row.session_id)
             if session is None:
@@ -152,9 +154,7 @@ def job_info(row: AlignmentJobRow) -> AlignmentJobInfo:
 
 
 def _jobs(state: State) -> AlignmentJobs:
-    jobs: AlignmentJobs | None = getattr(state, "alignment_jobs", None)
-    if jobs is None:
-        jobs = state.alignment_jobs = AlignmentJobs(state.store)
+    jobs: AlignmentJobs = state.store.alignment
     return jobs
 
 
@@ -276,8 +276,8 @@ class _PreviewCache:
     """One preview build at a time per gateway, and its answer reused while no session changed.
 
     A preview reads every stored session; without this, a few clients with a read key could keep every core busy
-    and hold a copy of the store each. The key is the selection, the model and `Store.sessions_version()`, so an
-    answer is never stale; at most `size` answers are kept (their JSON bytes).
+    and hold a copy of the store each. The key is the selection, the model and `store.sessions.sessions_version()`, so
+    an answer is never stale; at most `size` answers are kept (their JSON bytes).
     """
 
     def __init__(self, size: int = 8) -> None:
@@ -287,7 +287,7 @@ class _PreviewCache:
 
     async def get(self, store: Any, selection: PairSelection, model_id: str | None) -> bytes:
         async with self.lock:
-            version = await anyio.to_thread.run_sync(store.sessions_version)
+            version = await anyio.to_thread.run_sync(store.sessions.sessions_version)
             key = (id(store), _ENCODER.encode(selection), model_id, version)  # a process may serve several stores
             cached = self.answers.get(key)
             if cached is None:

@@ -30,7 +30,6 @@ from gateway.alignment import alignment_routes
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
 from gateway.console import console_routes
-from gateway.db import SessionConflict, Store
 from gateway.edge import EdgeMiddleware, secure_headers
 from gateway.health import health_routes
 from gateway.imports import import_routes
@@ -42,6 +41,7 @@ from gateway.model_scores import model_score_routes
 from gateway.openapi import openapi_config
 from gateway.reward_routes import _apply_active_training_sets, reward_routes
 from gateway.sessions import session_routes
+from tacit.db import SessionConflict, Store
 from tacit.edge import problem_handler
 from tacit.schemas.gateway import (
     SessionBatch,
@@ -199,7 +199,7 @@ async def _retention_loop(store: Store, settings: GatewaySettings) -> None:
     older_than = dt.timedelta(days=settings.retention_days)
     while True:
         try:
-            purged = await anyio.to_thread.run_sync(store.purge_payloads, older_than)
+            purged = await anyio.to_thread.run_sync(store.users.purge_payloads, older_than)
             if purged:
                 logger.info("retention: purged the raw data of %d sessions", purged)
         except Exception:  # keep the loop alive whatever one pass hits

@@ -435,7 +435,7 @@ async def post_collected(request: Request[Any, Any, Any], state: State) -> Respo
 async def get_collected(request: Request[Any, Any, Any], state: State, session_id: FromPath[str]) -> Response[bytes]:
     claims: TokenClaims | None = request.state.browser
     _own(claims, session_id)
-    row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
+    row = await anyio.to_thread.run_sync(state.store.sessions.get_session, session_id)
     if row is None or (claims is not None and row.user_id != claims.sub):
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
     from gateway.wire import session_record  # the one SessionRecord builder
@@ -443,7 +443,7 @@ async def get_collected(request: Request[Any, Any, Any], state: State, session_i
     def load() -> CollectedSession:
         # A payload removed by retention comes back as `session: null`: the page then shows the score only.
         record = session_record(state.store, row, include_payload=True)
-        return CollectedSession(record=record, features=state.store.features_of(row))
+        return CollectedSession(record=record, features=state.store.scores.features_of(row))
 
     return json_response(await anyio.to_thread.run_sync(load), headers={"Cache-Control": "no-store"})
 

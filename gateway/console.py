@@ -245,7 +245,7 @@ async def list_imports(
 ) -> Response[bytes]:
     _strict(request, ("limit",))
     size = _integer("limit", limit, 50, 1, 500)
-    rows = await anyio.to_thread.run_sync(lambda: state.store.list_jobs(IMPORT_KIND, limit=size))
+    rows = await anyio.to_thread.run_sync(lambda: state.store.jobs.list_jobs(IMPORT_KIND, limit=size))
     return json_response([job_info(row) for row in rows])
 
 

@@ -5,7 +5,7 @@ Read-only. Every function takes an open database session (`s`); `read_session` i
 the console can move to the gateway's unit of work by changing that function only.
 
 A model "agrees" with a session's explicit label when its choice (p >= 0.5, i.e. right / current) is the label, as
-in `gateway.db.scores.compare_models`; a session without a label is `no_label` whatever its score.
+in `tacit.db.scores.Scores.compare_models`; a session without a label is `no_label` whatever its score.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import msgspec
 from sqlalchemy import Table, and_, case, func, or_, select
 from sqlalchemy.orm import Session as DbSession
 
-from gateway.db import Store
-from gateway.db.models import SessionRow, SessionScoreRow
+from tacit.db import Store
+from tacit.db.models import SessionRow, SessionScoreRow
 
 __all__ = [
     "ABSTAINED",
@@ -48,8 +48,8 @@ _SCORES: Table = SessionScoreRow.__table__  # type: ignore[attr-defined]
 
 
 def read_session(store: Store) -> AbstractContextManager[DbSession]:
-    """A read-only database session: the store's own read path (to become the unit of work's `read()`)."""
-    return store._read()
+    """A read-only database session: the unit of work's `read()`."""
+    return store.uow.read()
 
 
 # --- wire types ----------------------------------------------------------------------------------------------

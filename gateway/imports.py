@@ -27,8 +27,8 @@ from litestar.params import FromPath
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
-from gateway.db import SessionConflict, Store
 from gateway.wire import job_info
+from tacit.db import SessionConflict, Store
 from tacit.schemas import Session
 from tacit.schemas.gateway import ImportIfllm, JobInfo
 from tacit.schemas.problem import RequestError, decode_body
@@ -66,7 +66,7 @@ def run_ifllm_import(store: Store, job_id: str) -> str:
     from tacit.ifllm.reader import Dataset
     from tacit.ifllm.sessions import task_sessions
 
-    job = store.update_job_if(job_id, _ACTIVE, status="running")
+    job = store.jobs.update_job_if(job_id, _ACTIVE, status="running")
     if job is None:
         return "skipped"
     counts = {name: int((job.result or {}).get(name, 0)) for name in _COUNTS}  # a resumed job's counts so far
@@ -75,29 +75,31 @@ def run_ifllm_import(store: Store, job_id: str) -> str:
         dataset = Dataset(str(job.spec["data"]))
         folders = dataset.task_dirs()
         done = min(done, len(folders))  # folders already done by an earlier delivery are skipped
-        if store.update_job_if(job_id, ("running",), stage="sessions", done=done, total=len(folders), result=counts):
+        if store.jobs.update_job_if(
+            job_id, ("running",), stage="sessions", done=done, total=len(folders), result=counts
+        ):
             for key, folder in folders[done:]:
                 built = task_sessions(dataset, key, folder)
                 sessions = [session for session in built if _safe_ids(session)]
                 counts["invalid_ids"] += len(built) - len(sessions)
-                for outcome in store.put_sessions(sessions):
+                for outcome in store.sessions.put_sessions(sessions):
                     if isinstance(outcome, SessionConflict):
                         counts["conflicts"] += 1
                     else:
                         counts["stored" if outcome[1] else "already_stored"] += 1
                 done += 1
                 # Conditional on `running`: a cancel request (status `cancelled`) stops the job here.
-                if store.update_job_if(job_id, ("running",), done=done, result=counts) is None:
+                if store.jobs.update_job_if(job_id, ("running",), done=done, result=counts) is None:
                     break
             else:
-                if store.update_job_if(job_id, ("running",), status="succeeded", stage="done", result=counts):
+                if store.jobs.update_job_if(job_id, ("running",), status="succeeded", stage="done", result=counts):
                     return "succeeded"
     except Exception as err:  # recorded on the job; a redelivery would fail the same way
         logger.exception("IFLLM import %s failed", job_id)
-        if store.update_job_if(job_id, ("running",), status="failed", error=f"{type(err).__name__}: {err}"[:2000]):
+        if store.jobs.update_job_if(job_id, ("running",), status="failed", error=f"{type(err).__name__}: {err}"[:2000]):
             return "failed"
     # No longer running: cancelled (what was stored until then is kept), or ended by another delivery.
-    stopped = store.update_job_if(job_id, ("cancelled",), stage="cancelled", done=done, result=counts)
+    stopped = store.jobs.update_job_if(job_id, ("cancelled",), stage="cancelled", done=done, result=counts)
     logger.info("IFLLM import %s stopped after %d task folders: %s", job_id, done, stopped and stopped.status)
     return "cancelled" if stopped else "skipped"
 
@@ -132,13 +134,15 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
     if not (root / "query_logs_table.csv").exists() and not (root / "ifllm" / "query_logs_table.csv").exists():
         raise RequestError(422, "not_found", "data", f"{spec.data} is not an IFLLM folder readable by the server")
     store: Store = state.store
-    job = await anyio.to_thread.run_sync(store.create_job, KIND, {"data": str(root)})
+    job = await anyio.to_thread.run_sync(store.jobs.create_job, KIND, {"data": str(root)})
     try:
         await anyio.to_thread.run_sync(_enqueue, state, job.id)
     except Exception as err:  # the broker is down: the job could never run, so it ends here, failed
         logger.warning("could not enqueue import job %s: %s", job.id, err)
         reason = "the job queue (Redis) was unreachable; nothing was imported"
-        await anyio.to_thread.run_sync(lambda: store.update_job_if(job.id, ("queued",), status="failed", error=reason))
+        await anyio.to_thread.run_sync(
+            lambda: store.jobs.update_job_if(job.id, ("queued",), status="failed", error=reason)
+        )
         raise RequestError(
             503, "dependency_down", "redis", "the job queue (Redis) is unreachable; try again", {"Retry-After": "5"}
         ) from None
@@ -147,7 +151,7 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
 
 @get("/v1/imports/{job_id:str}", summary="An import job and its progress", **scoped("read", JobInfo))
 async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
+    row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None:
         raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
     return json_response(job_info(row))
@@ -161,15 +165,15 @@ async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
 )
 async def cancel_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     store: Store = state.store
-    row = await anyio.to_thread.run_sync(store.get_job, job_id)
+    row = await anyio.to_thread.run_sync(store.jobs.get_job, job_id)
     if row is None or row.kind != KIND:
         raise RequestError(404, "not_found", "job_id", f"no import job {job_id}")
     if row.status != "cancelled":
         cancelled = await anyio.to_thread.run_sync(
-            lambda: store.update_job_if(job_id, _ACTIVE, status="cancelled", stage="cancelled")
+            lambda: store.jobs.update_job_if(job_id, _ACTIVE, status="cancelled", stage="cancelled")
         )
         if cancelled is None:  # it ended meanwhile (or had ended)
-            row = await anyio.to_thread.run_sync(store.get_job, job_id)
+            row = await anyio.to_thread.run_sync(store.jobs.get_job, job_id)
             if row is None or row.status != "cancelled":
                 status = "gone" if row is None else row.status
                 raise RequestError(409, "conflict", "job_id", f"import job {job_id} has already ended ({status})")

@@ -17,9 +17,9 @@ import anyio.to_thread
 import msgspec
 
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
-from gateway.db import PayloadPurgedError, Store
 from gateway.metrics import Metrics
 from gateway.wire import record_score
+from tacit.db import PayloadPurgedError, Store
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel
 from tacit.schemas.gateway import (
     SessionScore,
@@ -62,8 +62,10 @@ class Pipeline:
     async def previous(self, session: Session) -> Session | None:
         if session.mode != "pointwise" or not session.turn:
             return None
-        row = await anyio.to_thread.run_sync(self.store.find_turn, session.user_id, session.task_id, session.turn - 1)
-        return None if row is None else self.store.load_payload(row)
+        row = await anyio.to_thread.run_sync(
+            self.store.sessions.find_turn, session.user_id, session.task_id, session.turn - 1
+        )
+        return None if row is None else self.store.sessions.load_payload(row)
 
     async def compute(self, session: Session, raw: bytes | None = None) -> tuple[FeatureVector, Score]:
         """Vector (feature_svc) and score (reward_svc) of a session; raises DependencyDownError / DependencyError.
@@ -74,7 +76,7 @@ class Pipeline:
         vector = await self.features.vectorize(session, feature_set, await self.previous(session), raw=raw)
         # the user's earlier explicit labels adapt the score (reward_svc.model.adapt); never this session's own
         history = await anyio.to_thread.run_sync(
-            lambda: self.store.label_history(session.user_id, session.mode, exclude=session.session_id)
+            lambda: self.store.scores.label_history(session.user_id, session.mode, exclude=session.session_id)
         )
         labels = [UserLabel(p_population=p, label=1 if label else 0, model_id=model) for p, label, model in history]
         [score] = await self.reward.score([vector], session.mode, labels)
@@ -90,7 +92,7 @@ class Pipeline:
     async def score(self, session: Session) -> SessionScore:
         """Score an already stored session (the rescoring path)."""
         vector, score = await self.compute(session)
-        row = await anyio.to_thread.run_sync(self.store.set_result, vector, score)
+        row = await anyio.to_thread.run_sync(self.store.scores.set_result, vector, score)
         self._observe(session, score)
         return record_score(row, created=False)
 
@@ -102,29 +104,29 @@ class Pipeline:
         was decoded and validated from (sent on to feature_svc as it is). `demo`: recorded with a demo token.
         """
         refuse_nul_ids(session)
-        status = await anyio.to_thread.run_sync(self.store.score_status, session.session_id)
+        status = await anyio.to_thread.run_sync(self.store.sessions.score_status, session.session_id)
         if status == "scored":
             row, _ = await anyio.to_thread.run_sync(
-                lambda: self.store.put_session(session, demo=demo)  # raises on a conflict
+                lambda: self.store.sessions.put_session(session, demo=demo)  # raises on a conflict
             )
             return record_score(row, created=False)
         try:
             vector, score = await self.compute(session, raw)
         except (DependencyDownError, DependencyError) as err:
-            row, created = await anyio.to_thread.run_sync(lambda: self.store.put_session(session, demo=demo))
+            row, created = await anyio.to_thread.run_sync(lambda: self.store.sessions.put_session(session, demo=demo))
             self._count(session, created)
             reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.problem.code}"
             self.metrics.pending.labels(reason).inc()
             # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
             if isinstance(err, DependencyDownError):
-                row = await anyio.to_thread.run_sync(self.store.defer_score, session.session_id, str(err))
+                row = await anyio.to_thread.run_sync(self.store.scores.defer_score, session.session_id, str(err))
             elif err.status == 409:
                 row = await anyio.to_thread.run_sync(self._defer_refused, session.session_id, str(err))
             else:
-                row = await anyio.to_thread.run_sync(self.store.mark_score_failed, session.session_id, str(err))
+                row = await anyio.to_thread.run_sync(self.store.scores.mark_score_failed, session.session_id, str(err))
             return record_score(row, created=created)
         row, created = await anyio.to_thread.run_sync(
-            lambda: self.store.put_session(session, result=(vector, score), demo=demo)
+            lambda: self.store.sessions.put_session(session, result=(vector, score), demo=demo)
         )
         self._count(session, created)
         self._observe(session, score)
@@ -136,7 +138,7 @@ class Pipeline:
 
     def _defer_refused(self, session_id: str, reason: str) -> Any:
         retry_in = dt.timedelta(seconds=self.settings.rescore_defer_s)
-        return self.store.defer_score(session_id, reason, retry_in=retry_in)
+        return self.store.scores.defer_score(session_id, reason, retry_in=retry_in)
 
     async def rescore_pending(self, limit: int = 50) -> int:
         """Score sessions left pending; the sessions scored or set aside (0: nothing more to do now).
@@ -147,16 +149,16 @@ class Pipeline:
         """
         handled = 0
         refused: dict[str, str] = {}  # mode -> the reward service's refusal in this pass
-        rows = await anyio.to_thread.run_sync(self.store.pending, limit)
+        rows = await anyio.to_thread.run_sync(self.store.scores.pending, limit)
         for row in rows:
             if row.mode in refused:
                 await anyio.to_thread.run_sync(self._defer_refused, row.session_id, refused[row.mode])
                 handled += 1
                 continue
             try:
-                session = await anyio.to_thread.run_sync(self.store.load_payload, row)
+                session = await anyio.to_thread.run_sync(self.store.sessions.load_payload, row)
             except PayloadPurgedError:  # retention removed the trajectories before a score came
-                await anyio.to_thread.run_sync(self.store.mark_score_failed, row.session_id, "payload purged")
+                await anyio.to_thread.run_sync(self.store.scores.mark_score_failed, row.session_id, "payload purged")
                 continue
             try:
                 await self.score(session)
@@ -168,7 +170,7 @@ class Pipeline:
                     await anyio.to_thread.run_sync(self._defer_refused, row.session_id, str(err))
                     handled += 1
                     continue
-                await anyio.to_thread.run_sync(self.store.mark_score_failed, row.session_id, str(err))
+                await anyio.to_thread.run_sync(self.store.scores.mark_score_failed, row.session_id, str(err))
             else:
                 handled += 1
         return handled

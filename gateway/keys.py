@@ -22,8 +22,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
-from gateway.db import SCOPES, KeyRow, Store
-from gateway.db.models import utcnow
+from tacit.db import SCOPES, KeyRow, Store
+from tacit.db.models import utcnow
 
 __all__ = [
     "PREFIX_CHARS",
@@ -128,7 +128,7 @@ def create_key(store: Store, scopes: Sequence[str], name: str = "") -> tuple[str
         hash=hash_token(token),
         scopes=chosen,
     )
-    return token, store.add_key(row)
+    return token, store.keys.add_key(row)
 
 
 def _well_formed(token: str) -> bool:
@@ -147,11 +147,11 @@ def authenticate(store: Store, token: str, *, before_hash: Callable[[], None] | 
     row: KeyRow | None = None
     cached = _verified.get(digest)
     if cached is not None:
-        candidate = store.get_key(cached[0])
+        candidate = store.keys.get_key(cached[0])
         if candidate is not None and hmac.compare_digest(candidate.hash, cached[1]):
             row = candidate
     if row is None:
-        candidates = store.keys_with_prefix(token[:PREFIX_CHARS])
+        candidates = store.keys.keys_with_prefix(token[:PREFIX_CHARS])
         if candidates and before_hash is not None:
             before_hash()
         for candidate in candidates:
@@ -163,19 +163,19 @@ def authenticate(store: Store, token: str, *, before_hash: Callable[[], None] | 
         return None
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
-        store.touch_key(row.id, at=now, not_since=now - TOUCH_INTERVAL)
+        store.keys.touch_key(row.id, at=now, not_since=now - TOUCH_INTERVAL)
         row.last_used_at = now
     return row
 
 
 def revoke(store: Store, key_id: str) -> KeyRow | None:
     """Revoke a key (it stays listed, marked revoked); None for an unknown id."""
-    return store.revoke_key(key_id)
+    return store.keys.revoke_key(key_id)
 
 
 def list_keys(store: Store) -> list[KeyRow]:
     """All keys, oldest first (revoked ones included)."""
-    return store.list_keys()
+    return store.keys.list_keys()
 
 
 def allowed(key_scopes: Iterable[str], needed: str) -> bool:

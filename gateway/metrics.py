@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from gateway.db import Store
-from gateway.db.models import JOB_STATES, AlignmentJobRow, JobRow
+from tacit.db import Store
+from tacit.db.models import JOB_STATES, AlignmentJobRow, JobRow
 from tacit.http_metrics import HttpMetrics
 from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU
 

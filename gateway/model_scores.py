@@ -21,9 +21,9 @@ from litestar.params import FromPath
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
-from gateway.db import JobRow, Store
 from gateway.rescoring import send_batches
 from gateway.wire import job_info
+from tacit.db import JobRow, Store
 from tacit.schemas.gateway import JobInfo, ModelComparison, ModelScore, RescoreRequest
 from tacit.schemas.problem import RequestError, decode_body
 
@@ -50,7 +50,7 @@ def model_scores(store: Store, session_id: str) -> list[ModelScore]:
             demo_model=s.model_demo,
             scored_at=s.scored_at,
         )
-        for s in store.scores_of(session_id)
+        for s in store.scores.scores_of(session_id)
     ]
 
 
@@ -79,7 +79,7 @@ async def start_rescore(
         "include_demo": request.include_demo_sessions,
     }
     job, batches = await anyio.to_thread.run_sync(
-        lambda: store.create_rescore_job(
+        lambda: store.rescoring.create_rescore_job(
             spec,
             batch_size=BATCH_SIZE,
             user_ids=request.user_ids or None,
@@ -94,7 +94,7 @@ async def start_rescore(
         except Exception as err:  # the broker: kombu raises its own and OSError subclasses
             logger.warning("rescore job %s not sent: %s: %s", job.id, type(err).__name__, err)
             error = f"the task queue did not answer: {type(err).__name__}: {err}"
-            job = await anyio.to_thread.run_sync(lambda: store.update_job(job.id, status="failed", error=error))
+            job = await anyio.to_thread.run_sync(lambda: store.jobs.update_job(job.id, status="failed", error=error))
     return job, batches
 
 
@@ -117,7 +117,7 @@ async def rescore_model(request: Request[Any, Any, Any], state: State, model_id:
         raise RequestError(409, "not_ready", "model_id", f"model {model_id} is {model.get('status')}, not trained")
     if spec.user_ids:
         store: Store = state.store
-        known = await anyio.to_thread.run_sync(store.users_with_sessions, spec.user_ids)
+        known = await anyio.to_thread.run_sync(store.sessions.users_with_sessions, spec.user_ids)
         unknown = sorted(set(spec.user_ids) - known)
         if unknown:
             shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -128,7 +128,7 @@ async def rescore_model(request: Request[Any, Any, Any], state: State, model_id:
 
 @get("/v1/reward/rescores/{job_id:str}", summary="A rescoring job and its progress", **scoped("read", JobInfo))
 async def get_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
+    row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None or row.kind != "rescore":
         raise RequestError(404, "not_found", "job_id", f"no rescoring job {job_id}")
     return json_response(job_info(row))
@@ -136,7 +136,7 @@ async def get_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
 
 @get("/v1/reward/rescores", summary="Rescoring jobs, newest first (the last 100)", **scoped("read", list[JobInfo]))
 async def list_rescores(state: State) -> Response[bytes]:
-    rows = await anyio.to_thread.run_sync(lambda: state.store.list_jobs("rescore", limit=100))
+    rows = await anyio.to_thread.run_sync(lambda: state.store.jobs.list_jobs("rescore", limit=100))
     return json_response([job_info(row) for row in rows])
 
 
@@ -147,10 +147,10 @@ async def list_rescores(state: State) -> Response[bytes]:
     **scoped("train", JobInfo),
 )
 async def cancel_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
-    row = await anyio.to_thread.run_sync(state.store.get_job, job_id)
+    row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None or row.kind != "rescore":
         raise RequestError(404, "not_found", "job_id", f"no rescoring job {job_id}")
-    cancelled = await anyio.to_thread.run_sync(state.store.cancel_job, job_id)
+    cancelled = await anyio.to_thread.run_sync(state.store.jobs.cancel_job, job_id)
     assert cancelled is not None
     return json_response(job_info(cancelled))
 
@@ -161,7 +161,7 @@ async def cancel_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]
     **scoped("read", ModelComparison),
 )
 async def compare_models(state: State, model_id: FromPath[str], other_id: FromPath[str]) -> Response[bytes]:
-    summary = await anyio.to_thread.run_sync(lambda: state.store.compare_models(model_id, other_id))
+    summary = await anyio.to_thread.run_sync(lambda: state.store.scores.compare_models(model_id, other_id))
     return json_response(ModelComparison(model_a=model_id, model_b=other_id, **summary))
 
 

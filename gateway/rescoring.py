@@ -1,9 +1,9 @@
 """Rescoring jobs (backfills): a model scores stored sessions in batches, on the `cpu` queue, in Celery workers.
 
-A job is created by the gateway (`Store.create_rescore_job`: the selection cut into batches of consecutive session
-ids) and each batch is one Celery task, so several workers share a job and a batch whose worker dies is delivered
-again (acks late). A batch is idempotent per (session, model): it scores only the sessions of its range the model
-has not scored yet, and records everything in one transaction (the (session, model) rows, the sessions' current
+A job is created by the gateway (`store.rescoring.create_rescore_job`: the selection cut into batches of consecutive
+session ids) and each batch is one Celery task, so several workers share a job and a batch whose worker dies is
+delivered again (acks late). A batch is idempotent per (session, model): it scores only the sessions of its range the
+model has not scored yet, and records everything in one transaction (the (session, model) rows, the sessions' current
 scores when the model is the active one, the batch's status and the job's progress).
 
 Per batch: the model's description and whether it is active (reward_svc), the sessions still missing, their feature
@@ -26,7 +26,7 @@ import httpx
 import msgspec
 from celery import shared_task
 
-from gateway.db import PayloadPurgedError, SessionRow, Store
+from tacit.db import PayloadPurgedError, SessionRow, Store
 from tacit.schemas.features import FeatureVector, FeatureVectors
 from tacit.schemas.reward import Score, ScoreResponse, UserLabel
 from tacit.schemas.session import Session
@@ -91,7 +91,7 @@ def _vectors(
     failed: dict[str, str] = {}
     extract: list[SessionRow] = []
     for row in rows:
-        stored = store.features_of(row) if row.features is not None else None
+        stored = store.scores.features_of(row) if row.features is not None else None
         if stored is not None and stored.feature_set == feature_set and stored.feature_set_version == version:
             vectors[row.session_id] = stored
         else:
@@ -101,7 +101,7 @@ def _vectors(
     one_by_one: list[Session] = []
     for row in extract:
         try:
-            session = store.load_payload(row)
+            session = store.sessions.load_payload(row)
         except PayloadPurgedError:
             failed[row.session_id] = "payload purged by retention: no features to score"
             continue
@@ -119,11 +119,11 @@ def _vectors(
         fresh.extend(msgspec.json.decode(response.content, type=FeatureVectors).vectors)
     for session in one_by_one:
         assert session.turn is not None
-        previous_row = store.find_turn(session.user_id, session.task_id, session.turn - 1)
+        previous_row = store.sessions.find_turn(session.user_id, session.task_id, session.turn - 1)
         previous = None
         if previous_row is not None:
             try:
-                previous = store.load_payload(previous_row)
+                previous = store.sessions.load_payload(previous_row)
             except PayloadPurgedError:
                 previous = None
         body = msgspec.json.encode({"session": session, "feature_set": feature_set, "previous": previous})
@@ -158,7 +158,7 @@ def _score(
 
 def run_batch(store: Store, reward: httpx.Client, features: httpx.Client, job_id: str, batch: int) -> BatchOutcome:
     """Score one batch of a rescoring job (see the module docstring). Raises ServiceDownError to be retried."""
-    started = store.start_rescore_batch(job_id, batch)
+    started = store.rescoring.start_rescore_batch(job_id, batch)
     if started is None:
         return BatchOutcome("skipped")
     job, part = started
@@ -166,9 +166,9 @@ def run_batch(store: Store, reward: httpx.Client, features: httpx.Client, job_id
     try:
         model = _model(reward, model_id)
     except LookupError as err:
-        store.fail_rescore_batch(job_id, batch, str(err))
+        store.rescoring.fail_rescore_batch(job_id, batch, str(err))
         return BatchOutcome("failed")
-    rows = store.missing_scores(job, part)
+    rows = store.rescoring.missing_scores(job, part)
     vectors, fresh, failed = _vectors(
         store, features, rows, str(model["feature_set"]), str(model["feature_set_version"])
     )
@@ -181,14 +181,16 @@ def run_batch(store: Store, reward: httpx.Client, features: httpx.Client, job_id
     for user, user_vectors in by_user.items():
         history = [
             UserLabel(p_population=p, label=1 if label else 0, model_id=model_id)
-            for p, label in store.model_label_history(user, mode, model_id, HISTORY)
+            for p, label in store.scores.model_label_history(user, mode, model_id, HISTORY)
         ]
         got, refused = _score(reward, user_vectors, mode, model_id, history)
         scores.extend(got)
         failed.update(refused)
     # the sessions' current score follows the active model only (checked now: another may have been activated since)
     current = bool(model.get("active"))
-    finished = store.record_rescore_batch(job_id, batch, scores, current=current, failed=failed, vectors=fresh)
+    finished = store.rescoring.record_rescore_batch(
+        job_id, batch, scores, current=current, failed=failed, vectors=fresh
+    )
     return BatchOutcome("scored", scored=len(scores), failed=len(failed), finished_job=finished)
 
 
@@ -214,7 +216,7 @@ def rescore_batch(self: Any, job_id: str, batch: int) -> dict[str, Any]:
             outcome = run_batch(store, reward, features, job_id, batch)
         except ServiceDownError as err:
             if self.request.retries >= MAX_RETRIES:
-                store.fail_rescore_batch(job_id, batch, f"gave up after {MAX_RETRIES} retries: {err}")
+                store.rescoring.fail_rescore_batch(job_id, batch, f"gave up after {MAX_RETRIES} retries: {err}")
                 return {"status": "failed", "error": str(err)}
             delay = min(60, 2 ** min(self.request.retries, 6))
             logger.warning("rescore %s batch %d: %s; retrying in %d s", job_id, batch, err, delay)

@@ -16,10 +16,10 @@ from litestar.params import FromPath, FromQuery
 from gateway.access import scoped
 from gateway.clients import DependencyDownError, DependencyError, RewardClient
 from gateway.data_roots import allowed_path
-from gateway.db import OutOfFold, Store
 from gateway.ingest import Pipeline
 from gateway.model_scores import start_rescore
 from gateway.training import training_set
+from tacit.db import OutOfFold, Store
 from tacit.schemas.gateway import (
     RescoreRequest,
 )
@@ -73,7 +73,7 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
     )
     model_id = str(msgspec.json.decode(response.content)["id"])
     # the users go on record with the model (erasure names it); only once reward_svc has accepted the job
-    await anyio.to_thread.run_sync(state.store.record_training_set, model_id, users)
+    await anyio.to_thread.run_sync(state.store.users.record_training_set, model_id, users)
     return Response(response.content, status_code=202, media_type=JSON)
 
 
@@ -88,7 +88,7 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
         if await _score_training_set(pipeline.reward, pipeline.store, model_id):
             pipeline.out_of_fold_applied.add(model_id)
         # sessions set aside for want of a model are due now
-        await anyio.to_thread.run_sync(state.store.retry_deferred)
+        await anyio.to_thread.run_sync(state.store.scores.retry_deferred)
         # every stored session of the model's mode gets its score, in batches on the cpu workers (a backfill)
         mode = str(msgspec.json.decode(response.content).get("task") or "")
         if mode in ("pairwise", "pointwise"):
@@ -111,7 +111,7 @@ async def _score_training_set(reward: RewardClient, store: Store, model_id: str)
             if m.p_out_of_fold is not None
         ]
         if held_out:
-            await anyio.to_thread.run_sync(store.apply_out_of_fold, members.model_id, members.demo, held_out)
+            await anyio.to_thread.run_sync(store.scores.apply_out_of_fold, members.model_id, members.demo, held_out)
     except Exception as err:
         logger.warning("model %s: training-set scores not applied: %s: %s", model_id, type(err).__name__, err)
         return False

@@ -15,10 +15,10 @@ from litestar.params import FromPath, FromQuery
 
 from gateway.access import json_response, scoped
 from gateway.clients import DependencyDownError, DependencyError
-from gateway.db import SessionConflict
 from gateway.ingest import refuse_nul_ids
 from gateway.model_scores import model_scores
 from gateway.wire import session_record
+from tacit.db import SessionConflict
 from tacit.schemas import Session, SessionError, validate_session
 from tacit.schemas.gateway import (
     Erasure,
@@ -86,7 +86,7 @@ async def post_sessions(request: Request[Any, Any, Any], state: State) -> Respon
     batch = await anyio.to_thread.run_sync(_decode_batch, body, limiter=_BATCH_DECODERS)
     del body
     # All or nothing: a conflict with what is stored (or within the batch) is found before anything is written.
-    conflict = await anyio.to_thread.run_sync(state.store.first_conflict, batch.sessions)
+    conflict = await anyio.to_thread.run_sync(state.store.sessions.first_conflict, batch.sessions)
     if conflict is not None:
         raise _batch_conflict(batch.sessions, conflict, stored_before=0)
     results: list[SessionScore] = []
@@ -117,7 +117,7 @@ async def get_session(
     parts = {part.strip() for part in (include or "").split(",") if part.strip()}
     if parts - {"payload", "scores"}:
         raise RequestError(422, "invalid", "include", "include takes payload, scores or both (comma-separated)")
-    row = await anyio.to_thread.run_sync(state.store.get_session, session_id)
+    row = await anyio.to_thread.run_sync(state.store.sessions.get_session, session_id)
     if row is None:
         raise RequestError(404, "not_found", "session_id", f"no session {session_id}")
     record = session_record(state.store, row, "payload" in parts)
@@ -139,7 +139,7 @@ async def list_sessions(
         raise RequestError(422, "invalid", "limit", "limit must be between 1 and 500")
     try:
         rows, next_cursor = await anyio.to_thread.run_sync(
-            lambda: state.store.list_sessions(
+            lambda: state.store.sessions.list_sessions(
                 user_id=user_id, since=since, limit=limit, cursor=cursor, include_demo_sessions=True
             )
         )
@@ -184,7 +184,7 @@ async def _erase(state: State, user_id: str) -> Response[bytes]:
         logger.warning("erasure: reward_svc's training sets not erased: %s", type(err).__name__)
         not_erased.append("reward_svc training-set rows (the service did not answer): repeat the erasure")
     erasure = await anyio.to_thread.run_sync(
-        lambda: state.store.erase_user(user_id, also_models=also, extra_counts=counts)
+        lambda: state.store.users.erase_user(user_id, also_models=also, extra_counts=counts)
     )
     return json_response(
         Erasure(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio.to_thread
 
 from gateway.clients import DependencyError, FeatureClient
-from gateway.db import PayloadPurgedError, SessionRow, Store, TrainingCandidate
+from tacit.db import PayloadPurgedError, SessionRow, Store, TrainingCandidate
 from tacit.schemas import FeatureVector, Session
 from tacit.schemas.problem import RequestError
 from tacit.schemas.reward import (
@@ -69,11 +69,11 @@ def select_training(store: Store, spec: TrainRewardModel) -> list[TrainingCandid
     if not isinstance(source, StoredSessions):
         raise TypeError("a stored-sessions source is needed")
     if source.user_ids is not None:
-        unknown = sorted(set(source.user_ids) - store.users_with_sessions(source.user_ids))
+        unknown = sorted(set(source.user_ids) - store.sessions.users_with_sessions(source.user_ids))
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise RequestError(422, "unknown_users", "source.user_ids", f"no stored sessions of {shown}")
-    rows = store.training_candidates(spec.task, source.user_ids)
+    rows = store.sessions.training_candidates(spec.task, source.user_ids)
     if not rows:
         of = " of these users" if source.user_ids is not None else ""
         raise RequestError(
@@ -138,14 +138,14 @@ async def _vectors(
 def _load(store: Store, ids: list[str]) -> tuple[list[SessionRow], list[Session], dict[str, FeatureVector]]:
     """The rows of `ids` still stored, their sessions, and the stored `all` vectors of those whose trajectories
     retention purged (a thread's work: reads and decompression)."""
-    rows = store.sessions_by_id(ids)
+    rows = store.sessions.sessions_by_id(ids)
     sessions: list[Session] = []
     stored: dict[str, FeatureVector] = {}
     for row in rows:
         try:
-            sessions.append(store.load_payload(row))
+            sessions.append(store.sessions.load_payload(row))
         except PayloadPurgedError:
-            vector = store.features_of(row) if row.feature_set == FEATURE_SET else None
+            vector = store.scores.features_of(row) if row.feature_set == FEATURE_SET else None
             if vector is not None:
                 stored[row.session_id] = vector
     return rows, sessions, stored

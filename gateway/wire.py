@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.db import JobRow, Store
+from tacit.db import JobRow, Store
 from tacit.schemas.gateway import JobInfo, SessionRecord, SessionScore
 
 __all__ = ["abstain_reason", "job_info", "record_score", "score_of", "session_record"]
@@ -108,7 +108,7 @@ def session_record(store: Store, row: Any, include_payload: bool) -> SessionReco
         feature_set=row.feature_set,
         feature_set_version=row.feature_set_version,
         score=record_score(row, created=False),
-        session=store.load_payload(row) if include_payload and row.payload else None,
+        session=store.sessions.load_payload(row) if include_payload and row.payload else None,
         demo=bool(row.demo),
     )
 

@@ -595,7 +595,7 @@ def build_services(home: Path, env: Mapping[str, str], gateway_port: int) -> lis
 
 
 def _gateway_store(environ: Mapping[str, str]) -> Any:
-    from gateway.db import Store
+    from tacit.db import Store
 
     store = Store(load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ))
     store.migrate()
@@ -649,15 +649,14 @@ def reap_alignment_jobs(environ: Mapping[str, str], reason: str) -> list[str]:
     or the one that ran it just exited). In a shared database (TACIT_DATABASE_URL: workers on other hosts) only
     jobs whose worker has been silent past the workers' `stale_after_s` are.
     """
-    from gateway.db.alignment import AlignmentJobs
-    from gateway.db.models import utcnow
+    from tacit.db.models import utcnow
     from tacit.settings import WorkerSettings
 
     stale_after_s = load_settings(WorkerSettings, "TACIT_WORKER_", environ).stale_after_s
     silent_for = None if _own_database(environ) else stale_after_s
     store = _gateway_store(environ)
     try:
-        jobs = AlignmentJobs(store)
+        jobs = store.alignment
         reaped = []
         for row in jobs.list_jobs(status="running", limit=10_000):
             if silent_for is not None and (utcnow() - row.updated_at).total_seconds() < silent_for:
@@ -682,12 +681,11 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
     append-only file lost it on restart, and the job waited forever). Returns their ids."""
     import redis
 
-    from gateway.db.alignment import AlignmentJobs
     from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
 
     store = _gateway_store(environ)
     try:
-        queued = [row.id for row in AlignmentJobs(store).list_jobs(status="queued", limit=10_000)]
+        queued = [row.id for row in store.alignment.list_jobs(status="queued", limit=10_000)]
     finally:
         store.close()
     if not queued:
@@ -715,8 +713,8 @@ def requeue_lost_jobs(environ: Mapping[str, str], redis_url: str) -> list[str]:
 
 def create_admin_key(environ: Mapping[str, str]) -> str:
     """A new admin API key in the gateway database that `environ` selects (the token, shown once)."""
-    from gateway.db import Store
     from gateway.keys import create_key
+    from tacit.db import Store
 
     url = load_settings(GatewaySettings, "TACIT_GATEWAY_", environ).db_url(environ)
     store = Store(url)

@@ -19,11 +19,11 @@ def services(tmp_path: Path, redis_url: str) -> Iterator[dict[str, tuple[TestCli
     """Each service's app with the POST route a client sends JSON to (and the key the gateway needs)."""
     from feature_svc.app import create_app as features
     from gateway.app import create_app as gateway
-    from gateway.db import Store
     from gateway.keys import create_key
     from judge_svc.app import create_app as judge
     from judge_svc.settings import JudgeSettings
     from reward_svc.app import create_app as reward
+    from tacit.db import Store
     from tacit.settings import FeatureSettings, GatewaySettings, RewardSettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"

@@ -13,10 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from align_worker.training.data import Observation, pairs_from_sessions  # noqa: E402
 from align_worker.training.losses import dpo_loss, robust_dpo_loss  # noqa: E402
 from align_worker.training.rdpo import dpo_classes  # noqa: E402
 from align_worker.training.trainers import Cancelled, run_job  # noqa: E402
+from tacit.pairs import Observation, pairs_from_sessions  # noqa: E402
 from tacit.schemas.align import (  # noqa: E402
     AlignmentProgress,
     DpoParams,

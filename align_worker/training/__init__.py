@@ -1,1 +1,1 @@
-"""Pure training code (no Celery): preference data, SFT, DPO / robust DPO losses."""
+"""Pure training code (no Celery): SFT, DPO / robust DPO losses (the preference pairs are built by tacit.pairs)."""

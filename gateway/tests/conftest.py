@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.db import Store
-from gateway.db.testing import postgres_schema
+from tacit.db import Store
+from tacit.db.testing import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from align_worker.training.data import pair_id
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs, InvalidTransitionError, training_set_id
 from gateway.tests.test_db import db_url  # noqa: F401 (the sqlite/postgres fixture)
+from tacit.db import Store
+from tacit.db.alignment import AlignmentJobs, InvalidTransitionError, training_set_id
+from tacit.pairs import pair_id
 from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
 
@@ -44,11 +44,16 @@ SUMMARY = DataSummary(
 
 
 @pytest.fixture
-def jobs(db_url: str) -> Iterator[AlignmentJobs]:  # noqa: F811
-    store = Store(db_url)
-    store.migrate()
-    yield AlignmentJobs(store)
-    store.close()
+def store(db_url: str) -> Iterator[Store]:  # noqa: F811
+    st = Store(db_url)
+    st.migrate()
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def jobs(store: Store) -> AlignmentJobs:
+    return store.alignment
 
 
 def _create(jobs: AlignmentJobs) -> str:
@@ -99,19 +104,20 @@ def test_cancel_queued_running_and_finished(jobs: AlignmentJobs) -> None:
         jobs.request_cancel("nope")
 
 
-def test_erasure_removes_the_users_pairs_and_names_the_job(jobs: AlignmentJobs) -> None:
+def test_erasure_removes_the_users_pairs_and_names_the_job(jobs: AlignmentJobs, store: Store) -> None:
     job_id = _create(jobs)
-    store = jobs.store
-    assert store.count_user_rows("alice")["alignment_pairs"] == 2
-    erasure = store.erase_user("alice")
+    assert store.users.count_user_rows("alice")["alignment_pairs"] == 2
+    erasure = store.users.erase_user("alice")
     assert erasure.rows_deleted["alignment_pairs"] == 2
     assert erasure.rows_deleted["alignment_pair_users"] == 3  # bob's link to the pair merged with alice's goes too
     assert training_set_id(job_id) in erasure.models_affected
-    assert all(v == 0 for v in store.count_user_rows("alice").values())
+    assert all(v == 0 for v in store.users.count_user_rows("alice").values())
     assert [p.users for p in jobs.pairs(job_id)] == [("bob",)]
 
 
-def test_erasure_redacts_the_users_prompts_from_the_evaluation_answers(jobs: AlignmentJobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_erasure_redacts_the_users_prompts_from_the_evaluation_answers(
+    jobs: AlignmentJobs, store: Store, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     job_id = _create(jobs)
     answers = tmp_path / job_id / "evaluation" / "answers.jsonl"
     answers.parent.mkdir(parents=True)
@@ -120,10 +126,10 @@ def test_erasure_redacts_the_users_prompts_from_the_evaluation_answers(jobs: Ali
     assert jobs.claim(job_id, "w1") is not None
     result = {"evaluation": {"prompts": 3, "answers_path": str(answers)}, "artifacts": [], "stages": []}
     assert jobs.finish(job_id, "succeeded", result=result) is not None
-    erasure = jobs.store.erase_user("bob")  # bob's pairs: prompts 2 (shared with alice) and 3
+    erasure = store.users.erase_user("bob")  # bob's pairs: prompts 2 (shared with alice) and 3
     assert erasure.rows_deleted["evaluation_answers"] == 2
     remaining = [msgspec.json.decode(line)["prompt"] for line in answers.read_text().splitlines()]
     assert remaining == [_pair(1, ("x",)).prompt]  # only the prompt no pair of bob's carried
     assert not list(answers.parent.glob("*.redacting"))
     # an erasure with nothing of the user's left in the file changes nothing (idempotent)
-    assert jobs.store.erase_user("bob").rows_deleted["evaluation_answers"] == 0
+    assert store.users.erase_user("bob").rows_deleted["evaluation_answers"] == 0

@@ -16,10 +16,9 @@ import pytest
 
 import gateway.alignment as alignment
 from gateway.app import create_app
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
 from gateway.tests.test_alignment_store import SUMMARY, _pair
+from tacit.db import Store
 from tacit.schemas.align import SftJob
 from tacit.settings import GatewaySettings
 
@@ -33,7 +32,7 @@ def _free_port() -> int:
 class Gateway:
     def __init__(self, url: str, store: Store) -> None:
         self.url, self.store = url, store
-        self.jobs = AlignmentJobs(store)
+        self.jobs = store.alignment
 
     def key(self, *scopes: str) -> dict[str, str]:
         token, _ = create_key(self.store, list(scopes) or ["admin"], "t")

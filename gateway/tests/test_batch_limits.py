@@ -11,9 +11,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
 from gateway.sessions import MAX_BATCH_BYTES
+from tacit.db import Store
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 

@@ -14,9 +14,9 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.collector import BROWSER_PREFIX, Collector, CollectorSettings, TokenError, mint_token, verify_token
-from gateway.db import Store
 from gateway.keys import create_key
 from judge_svc.testing import FakeOpenAIServer, Reply
+from tacit.db import Store
 from tacit.settings import GatewaySettings, SettingsError
 from tacit.simulate import simulate_session
 
@@ -266,9 +266,9 @@ def test_demo_sessions_are_marked_and_kept_out_of_training_pairs(client: TestCli
     assert {item["user_id"]: item["demo"] for item in listed} == {demo["user_id"]: True, "reader-1": False}
     store = Store(database)
     try:
-        rows, _ = store.list_sessions()  # what training pairs are built from
+        rows, _ = store.sessions.list_sessions()  # what training pairs are built from
         assert [row.user_id for row in rows] == ["reader-1"]
-        assert len(store.list_sessions(include_demo_sessions=True)[0]) == 2
+        assert len(store.sessions.list_sessions(include_demo_sessions=True)[0]) == 2
     finally:
         store.close()
 

@@ -12,8 +12,8 @@ import pytest
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
@@ -41,9 +41,9 @@ def _fill(st: Store) -> None:
             prefer=side or "right",  # type: ignore[arg-type]
             feedback=side is not None,
         )
-        st.put_session(session, received_at=T0 + dt.timedelta(hours=hours))
+        st.sessions.put_session(session, received_at=T0 + dt.timedelta(hours=hours))
         if p_b is not None:  # B first, so the session's current score is A's
-            st.set_score(
+            st.scores.set_score(
                 sid,
                 p=p_b,
                 preferred="right" if p_b >= 0.5 else "left",
@@ -53,7 +53,7 @@ def _fill(st: Store) -> None:
                 model_id="model-b",
                 model_demo=False,
             )
-        st.set_score(
+        st.scores.set_score(
             sid,
             p=p_a,
             preferred="right" if p_a >= 0.5 else "left",
@@ -64,7 +64,7 @@ def _fill(st: Store) -> None:
             model_demo=False,
         )
     # one session never scored (pending)
-    st.put_session(
+    st.sessions.put_session(
         simulate_session(seed=99, samples=20, session_id="s08", user_id="cat", prefer="left"),
         received_at=T0 + dt.timedelta(hours=49),
     )
@@ -247,10 +247,10 @@ def test_distribution_parameters_are_checked(client: Any) -> None:
 
 
 def test_import_jobs_are_listed_newest_first(client: Any, store: Store) -> None:
-    first = store.create_job("import_ifllm", {"data": "/a"})
-    store.create_job("rescore", {"model_id": "model-a"})
-    second = store.create_job("import_ifllm", {"data": "/b"})
-    store.update_job(second.id, status="running", done=3, total=10, stage="task 3")
+    first = store.jobs.create_job("import_ifllm", {"data": "/a"})
+    store.jobs.create_job("rescore", {"model_id": "model-a"})
+    second = store.jobs.create_job("import_ifllm", {"data": "/b"})
+    store.jobs.update_job(second.id, status="running", done=3, total=10, stage="task 3")
     answer = _get(client, "/v1/console/imports")
     assert answer.status_code == 200, answer.text
     jobs = answer.json()

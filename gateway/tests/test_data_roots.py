@@ -37,8 +37,8 @@ def test_routes_read_only_inside_the_roots(tmp_path: Path) -> None:
     from litestar.testing import TestClient
 
     from gateway.app import create_app
-    from gateway.db import Store
     from gateway.keys import create_key
+    from tacit.db import Store
     from tacit.settings import GatewaySettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"

@@ -16,9 +16,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas.align import DataSummary
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -94,7 +93,7 @@ def test_a_huge_event_cursor_ends_the_stream_without_a_traceback(
     # Finding 16: `after` beyond SQLite's integers logged an 8.3 KB traceback per request.
     store = Store(database)
     try:
-        jobs = AlignmentJobs(store)
+        jobs = store.alignment
         summary = DataSummary(
             source="test",
             model_id=None,
@@ -206,16 +205,16 @@ def test_an_import_stores_no_id_outside_the_alphabet(database: str, monkeypatch:
     store = Store(database)
     try:
         store.migrate()
-        job = store.create_job(KIND, {"data": "x"})
+        job = store.jobs.create_job(KIND, {"data": "x"})
         assert run_ifllm_import(store, job.id) == "succeeded"
-        row = store.get_job(job.id)
+        row = store.jobs.get_job(job.id)
         assert row is not None
         assert (row.status, row.result) == (
             "succeeded",
             {"stored": 1, "already_stored": 0, "conflicts": 0, "invalid_ids": 1},
         )
-        assert store.get_session("ifllm-1") is not None
-        assert store.get_session("ifllm-2") is None
+        assert store.sessions.get_session("ifllm-1") is not None
+        assert store.sessions.get_session("ifllm-2") is None
     finally:
         store.close()
 
@@ -225,7 +224,9 @@ def test_ids_stored_before_the_alphabet_can_still_be_erased(client: TestClient[L
     store = Store(database)
     try:
         for user in ("a/b", "../c", "."):  # written by an older gateway, straight into the database
-            store.put_session(simulate_session(seed=7, samples=20, user_id=user, session_id=f"legacy-{len(user)}"))
+            store.sessions.put_session(
+                simulate_session(seed=7, samples=20, user_id=user, session_id=f"legacy-{len(user)}")
+            )
     finally:
         store.close()
     assert client.delete("/v1/users/a%2Fb").status_code == 404

@@ -14,9 +14,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.imports import KIND, run_ifllm_import
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas import Session
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -76,18 +76,18 @@ def folders(monkeypatch: pytest.MonkeyPatch) -> FakeFolders:
 
 
 def test_an_import_stores_every_folder_and_a_redelivery_exits_at_once(store: Store, folders: FakeFolders) -> None:
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
     assert run_ifllm_import(store, job.id) == "succeeded"
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert (row.status, row.stage, row.done, row.total) == ("succeeded", "done", 3, 3)
     assert row.result == {"stored": 6, "already_stored": 0, "conflicts": 0, "invalid_ids": 0}
-    assert all(store.get_session(f"{folders.prefix}-{t}-{k}") for t in range(3) for k in range(2))
+    assert all(store.sessions.get_session(f"{folders.prefix}-{t}-{k}") for t in range(3) for k in range(2))
     # A redelivered message of a finished job: nothing is read again, nothing changes.
     folders.built.clear()
     assert run_ifllm_import(store, job.id) == "skipped"
     assert folders.built == []
-    again = store.get_job(job.id)
+    again = store.jobs.get_job(job.id)
     assert again is not None
     assert (again.status, again.result, again.updated_at) == (row.status, row.result, row.updated_at)
     assert run_ifllm_import(store, "no-such-job") == "skipped"
@@ -95,14 +95,14 @@ def test_an_import_stores_every_folder_and_a_redelivery_exits_at_once(store: Sto
 
 def test_an_interrupted_import_resumes_after_the_folders_it_did(store: Store, folders: FakeFolders) -> None:
     # A worker stored the first two folders, recorded them, and died: the redelivered job starts at the third.
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
     for key in folders.keys[:2]:
-        store.put_sessions(folders.sessions(key))
+        store.sessions.put_sessions(folders.sessions(key))
     counts = {"stored": 4, "already_stored": 0, "conflicts": 0, "invalid_ids": 0}
-    store.update_job(job.id, status="running", stage="sessions", done=2, total=3, result=counts)
+    store.jobs.update_job(job.id, status="running", stage="sessions", done=2, total=3, result=counts)
     assert run_ifllm_import(store, job.id) == "succeeded"
     assert folders.built == [folders.keys[2]]
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert (row.status, row.done, row.total) == ("succeeded", 3, 3)
     assert row.result == {"stored": 6, "already_stored": 0, "conflicts": 0, "invalid_ids": 0}
@@ -110,41 +110,41 @@ def test_an_interrupted_import_resumes_after_the_folders_it_did(store: Store, fo
 
 def test_a_folder_stored_twice_counts_as_already_stored(store: Store, folders: FakeFolders) -> None:
     # The worker died after storing a folder but before recording it: the redelivery stores it again, harmlessly.
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
-    store.put_sessions(folders.sessions(folders.keys[0]))
-    store.update_job(job.id, status="running", done=0, total=3)
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
+    store.sessions.put_sessions(folders.sessions(folders.keys[0]))
+    store.jobs.update_job(job.id, status="running", done=0, total=3)
     assert run_ifllm_import(store, job.id) == "succeeded"
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert row.result == {"stored": 4, "already_stored": 2, "conflicts": 0, "invalid_ids": 0}
 
 
 def test_a_cancelled_import_stops_after_its_current_folder(store: Store, folders: FakeFolders) -> None:
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
 
     def cancel_during_the_second(key: tuple[str, str]) -> None:
         if key == folders.keys[1]:  # what POST /v1/imports/{id}/cancel does while the worker reads this folder
-            assert store.update_job_if(job.id, ("queued", "running"), status="cancelled", stage="cancelled")
+            assert store.jobs.update_job_if(job.id, ("queued", "running"), status="cancelled", stage="cancelled")
 
     folders.on_build = cancel_during_the_second
     assert run_ifllm_import(store, job.id) == "cancelled"
     assert folders.built == folders.keys[:2]
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert (row.status, row.stage, row.done, row.total) == ("cancelled", "cancelled", 2, 3)
     assert row.result == {"stored": 4, "already_stored": 0, "conflicts": 0, "invalid_ids": 0}
-    assert store.get_session(f"{folders.prefix}-2-0") is None
+    assert store.sessions.get_session(f"{folders.prefix}-2-0") is None
     # its redelivery does nothing
     assert run_ifllm_import(store, job.id) == "skipped"
     assert folders.built == folders.keys[:2]
 
 
 def test_an_import_cancelled_while_queued_never_starts(store: Store, folders: FakeFolders) -> None:
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
-    assert store.update_job_if(job.id, ("queued", "running"), status="cancelled", stage="cancelled")
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
+    assert store.jobs.update_job_if(job.id, ("queued", "running"), status="cancelled", stage="cancelled")
     assert run_ifllm_import(store, job.id) == "skipped"
     assert folders.built == []
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert (row.status, row.done) == ("cancelled", 0)
 
@@ -155,25 +155,25 @@ def test_an_import_that_cannot_read_its_folder_fails_with_the_reason(store: Stor
             raise OSError("rel_mouse_left.csv: permission denied")
 
     folders.on_build = unreadable
-    job = store.create_job(KIND, {"data": "/srv/ifllm"})
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
     assert run_ifllm_import(store, job.id) == "failed"
-    row = store.get_job(job.id)
+    row = store.jobs.get_job(job.id)
     assert row is not None
     assert (row.status, row.done) == ("failed", 1)
     assert row.error == "OSError: rel_mouse_left.csv: permission denied"
 
 
 def test_update_job_if_changes_a_job_only_in_the_given_states(store: Store) -> None:
-    job = store.create_job(KIND, {"data": "x"})
-    assert store.update_job_if(job.id, ("running",), status="succeeded") is None
-    running = store.update_job_if(job.id, ("queued",), status="running", done=1)
+    job = store.jobs.create_job(KIND, {"data": "x"})
+    assert store.jobs.update_job_if(job.id, ("running",), status="succeeded") is None
+    running = store.jobs.update_job_if(job.id, ("queued",), status="running", done=1)
     assert running is not None
     assert (running.status, running.done) == ("running", 1)
-    assert store.update_job_if("no-such-job", ("running",), done=2) is None
+    assert store.jobs.update_job_if("no-such-job", ("running",), done=2) is None
     with pytest.raises(ValueError, match="job status"):
-        store.update_job_if(job.id, ("running",), status="paused")
+        store.jobs.update_job_if(job.id, ("running",), status="paused")
     with pytest.raises(TypeError, match="not job fields"):
-        store.update_job_if(job.id, ("running",), kind="other")
+        store.jobs.update_job_if(job.id, ("running",), kind="other")
 
 
 # -- routes --------------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_an_import_the_queue_cannot_take_answers_503_and_the_job_is_failed(
     assert (answer.json()["field"], answer.headers["retry-after"]) == ("redis", "5")
     store = Store(database)
     try:
-        [job] = store.list_jobs(KIND)
+        [job] = store.jobs.list_jobs(KIND)
         assert (job.status, job.error) == ("failed", "the job queue (Redis) was unreachable; nothing was imported")
     finally:
         store.close()
@@ -272,9 +272,9 @@ def test_cancel_marks_a_queued_or_running_import_and_refuses_an_ended_one(
     ended = client.post("/v1/imports/ifllm", json={"data": str(ifllm_folder)}).json()
     store = Store(database)
     try:
-        store.update_job(running["id"], status="running", done=3, total=9)
-        store.update_job(ended["id"], status="succeeded", stage="done")
-        other = store.create_job("rescore", {})
+        store.jobs.update_job(running["id"], status="running", done=3, total=9)
+        store.jobs.update_job(ended["id"], status="succeeded", stage="done")
+        other = store.jobs.create_job("rescore", {})
     finally:
         store.close()
 
@@ -308,7 +308,7 @@ def test_the_import_and_the_cli_build_byte_identical_sessions(
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     try:
         store.migrate()
-        job = store.create_job(KIND, {"data": str(ifllm_small)})
+        job = store.jobs.create_job(KIND, {"data": str(ifllm_small)})
         assert run_ifllm_import(store, job.id) == "succeeded"
         dataset = Dataset(ifllm_small)
         accuracy = {(t.user_id, t.task_id) for t in dataset.tasks if t.accuracy is not None}
@@ -322,13 +322,15 @@ def test_the_import_and_the_cli_build_byte_identical_sessions(
             capsysbinary.readouterr()
             assert sessions_command(["from-ifllm", "--data", str(ifllm_small), "--query-id", str(query.query_id)]) == 0
             printed = capsysbinary.readouterr().out
-            row = store.get_session(f"ifllm-{query.query_id}")
+            row = store.sessions.get_session(f"ifllm-{query.query_id}")
             assert row is not None
-            imported = store.load_payload(row)
+            imported = store.sessions.load_payload(row)
             assert imported.calibration_accuracy is not None  # what one of the two builders used to leave out
             assert printed == msgspec.json.encode(imported) + b"\n"
             # ... so the banner's `try:` line, posted after an import, is the same session, not a 409
-            _, created = store.put_session(msgspec.json.decode(printed, type=Session))  # SessionConflict if not
+            _, created = store.sessions.put_session(
+                msgspec.json.decode(printed, type=Session)
+            )  # SessionConflict if not
             assert created is False
     finally:
         store.close()

@@ -12,9 +12,9 @@ import msgspec
 import pytest
 
 from gateway.clients import FeatureClient, RewardClient
-from gateway.db import Store
 from gateway.ingest import Pipeline
 from gateway.metrics import Metrics
+from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -100,10 +100,10 @@ async def test_a_session_is_scored_and_stored_with_its_score_in_one_write(make: 
     session = simulate_session(seed=1, samples=20, session_id="s-1")
     score = await pipeline.ingest(session)
     assert (score.status, score.p_right, score.model_version, score.created) == ("scored", 0.7, "m1", True)
-    row = pipeline.store.get_session("s-1")
+    row = pipeline.store.sessions.get_session("s-1")
     assert row is not None
     assert (row.score_status, row.features, row.model_id) == ("scored", [0.5, 0.25], "m1")
-    assert [s.model_id for s in pipeline.store.scores_of("s-1")] == ["m1"]
+    assert [s.model_id for s in pipeline.store.scores.scores_of("s-1")] == ["m1"]
     # the same session again: answered from the database, no service asked
     again = await make(down, down).ingest(session)
     assert (again.status, again.created) == ("scored", False)
@@ -117,7 +117,7 @@ async def test_a_service_that_is_down_leaves_the_session_stored_and_pending(make
     # back up: the rescoring loop scores it
     healthy = make(features_double, reward_double())
     assert await healthy.rescore_pending() == 1
-    row = healthy.store.get_session("s-2")
+    row = healthy.store.sessions.get_session("s-2")
     assert row is not None
     assert (row.score_status, row.p) == ("scored", 0.7)
 
@@ -128,7 +128,7 @@ async def test_a_refusal_sets_the_session_aside_and_a_rejection_fails_it(make: C
     )
     assert refused.status == "pending"
     assert "refused (409)" in (refused.pending_reason or "")
-    row = make(features_double, reward_double()).store.get_session("s-3")
+    row = make(features_double, reward_double()).store.sessions.get_session("s-3")
     assert row is not None
     assert row.retry_at is not None  # waits rescore_defer_s, holding back no other session
     # a vector the reward service rejects (422) is the session's own failure: counted, and failed after the
@@ -136,13 +136,13 @@ async def test_a_refusal_sets_the_session_aside_and_a_rejection_fails_it(make: C
     rejecting = make(features_double, reward_double(422))
     rejected = await rejecting.ingest(simulate_session(seed=4, samples=20, session_id="s-4"))
     assert rejected.status == "pending"
-    row = rejecting.store.get_session("s-4")
+    row = rejecting.store.sessions.get_session("s-4")
     assert row is not None
     assert (row.score_attempts, "refused (422)" in row.score_error) == (1, True)
-    for _ in range(rejecting.store.max_score_attempts):  # the rescoring loop's passes
+    for _ in range(rejecting.store.scores.max_score_attempts):  # the rescoring loop's passes
         await rejecting.rescore_pending()
-    row = rejecting.store.get_session("s-4")
+    row = rejecting.store.sessions.get_session("s-4")
     assert row is not None
-    assert (row.score_status, row.score_attempts) == ("failed", rejecting.store.max_score_attempts)
+    assert (row.score_status, row.score_attempts) == ("failed", rejecting.store.scores.max_score_attempts)
     # nothing about them reached the per-model scores
-    assert make(features_double, reward_double()).store.scores_of("s-3") == []
+    assert make(features_double, reward_double()).store.scores.scores_of("s-3") == []

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from gateway.db import KeyRow, Store
-from gateway.db.testing import database_text
 from gateway.keys import (
     PREFIX_CHARS,
     SCOPES,
@@ -22,6 +20,8 @@ from gateway.keys import (
     revoke,
     verify_token,
 )
+from tacit.db import KeyRow, Store
+from tacit.db.testing import database_text
 
 
 def _set_last_used(store: Store, key_id: str, when: dt.datetime | None) -> None:
@@ -97,17 +97,17 @@ def test_revoked_keys_are_refused_at_once(store: Store) -> None:
 def test_last_used_is_written_at_most_once_a_minute(store: Store) -> None:
     token, row = create_key(store, ["ingest"])
     authenticate(store, token)
-    first = store.get_key(row.id)
+    first = store.keys.get_key(row.id)
     assert first is not None
     assert first.last_used_at is not None
     authenticate(store, token)
-    second = store.get_key(row.id)
+    second = store.keys.get_key(row.id)
     assert second is not None
     assert second.last_used_at == first.last_used_at
     old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     _set_last_used(store, row.id, old)
     authenticate(store, token)
-    third = store.get_key(row.id)
+    third = store.keys.get_key(row.id)
     assert third is not None
     assert third.last_used_at is not None
     assert third.last_used_at > old + dt.timedelta(minutes=4)
@@ -121,7 +121,7 @@ def test_a_key_of_another_database_is_not_accepted_from_the_cache(store: Store, 
         other.migrate()
         assert authenticate(other, token) is None
         # Same id, another hash: the cache entry does not match the row.
-        other.add_key(KeyRow(id=row.id, prefix=row.prefix, hash=hash_token("tacit_else"), scopes=["admin"]))
+        other.keys.add_key(KeyRow(id=row.id, prefix=row.prefix, hash=hash_token("tacit_else"), scopes=["admin"]))
         assert authenticate(other, token) is None
     finally:
         other.close()

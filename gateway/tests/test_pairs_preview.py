@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 import gateway.alignment as alignment
-from gateway.db import Store
-from gateway.db.payload import decode_payload, decode_text, prepare
+from tacit.db import Store
+from tacit.db.payload import decode_payload, decode_text, prepare
 from tacit.schemas.align import PairSelection
 from tacit.simulate import simulate_session
 
@@ -21,7 +21,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     st = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     st.migrate()
     for seed in range(12):
-        st.put_session(
+        st.sessions.put_session(
             simulate_session(seed=seed, samples=300, user_id=f"u{seed % 3}", task_id=f"t{seed}", session_id=f"s{seed}")
         )
     yield st
@@ -48,7 +48,9 @@ def test_pairs_from_texts_equal_pairs_from_full_sessions(store: Store, monkeypat
     pairs, summary = alignment.build_pairs(store, selection, None)
     assert summary.pairs == len(pairs) > 0
     # the same pairs when every session is decoded in full (the old path)
-    monkeypatch.setattr(store, "load_texts", lambda rows: {r.session_id: store.load_payload(r) for r in rows})
+    monkeypatch.setattr(
+        store.sessions, "load_texts", lambda rows: {r.session_id: store.sessions.load_payload(r) for r in rows}
+    )
     assert alignment.build_pairs(store, selection, None) == (pairs, summary)
 
 
@@ -67,7 +69,7 @@ def test_a_preview_is_built_once_per_store_state(store: Store, monkeypatch: pyte
     async def run() -> list[bytes]:
         first = await cache.get(store, selection, None)
         second = await cache.get(store, selection, None)
-        store.put_session(simulate_session(seed=99, samples=300, user_id="u9", session_id="s99"))
+        store.sessions.put_session(simulate_session(seed=99, samples=300, user_id="u9", session_id="s99"))
         third = await cache.get(store, selection, None)
         return [first, second, third]
 
@@ -80,7 +82,7 @@ def test_a_preview_is_built_once_per_store_state(store: Store, monkeypatch: pyte
 def test_demo_token_sessions_enter_pairs_only_when_asked_for(store: Store) -> None:
     for seed in range(20, 26):
         demo = simulate_session(seed=seed, samples=100, user_id="anon", task_id=f"d{seed}", session_id=f"demo-{seed}")
-        store.put_session(demo, demo=True)
+        store.sessions.put_session(demo, demo=True)
     plain = PairSelection(source="explicit")
     asked = PairSelection(source="explicit", include_demo_sessions=True)
     without = alignment.build_pairs(store, plain, None)[0]

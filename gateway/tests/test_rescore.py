@@ -18,8 +18,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -115,9 +115,9 @@ def test_a_session_the_reward_service_refuses_never_blocks_the_others(database: 
     store = Store(database)
     try:
         for i in range(8):
-            store.put_session(simulate_session(seed=i, samples=20, mode="pointwise", session_id=f"point-{i}"))
+            store.sessions.put_session(simulate_session(seed=i, samples=20, mode="pointwise", session_id=f"point-{i}"))
         for i in range(120):
-            store.put_session(simulate_session(seed=i, samples=20, session_id=f"pair-{i}"))
+            store.sessions.put_session(simulate_session(seed=i, samples=20, session_id=f"pair-{i}"))
     finally:
         store.close()
     reward = RewardDouble()
@@ -126,11 +126,11 @@ def test_a_session_the_reward_service_refuses_never_blocks_the_others(database: 
         state = client.app.state
 
         def pending() -> int:
-            return len(state.store.pending(1000))
+            return len(state.store.scores.pending(1000))
 
         _wait(lambda: pending() == 0)  # every session is either scored or set aside
         for i in range(120):
-            assert state.store.get_session(f"pair-{i}").score_status == "scored"
+            assert state.store.sessions.get_session(f"pair-{i}").score_status == "scored"
         record = client.get("/v1/sessions/point-3", headers=read).json()
         assert record["score"]["status"] == "pending"
         assert "no active pointwise reward model" in record["score"]["pending_reason"]
@@ -142,7 +142,7 @@ def test_a_session_the_reward_service_refuses_never_blocks_the_others(database: 
             "/v1/reward/models/m-point/activate", headers={"Authorization": f"Bearer {keys['train']}"}
         )
         assert activated.status_code == 200
-        _wait(lambda: all(state.store.get_session(f"point-{i}").score_status == "scored" for i in range(8)))
+        _wait(lambda: all(state.store.sessions.get_session(f"point-{i}").score_status == "scored" for i in range(8)))
 
 
 def test_a_batch_with_a_conflict_stores_nothing_and_names_the_item(database: str, keys: dict[str, str]) -> None:
@@ -158,12 +158,12 @@ def test_a_batch_with_a_conflict_stores_nothing_and_names_the_item(database: str
         assert response.json()["field"] == "sessions[2].session_id"
         assert "nothing was stored" in response.json()["detail"]
         state = client.app.state
-        assert [state.store.get_session(f"b-{i}") is None for i in range(4)] == [True, True, False, True]
+        assert [state.store.sessions.get_session(f"b-{i}") is None for i in range(4)] == [True, True, False, True]
         # Two items of one batch with one id and different content: the second is named, nothing stored.
         twice = [sessions[0], simulate_session(seed=98, samples=20, session_id="b-0")]
         response = client.post("/v1/sessions:batch", content=msgspec.json.encode({"sessions": twice}), headers=ingest)
         assert (response.status_code, response.json()["field"]) == (409, "sessions[1].session_id")
-        assert state.store.get_session("b-0") is None
+        assert state.store.sessions.get_session("b-0") is None
         # The same batch without the conflict is stored whole; posting it again is idempotent.
         batch[2] = sessions[2]
         for created in (True, False):
@@ -190,12 +190,12 @@ def test_erasure_leaves_no_copy_in_the_sqlite_file_or_wal(secure_store: tuple[St
     store, path = secure_store
     marker = "erase-me-7f3a9c"
     for i in range(20):
-        store.put_session(simulate_session(seed=i, samples=20, user_id=marker, session_id=f"{marker}.s{i}"))
-    store.put_session(simulate_session(seed=50, samples=20, user_id="keep-me", session_id="keep.s1"))
+        store.sessions.put_session(simulate_session(seed=i, samples=20, user_id=marker, session_id=f"{marker}.s{i}"))
+    store.sessions.put_session(simulate_session(seed=50, samples=20, user_id="keep-me", session_id="keep.s1"))
     files = [path, path.with_name(path.name + "-wal")]
     assert any(marker.encode() in f.read_bytes() for f in files if f.exists())
-    assert store.erase_user(marker).rows_deleted["sessions"] == 20
+    assert store.users.erase_user(marker).rows_deleted["sessions"] == 20
     for f in files:
         if f.exists():
             assert marker.encode() not in f.read_bytes(), f.name
-    assert store.get_session("keep.s1") is not None
+    assert store.sessions.get_session("keep.s1") is not None

@@ -10,9 +10,10 @@ import msgspec
 import pytest
 from sqlalchemy import MetaData, Table, func, select
 
-from gateway.db import Store
-from gateway.db.payload import prepare
 from gateway.rescoring import run_batch
+from tacit.db import Store
+from tacit.db.payload import prepare
+from tacit.db.sessions import session_row
 from tacit.schemas import FeatureVector, Score
 from tacit.schemas.session import Feedback
 from tacit.simulate import simulate_session
@@ -107,18 +108,18 @@ def clients(reward: RewardDouble, features: FeatureDouble) -> tuple[httpx.Client
 def test_every_score_is_kept_per_model_and_two_models_compare(store: Store) -> None:
     for seed, label in ((1, "right"), (2, "left"), (3, None)):
         s = sim(seed, label=label)
-        store.put_session(s, result=(vector(s.session_id), score(s.session_id, "m1", 0.7)))  # type: ignore[attr-defined]
-    store.set_scores([score("s-001", "m2", 0.9), score("s-002", "m2", 0.2, "out_of_fold")])
-    [one, two] = store.scores_of("s-001")
+        store.sessions.put_session(s, result=(vector(s.session_id), score(s.session_id, "m1", 0.7)))  # type: ignore[attr-defined]
+    store.scores.set_scores([score("s-001", "m2", 0.9), score("s-002", "m2", 0.2, "out_of_fold")])
+    [one, two] = store.scores.scores_of("s-001")
     assert {(one.model_id, one.p), (two.model_id, two.p)} == {("m1", 0.7), ("m2", 0.9)}
-    assert store.get_session("s-001").model_id == "m2"  # type: ignore[union-attr]  (the current score)
-    summary = store.compare_models("m1", "m2")
+    assert store.sessions.get_session("s-001").model_id == "m2"  # type: ignore[union-attr]  (the current score)
+    summary = store.scores.compare_models("m1", "m2")
     assert summary["sessions_both"] == 2
     assert (summary["agreeing"], summary["agreement"]) == (1, 0.5)  # s-001 both right; s-002 right vs left
     assert (summary["labelled"], summary["correct_a"], summary["correct_b"]) == (2, 1, 2)
     assert (summary["scored_a"], summary["scored_b"], summary["out_of_fold_b"]) == (3, 2, 1)
     assert summary["mean_abs_p_difference"] == pytest.approx((0.2 + 0.5) / 2)
-    assert store.compare_models("m1", "nobody")["sessions_both"] == 0
+    assert store.scores.compare_models("m1", "nobody")["sessions_both"] == 0
 
 
 def test_migration_7_keeps_every_score_recorded_before(tmp_path: Path) -> None:
@@ -126,13 +127,13 @@ def test_migration_7_keeps_every_score_recorded_before(tmp_path: Path) -> None:
     try:
         st.migrate(target=6)
         sessions = Table("sessions", MetaData(), autoload_with=st.engine)
-        row = st._new_row(prepare(sim(5)), None)  # type: ignore[arg-type]
+        row = session_row(prepare(sim(5)), None)  # type: ignore[arg-type]
         values = {c.name: getattr(row, c.name) for c in sessions.columns}
         values.update(score_status="scored", p=0.3, preferred="left", confidence=0.7, model_id="old", abstained=False)
         with st.engine.begin() as conn:
             conn.execute(sessions.insert().values(values))
         assert st.migrate() == [7]
-        [kept] = st.scores_of("s-005")
+        [kept] = st.scores.scores_of("s-005")
         assert (kept.model_id, kept.p, kept.p_population, kept.score_kind) == ("old", 0.3, 0.3, "model")
     finally:
         st.close()
@@ -141,13 +142,13 @@ def test_migration_7_keeps_every_score_recorded_before(tmp_path: Path) -> None:
 def _stored(store: Store, n: int, users: int = 2) -> None:
     for i in range(n):
         s = sim(i, user=f"u{i % users}", label="right" if i % 3 else "left")
-        store.put_session(s, result=(vector(s.session_id), score(s.session_id, "m1", 0.4)))  # type: ignore[attr-defined]
+        store.sessions.put_session(s, result=(vector(s.session_id), score(s.session_id, "m1", 0.4)))  # type: ignore[attr-defined]
 
 
 def test_a_rescoring_job_scores_every_batch_once_and_moves_the_current_score(store: Store) -> None:
     _stored(store, 9)
-    store.put_session(msgspec.structs.replace(sim(50), mode="pointwise", session_id="p-1"))  # type: ignore[arg-type]
-    job, batches = store.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=4)
+    store.sessions.put_session(msgspec.structs.replace(sim(50), mode="pointwise", session_id="p-1"))  # type: ignore[arg-type]
+    job, batches = store.rescoring.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=4)
     assert (job.status, job.total, batches) == ("queued", 9, [0, 1, 2])
     reward, features = RewardDouble(active=True), FeatureDouble()
     with clients(reward, features)[0] as r, clients(reward, features)[1] as f:
@@ -156,7 +157,7 @@ def test_a_rescoring_job_scores_every_batch_once_and_moves_the_current_score(sto
         assert [o.finished_job for o in outcomes] == [False, False, True]
         # a redelivered batch (its worker died after the commit) does nothing
         assert run_batch(store, r, f, job.id, 1).status == "skipped"
-    done = store.get_job(job.id)
+    done = store.jobs.get_job(job.id)
     assert done is not None
     assert (done.status, done.done, done.total, done.result) == (
         "succeeded",
@@ -165,51 +166,51 @@ def test_a_rescoring_job_scores_every_batch_once_and_moves_the_current_score(sto
         {"batches": 3, "scored": 9, "failed": 0},
     )
     assert features.batches == 3  # the stored vectors are of another feature set: extracted once per batch
-    row = store.get_session("s-004")
+    row = store.sessions.get_session("s-004")
     assert row is not None
     # the model is active: the session's current score and its features are the new model's
     assert (row.model_id, row.p, row.feature_set) == ("m2", 0.8, "text")
-    assert {s.model_id for s in store.scores_of("s-004")} == {"m1", "m2"}
+    assert {s.model_id for s in store.scores.scores_of("s-004")} == {"m1", "m2"}
     # one request per user and batch, adapted with the user's labels this model had already scored
     assert all(len({v["session_id"].split("-")[0] for v in q["vectors"]}) == 1 for q in reward.requests)
     assert any(q["user_history"] for q in reward.requests)
     # nothing left to score: a second job is empty and done at once
-    again, none = store.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=4)
+    again, none = store.rescoring.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=4)
     assert (again.status, again.total, none) == ("succeeded", 0, [])
 
 
 def test_an_inactive_model_keeps_its_scores_aside_and_one_refused_session_fails_alone(store: Store) -> None:
     _stored(store, 6, users=1)
-    job, batches = store.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=10)
+    job, batches = store.rescoring.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=10)
     reward, features = RewardDouble(active=False, refused="s-003"), FeatureDouble()
     with clients(reward, features)[0] as r, clients(reward, features)[1] as f:
         [outcome] = [run_batch(store, r, f, job.id, b) for b in batches]
     assert (outcome.scored, outcome.failed, outcome.finished_job) == (5, 1, True)
-    row = store.get_session("s-001")
+    row = store.sessions.get_session("s-001")
     assert row is not None
     assert (row.model_id, row.p) == ("m1", 0.4)  # not the active model: the current score stays
-    assert [s.model_id for s in store.scores_of("s-001")] == ["m1", "m2"]
-    job_row = store.get_job(job.id)
+    assert [s.model_id for s in store.scores.scores_of("s-001")] == ["m1", "m2"]
+    job_row = store.jobs.get_job(job.id)
     assert job_row is not None
     assert (job_row.status, job_row.result) == ("succeeded", {"batches": 1, "scored": 5, "failed": 1})
-    [part] = store.rescore_batches(job.id)
+    [part] = store.rescoring.rescore_batches(job.id)
     assert "s-003" in part.error
 
 
 def test_cancel_skips_the_remaining_batches_and_an_unknown_model_fails_the_job(store: Store) -> None:
     _stored(store, 6)
-    job, batches = store.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=2)
+    job, batches = store.rescoring.create_rescore_job({"model_id": "m2", "mode": "pairwise"}, batch_size=2)
     reward, features = RewardDouble(), FeatureDouble()
     with clients(reward, features)[0] as r, clients(reward, features)[1] as f:
         assert run_batch(store, r, f, job.id, 0).scored == 2
-        cancelled = store.cancel_job(job.id)
+        cancelled = store.jobs.cancel_job(job.id)
         assert cancelled is not None
         assert cancelled.status == "cancelled"
         assert [run_batch(store, r, f, job.id, b).status for b in batches[1:]] == ["skipped", "skipped"]
-        assert [p.status for p in store.rescore_batches(job.id)] == ["succeeded", "cancelled", "cancelled"]
-        gone, parts = store.create_rescore_job({"model_id": "m-gone", "mode": "pairwise"}, batch_size=10)
+        assert [p.status for p in store.rescoring.rescore_batches(job.id)] == ["succeeded", "cancelled", "cancelled"]
+        gone, parts = store.rescoring.create_rescore_job({"model_id": "m-gone", "mode": "pairwise"}, batch_size=10)
         assert run_batch(store, r, f, gone.id, parts[0]).status == "failed"
-    failed = store.get_job(gone.id)
+    failed = store.jobs.get_job(gone.id)
     assert failed is not None
     assert failed.status == "failed"
     assert "no such model" in failed.error
@@ -235,7 +236,7 @@ def test_the_routes_check_what_they_are_sent_and_answer_scores_per_model(tmp_pat
         train = {"Authorization": f"Bearer {create_key(st, ['train'])[0]}"}
         read = {"Authorization": f"Bearer {create_key(st, ['read'])[0]}"}
         _stored(st, 3)
-        st.set_scores([score("s-001", "m2", 0.9)])
+        st.scores.set_scores([score("s-001", "m2", 0.9)])
     finally:
         st.close()
     settings = GatewaySettings(database_url=database, retries=0, timeout_s=1)

@@ -16,8 +16,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import OutOfFold, Store
 from gateway.keys import create_key
+from tacit.db import OutOfFold, Store
 from tacit.schemas import FeatureVector, FeatureVectors
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -116,9 +116,13 @@ def stored(database: str) -> dict[str, str]:
                     session_id=f"t-u{u}-{k}",
                     prefer="right" if (u + k) % 2 else "left",
                 )
-                store.put_session(session)
-        store.put_session(simulate_session(seed=99, samples=20, user_id="t-u0", session_id="t-quiet", feedback=False))
-        store.put_session(simulate_session(seed=98, samples=20, user_id="t-demo", session_id="t-demo-0"), demo=True)
+                store.sessions.put_session(session)
+        store.sessions.put_session(
+            simulate_session(seed=99, samples=20, user_id="t-u0", session_id="t-quiet", feedback=False)
+        )
+        store.sessions.put_session(
+            simulate_session(seed=98, samples=20, user_id="t-demo", session_id="t-demo-0"), demo=True
+        )
         return {scope: create_key(store, [scope])[0] for scope in ("train", "admin", "read")}
     finally:
         store.close()
@@ -160,7 +164,7 @@ def test_stored_sessions_become_a_training_set_and_its_users_are_recorded(
     assert {r["label"] for r in rows} == {0, 1}
     assert (sent["feature_set"], sent["names"]) == ("all", ["a", "b"])
     store: Store = client.app.state.store
-    row = store.get_session("t-u1-0")
+    row = store.sessions.get_session("t-u1-0")
     assert row is not None
     assert next(r for r in rows if r["session_id"] == "t-u1-0")["content_hash"] == row.payload_sha256
     assert features.batches == 1
@@ -216,7 +220,7 @@ def test_bad_selections_are_refused_naming_the_field_and_nothing_is_written(
     assert reward.trained == []
     assert client.delete("/v1/users/t-u0").json()["models_affected"] == ["m-sessions"]  # the double's answer only
     store: Store = client.app.state.store
-    assert store.count_user_rows("t-u1")["training_sets"] == 0
+    assert store.users.count_user_rows("t-u1")["training_sets"] == 0
 
 
 def test_a_pointwise_selection_with_no_pointwise_sessions_names_the_task(client: TestClient[Litestar]) -> None:
@@ -230,7 +234,7 @@ def test_one_label_only_is_refused_with_the_counts(database: str, client: TestCl
     for u in range(USERS):
         for k in range(PER_USER):
             session = simulate_session(seed=k, samples=20, user_id=f"o-u{u}", session_id=f"o-u{u}-{k}", prefer="left")
-            store.put_session(session)
+            store.sessions.put_session(session)
     answer = _train(client, user_ids=[f"o-u{u}" for u in range(USERS)])
     assert (answer.status_code, answer.json()["field"]) == (422, "source")
     assert "label 0: 24, label 1: 0" in answer.json()["detail"]
@@ -241,7 +245,7 @@ def test_erasure_finishes_the_gateway_part_when_reward_svc_is_down(database: str
         database_url=database, reward_url="http://127.0.0.1:9", retries=0, timeout_s=1, rescore_interval_s=3600
     )
     store = Store(database)
-    store.record_training_set("m-old", ["t-u4"])
+    store.users.record_training_set("m-old", ["t-u4"])
     store.close()
     with TestClient(create_app(settings)) as client:
         erased = client.delete("/v1/users/t-u4", headers={"Authorization": f"Bearer {stored['admin']}"}).json()
@@ -255,17 +259,17 @@ def test_out_of_fold_scores_skip_sessions_stored_again_with_other_content(
 ) -> None:
     store = Store(database)
     try:
-        row = store.get_session("t-u0-1")
+        row = store.sessions.get_session("t-u0-1")
         assert row is not None
         members = [OutOfFold("t-u0-0", "not-the-hash", 0.9), OutOfFold("t-u0-1", row.payload_sha256, 0.9)]
-        assert store.apply_out_of_fold("m", False, members) == 1
+        assert store.scores.apply_out_of_fold("m", False, members) == 1
         # a model trained from an IFLLM folder records no content hash: matched by id
-        assert store.apply_out_of_fold("m", False, [OutOfFold("t-u0-2", "", 0.3)]) == 1
-        assert store.get_session("t-u0-0").score_kind is None  # type: ignore[union-attr]
-        assert store.get_session("t-u0-1").score_kind == "out_of_fold"  # type: ignore[union-attr]
-        candidates = store.training_candidates("pairwise", ["t-u0"])
+        assert store.scores.apply_out_of_fold("m", False, [OutOfFold("t-u0-2", "", 0.3)]) == 1
+        assert store.sessions.get_session("t-u0-0").score_kind is None  # type: ignore[union-attr]
+        assert store.sessions.get_session("t-u0-1").score_kind == "out_of_fold"  # type: ignore[union-attr]
+        candidates = store.sessions.training_candidates("pairwise", ["t-u0"])
         assert [c.session_id for c in candidates] == sorted([*(f"t-u0-{k}" for k in range(PER_USER)), "t-quiet"])
-        assert store.users_with_sessions(["t-u0", "x"]) == {"t-u0"}
+        assert store.sessions.users_with_sessions(["t-u0", "x"]) == {"t-u0"}
         assert all(c.received_at <= dt.datetime.now(dt.UTC) for c in candidates)
     finally:
         store.close()
@@ -287,7 +291,7 @@ def test_pointwise_sessions_are_vectorised_one_by_one_with_their_previous_turn(
                 session_id=f"p-u{u}-{k}",
                 prefer="current" if (u + k) % 2 else "previous",
             )
-            store.put_session(msgspec.structs.replace(session, turn=k))
+            store.sessions.put_session(msgspec.structs.replace(session, turn=k))
     answer = client.post("/v1/reward/models", json={"source": {"kind": "sessions"}, "task": "pointwise"})
     assert answer.status_code == 202, answer.text
     assert features.batches == 0
@@ -309,6 +313,6 @@ def test_a_model_activated_elsewhere_gets_its_training_sessions_scored_out_of_fo
         reward.active_elsewhere = True
         store: Store = client.app.state.store
         deadline = time.monotonic() + 20
-        while (row := store.get_session("t-u5-3")) is None or row.score_kind != "out_of_fold":
+        while (row := store.sessions.get_session("t-u5-3")) is None or row.score_kind != "out_of_fold":
             assert time.monotonic() < deadline, "the training sessions were not scored out of fold"
             time.sleep(0.05)

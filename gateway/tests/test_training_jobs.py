@@ -12,8 +12,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.settings import GatewaySettings
 
 

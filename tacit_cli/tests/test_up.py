@@ -312,7 +312,7 @@ def test_children_stop_when_tacit_up_is_killed(tmp_path: Path) -> None:
 
 
 def test_create_admin_key_writes_a_hashed_admin_key(tmp_path: Path) -> None:
-    db = pytest.importorskip("gateway.db")
+    db = pytest.importorskip("tacit.db")
     keys = pytest.importorskip("gateway.keys")
     env = {"TACIT_HOME": str(tmp_path)}
     token = create_admin_key(env)

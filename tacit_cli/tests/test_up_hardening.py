@@ -225,7 +225,7 @@ def test_what_children_write_under_tacit_ups_umask_is_private(tmp_path: Path) ->
 
 
 def test_one_bootstrap_key_reused_then_rotated(tmp_path: Path) -> None:
-    db = pytest.importorskip("gateway.db")
+    db = pytest.importorskip("tacit.db")
     keys = pytest.importorskip("gateway.keys")
     env = {"TACIT_HOME": str(tmp_path)}
     store = db.Store(f"sqlite:///{tmp_path / 'gateway.db'}")
@@ -294,15 +294,14 @@ def test_demo_pages_on_for_the_loopback_stack_unless_said_otherwise_and_the_bann
 
 
 def test_jobs_left_running_by_an_earlier_stack_are_failed_with_the_reason(tmp_path: Path) -> None:
-    pytest.importorskip("gateway.db")
-    from gateway.db import Store
-    from gateway.db.alignment import AlignmentJobs
+    pytest.importorskip("tacit.db")
     from gateway.tests.test_alignment_store import SUMMARY, _pair
+    from tacit.db import Store
 
     env = {"TACIT_HOME": str(tmp_path)}
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     try:
         ids = [jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(n, ("alice",))]).id for n in range(4)]
         running, cancelling, queued, finished = ids
@@ -450,18 +449,17 @@ def test_killed_reward_svc_comes_back_while_the_gateway_answers_and_a_restart_af
 
 @pytest.mark.integration
 def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Path, redis_url: str) -> None:
-    pytest.importorskip("gateway.db")
+    pytest.importorskip("tacit.db")
     import redis
 
-    from gateway.db import Store
-    from gateway.db.alignment import AlignmentJobs
     from gateway.tests.test_alignment_store import SUMMARY, _pair
+    from tacit.db import Store
     from tacit_cli.up import requeue_lost_jobs
 
     env = {"TACIT_HOME": str(tmp_path)}
     store = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     client = redis.Redis.from_url(redis_url)
     try:
         client.flushdb()
@@ -481,10 +479,9 @@ def test_queued_jobs_whose_message_was_lost_are_enqueued_again_once(tmp_path: Pa
 
 
 def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_path: Path) -> None:
-    pytest.importorskip("gateway.db")
-    from gateway.db import Store
-    from gateway.db.alignment import AlignmentJobs
+    pytest.importorskip("tacit.db")
     from gateway.tests.test_alignment_store import SUMMARY, _pair
+    from tacit.db import Store
 
     shared = f"sqlite:///{tmp_path / 'shared.db'}"  # TACIT_DATABASE_URL: workers on other hosts may use it
     env = {
@@ -495,7 +492,7 @@ def test_in_a_shared_database_only_jobs_whose_worker_is_silent_are_reaped(tmp_pa
     }
     store = Store(shared)
     store.migrate()
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     try:
         job_id = jobs.create("sft", {"kind": "sft"}, SUMMARY, [_pair(1, ("alice",))]).id
         jobs.claim(job_id, "celery@gpu-host")

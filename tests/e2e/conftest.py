@@ -16,12 +16,12 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from gateway.db import Store
 from gateway.keys import create_key
 from judge_svc.testing import FakeOpenAIServer, prefer_longer
 from reward_svc.demo import write_demo_table
 from reward_svc.registry import Registry
 from reward_svc.service import run_training
+from tacit.db import Store
 from tacit.schemas import TrainRewardModel
 
 

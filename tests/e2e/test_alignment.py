@@ -299,7 +299,7 @@ def test_export_writes_the_pairs_a_job_would_train_on(stack: Stack, scored: int,
     assert done.returncode == 0, done.stderr
     import json
 
-    from align_worker.training.data import read_jsonl
+    from tacit.pairs import read_jsonl
 
     summary = json.loads((out / "summary.json").read_text())
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
@@ -311,8 +311,8 @@ def test_export_writes_the_pairs_a_job_would_train_on(stack: Stack, scored: int,
 
 @pytest.mark.data
 def test_export_of_explicit_labels_from_an_ifllm_folder(ifllm_small: Path, tmp_path: Path) -> None:
-    from align_worker.training.data import read_jsonl
     from tacit.ifllm.reader import Dataset
+    from tacit.pairs import read_jsonl
 
     out = tmp_path / "pairs"
     done = subprocess.run(

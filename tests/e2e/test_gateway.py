@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.db import Store
+from tacit.db import Store
 from tacit.ifllm.reader import Dataset
 from tacit.ifllm.sessions import task_sessions
 from tacit.simulate import simulate_session
@@ -63,11 +63,11 @@ def test_ingest_score_read_and_erase(stack: Stack) -> None:
 
     store = Store(stack.database_url)
     try:
-        assert sum(store.count_user_rows(user).values()) > 0
+        assert sum(store.users.count_user_rows(user).values()) > 0
         with stack.client("admin") as client:
             erased = client.delete(f"/v1/users/{user}")
         assert erased.status_code == 200, erased.text
-        assert sum(store.count_user_rows(user).values()) == 0
+        assert sum(store.users.count_user_rows(user).values()) == 0
     finally:
         store.close()
     with stack.client("read") as client:
@@ -185,7 +185,7 @@ def test_malformed_sessions_are_refused_and_not_stored(stack: Stack, case: str, 
     assert problem["detail"]
     store = Store(stack.database_url)
     try:
-        assert sum(store.count_user_rows(user).values()) == 0
+        assert sum(store.users.count_user_rows(user).values()) == 0
     finally:
         store.close()
 

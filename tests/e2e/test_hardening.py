@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tests.e2e.conftest import Service, free_port, rss_bytes
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.db import Store
+from tacit.db import Store
 from tacit.ifllm.reader import Dataset
 from tests.e2e.conftest import CpuWorker, Stack
 
@@ -48,7 +48,7 @@ def test_a_restarted_import_resumes_after_the_folders_it_recorded(
         # handed to the next worker: acks late).
         store = Store(stack.database_url)
         try:
-            store.update_job(job["id"], status="running", stage="sessions", done=skip, total=len(keys))
+            store.jobs.update_job(job["id"], status="running", stage="sessions", done=skip, total=len(keys))
         finally:
             store.close()
     finally:
@@ -61,8 +61,8 @@ def test_a_restarted_import_resumes_after_the_folders_it_recorded(
     assert job["result"]["stored"] == len(resumed)
     store = Store(stack.database_url)
     try:
-        assert all(store.get_session(sid) is not None for sid in resumed)
-        assert all(store.get_session(sid) is None for sid in _question_ids(dataset, keys[:skip]))  # skipped
+        assert all(store.sessions.get_session(sid) is not None for sid in resumed)
+        assert all(store.sessions.get_session(sid) is None for sid in _question_ids(dataset, keys[:skip]))  # skipped
     finally:
         store.close()
 
@@ -72,7 +72,7 @@ def test_a_cancelled_import_stops_between_task_folders(stack: Stack, cpu_worker:
     keys = [key for key, _ in dataset.task_dirs()]
     store = Store(stack.database_url)
     try:  # sessions an earlier test stored already
-        before = {sid for sid in _question_ids(dataset, keys) if store.get_session(sid) is not None}
+        before = {sid for sid in _question_ids(dataset, keys) if store.sessions.get_session(sid) is not None}
     finally:
         store.close()
     with stack.client("admin") as client:
@@ -98,6 +98,6 @@ def test_a_cancelled_import_stops_between_task_folders(stack: Stack, cpu_worker:
     try:
         later = _question_ids(dataset, keys[job["done"] :]) - before
         assert later
-        assert all(store.get_session(sid) is None for sid in later)  # never read
+        assert all(store.sessions.get_session(sid) is None for sid in later)  # never read
     finally:
         store.close()

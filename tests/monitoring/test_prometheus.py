@@ -24,12 +24,12 @@ import msgspec
 import pytest
 import yaml
 
-from gateway.db import Store
 from gateway.keys import create_key
 from judge_svc.testing import FakeOpenAIServer, Reply, prefer_longer
 from reward_svc.demo import write_demo_table
 from reward_svc.registry import Registry
 from reward_svc.service import run_training
+from tacit.db import Store
 from tacit.schemas import TrainRewardModel
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Service, free_port

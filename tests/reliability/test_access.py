@@ -18,9 +18,9 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import allowed, create_key, revoke
 from gateway.limits import RateLimiter
+from tacit.db import Store
 from tacit.settings import GatewaySettings, SettingsError
 from tests.reliability.out import write_fragment
 
@@ -221,7 +221,7 @@ def test_bodies_over_the_limit_get_413_naming_it(
     limit = 1024 * 1024
     with TestClient(create_app(_settings(database, max_body_bytes=limit))) as client:
         store = Store(database)
-        before = store.list_sessions()[0]
+        before = store.sessions.list_sessions()[0]
         store.close()
         big = client.post(
             "/v1/sessions", content=b"{" + b" " * (2 * limit), headers={"Authorization": f"Bearer {keys['ingest']}"}
@@ -238,7 +238,7 @@ def test_bodies_over_the_limit_get_413_naming_it(
     assert browser.status_code == 413
     assert str(8 * 1024 * 1024) in browser.json()["detail"], browser.json()
     store = Store(database)
-    assert store.list_sessions()[0] == before == []
+    assert store.sessions.list_sessions()[0] == before == []
     store.close()
     write_fragment(
         "access", {"body_limit": {"limit": limit, "status": big.status_code, "detail": big.json()["detail"]}}

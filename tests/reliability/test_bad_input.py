@@ -22,9 +22,9 @@ from litestar.testing import TestClient
 from sqlalchemy import MetaData, create_engine, func, select
 
 from gateway.app import create_app
-from gateway.db import Store
-from gateway.db.testing import postgres_schema
 from gateway.keys import create_key
+from tacit.db import Store
+from tacit.db.testing import postgres_schema
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 from tests.reliability.out import write_fragment

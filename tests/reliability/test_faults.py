@@ -30,8 +30,8 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.simulate import simulate_session, simulate_sessions
 from tests.e2e.conftest import Service, demo_reward_registry, free_port
 from tests.reliability.out import write_fragment

@@ -23,8 +23,8 @@ from litestar.testing import TestClient
 from sqlalchemy import MetaData, create_engine, select, text
 
 from gateway.app import create_app
-from gateway.db import Store
 from gateway.keys import create_key
+from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
 from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
@@ -205,7 +205,7 @@ def test_erasure_removes_every_row_of_the_user_and_names_the_models(
     assert f"align:{job_id}" in models  # the alignment job that trained on the user is named...
     store = Store(database)
     try:
-        [record] = store.erasures(erased)  # ...and recorded, under a hash of the user id
+        [record] = store.users.erasures(erased)  # ...and recorded, under a hash of the user id
         assert list(record.models_affected) == models
         assert record.user_hash != erased
     finally:
@@ -239,7 +239,7 @@ def _scored(store: Store, session_id: str) -> None:
         model_id="m",
         demo=False,
     )
-    store.set_result(vector, score)
+    store.scores.set_result(vector, score)
 
 
 def test_retention_deletes_old_trajectories_and_keeps_features(database: str, admin: str) -> None:
@@ -250,10 +250,12 @@ def test_retention_deletes_old_trajectories_and_keeps_features(database: str, ad
         name: simulate_session(seed=n, samples=80, user_id=user, session_id=f"{user}-{name}")
         for n, name in enumerate(("old", "old-pending", "recent"))
     }
-    store.put_session(sessions["old"], received_at=old)
+    store.sessions.put_session(sessions["old"], received_at=old)
     _scored(store, sessions["old"].session_id)
-    store.put_session(sessions["old-pending"], received_at=old)  # no features yet: kept, it is needed to score it
-    store.put_session(sessions["recent"])
+    store.sessions.put_session(
+        sessions["old-pending"], received_at=old
+    )  # no features yet: kept, it is needed to score it
+    store.sessions.put_session(sessions["recent"])
     _scored(store, sessions["recent"].session_id)
     store.close()
 
@@ -273,11 +275,11 @@ def test_retention_deletes_old_trajectories_and_keeps_features(database: str, ad
     assert record["samples"] > 0
     store = Store(database)
     try:
-        row = store.get_session(f"{user}-old")
+        row = store.sessions.get_session(f"{user}-old")
         assert row is not None
         assert row.payload is None
         assert row.features == [0.25, 0.5]  # features and score stay
-        features_kept = store.features_of(row) is not None
+        features_kept = store.scores.features_of(row) is not None
     finally:
         store.close()
     assert features_kept

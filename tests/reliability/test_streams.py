@@ -14,10 +14,9 @@ import msgspec
 import pytest
 
 from gateway.alignment import MAX_STREAMS, STREAMS_PER_KEY
-from gateway.db import Store
-from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
 from gateway.tests.test_alignment_store import SUMMARY, _pair
+from tacit.db import Store
 from tacit.schemas.align import SftJob
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Stack
@@ -43,7 +42,7 @@ def _ingest_p50(stack: Stack, n: int, seed: int) -> float:
 
 def test_a_flood_of_event_streams_is_capped_and_ingest_stays_fast(stack: Stack) -> None:
     store = Store(stack.database_url)
-    jobs = AlignmentJobs(store)
+    jobs = store.alignment
     try:
         job_id = jobs.create("sft", msgspec.to_builtins(SftJob(base_model="demo")), SUMMARY, [_pair(1, ("a",))]).id
         assert jobs.claim(job_id, "celery@gone") is not None  # running, and its worker will never write again

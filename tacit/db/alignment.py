@@ -16,8 +16,8 @@ import msgspec
 from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 
-from gateway.db.models import AlignmentJobRow, AlignmentPairRow, AlignmentPairUserRow, JobEventRow, utcnow
-from gateway.db.store import Store
+from tacit.db.models import AlignmentJobRow, AlignmentPairRow, AlignmentPairUserRow, JobEventRow, utcnow
+from tacit.db.uow import UnitOfWork
 from tacit.schemas.align import AlignmentProgress, DataSummary, PreferencePair
 
 __all__ = ["TERMINAL", "AlignmentJobs", "Claim", "InvalidTransitionError", "JobBusyError", "training_set_id"]
@@ -59,10 +59,10 @@ class Claim:
 
 
 class AlignmentJobs:
-    """Alignment-job access over a Store's engine (shares its write serialisation on SQLite)."""
+    """The alignment-job repository (`Store.alignment`): its transactions go through the Store's unit of work."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
 
     # -- gateway side ----------------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class AlignmentJobs:
         created_by: str = "",
     ) -> AlignmentJobRow:
         """Store a queued job with its pair snapshot and its users (for erasure) in one transaction."""
-        from gateway.db.models import TrainingSetRow
+        from tacit.db.models import TrainingSetRow
 
         job_id = uuid.uuid4().hex[:16]
         row = AlignmentJobRow(
@@ -88,7 +88,7 @@ class AlignmentJobs:
             created_by=created_by,
         )
         users = sorted({u for p in pairs for u in p.users})
-        with self.store._write() as s:
+        with self._uow.write() as s:
             s.add(row)
             s.add_all(
                 AlignmentPairRow(job_id=job_id, pair_id=p.pair_id, split=p.split, pair=msgspec.to_builtins(p))
@@ -104,9 +104,9 @@ class AlignmentJobs:
 
     def delete(self, job_id: str) -> None:
         """Remove a job that was never enqueued (with its pairs, users and events)."""
-        from gateway.db.models import TrainingSetRow
+        from tacit.db.models import TrainingSetRow
 
-        with self.store._write() as s:
+        with self._uow.write() as s:
             for table, column in (
                 (AlignmentPairUserRow, AlignmentPairUserRow.job_id),
                 (AlignmentPairRow, AlignmentPairRow.job_id),
@@ -118,7 +118,7 @@ class AlignmentJobs:
             s.commit()
 
     def get(self, job_id: str) -> AlignmentJobRow | None:
-        with self.store._read() as s:
+        with self._uow.read() as s:
             return s.get(AlignmentJobRow, job_id)
 
     def list_jobs(self, *, status: str | None = None, limit: int = 50) -> list[AlignmentJobRow]:
@@ -130,18 +130,18 @@ class AlignmentJobs:
         )
         if status is not None:
             query = query.where(AlignmentJobRow.status == status)
-        with self.store._read() as s:
+        with self._uow.read() as s:
             return list(s.exec(query))
 
     def counts(self) -> dict[str, int]:
         """Jobs per status."""
         query = select(AlignmentJobRow.status, func.count()).group_by(col(AlignmentJobRow.status))
-        with self.store._read() as s:
+        with self._uow.read() as s:
             return {status: int(n) for status, n in s.exec(query)}
 
     def request_cancel(self, job_id: str) -> AlignmentJobRow:
         """A queued job is cancelled at once; a running one is flagged and stops after its current step."""
-        with self.store._write() as s:
+        with self._uow.write() as s:
             row = s.get(AlignmentJobRow, job_id)
             if row is None:
                 raise KeyError(job_id)
@@ -167,7 +167,7 @@ class AlignmentJobs:
             .order_by(col(JobEventRow.id))
             .limit(limit)
         )
-        with self.store._read() as s:
+        with self._uow.read() as s:
             return list(s.exec(query))
 
     # -- worker side -----------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class AlignmentJobs:
         query = (
             select(AlignmentPairRow).where(AlignmentPairRow.job_id == job_id).order_by(col(AlignmentPairRow.pair_id))
         )
-        with self.store._read() as s:
+        with self._uow.read() as s:
             return [msgspec.convert(row.pair, PreferencePair) for row in s.exec(query)]
 
     def claim(self, job_id: str, worker: str, *, stale_after_s: float | None = None) -> Claim | None:
@@ -185,7 +185,7 @@ class AlignmentJobs:
         A job already `running` whose worker has been silent for `stale_after_s` is a redelivery after that
         worker died: it is claimed again and resumes. One heard of more recently raises JobBusyError.
         """
-        with self.store._write() as s:
+        with self._uow.write() as s:
             row = s.get(AlignmentJobRow, job_id)
             if row is None:
                 raise KeyError(job_id)
@@ -216,7 +216,7 @@ class AlignmentJobs:
     def set_progress(self, job_id: str, progress: AlignmentProgress, *, log: bool = True) -> None:
         data = msgspec.to_builtins(progress)
         now = utcnow()
-        with self.store._write() as s:
+        with self._uow.write() as s:
             s.exec(
                 update(AlignmentJobRow)
                 .where(col(AlignmentJobRow.id) == job_id, col(AlignmentJobRow.status) == "running")
@@ -228,7 +228,7 @@ class AlignmentJobs:
 
     def heartbeat(self, job_id: str) -> None:
         """Mark a running job alive (see `claim`'s `stale_after_s`)."""
-        with self.store._write() as s:
+        with self._uow.write() as s:
             s.exec(
                 update(AlignmentJobRow)
                 .where(col(AlignmentJobRow.id) == job_id, col(AlignmentJobRow.status) == "running")
@@ -237,12 +237,12 @@ class AlignmentJobs:
             s.commit()
 
     def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
-        with self.store._write() as s:
+        with self._uow.write() as s:
             s.add(JobEventRow(job_id=job_id, kind=kind, data=dict(data or {})))
             s.commit()
 
     def cancel_requested(self, job_id: str) -> bool:
-        with self.store._read() as s:
+        with self._uow.read() as s:
             flag = s.exec(select(AlignmentJobRow.cancel_requested).where(AlignmentJobRow.id == job_id)).first()
         return bool(flag)
 
@@ -253,7 +253,7 @@ class AlignmentJobs:
         if status not in TERMINAL:
             raise ValueError(f"not a final state: {status}")
         now = utcnow()
-        with self.store._write() as s:
+        with self._uow.write() as s:
             changed = s.exec(
                 update(AlignmentJobRow)
                 .where(col(AlignmentJobRow.id) == job_id, col(AlignmentJobRow.status) == "running")

@@ -1,5 +1,7 @@
 """Preference pairs from scored sessions, explicit labels or judge verdicts (pure: no torch, no web, no database).
 
+In the kernel because both sides build them: the gateway (job snapshots, previews) and the alignment worker's CLI.
+
 Sides are explicit: `chosen` is the response the evidence prefers. The reference built pairs with the label
 inverted (label 1 = right preferred, but chosen = left; pitfall P6) and passed P(right) as the confidence
 whatever the chosen side (P8); here `confidence` is always P(chosen is preferred). Duplicates (same prompt,

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from align_worker.training.data import (
+from tacit.pairs import (
     Observation,
     Verdict,
     format_prompt,
@@ -17,14 +17,16 @@ from align_worker.training.data import (
     split_by_prompt,
     write_jsonl,
 )
-from tacit.schemas import Feedback
+from tacit.schemas import Feedback, Session
 from tacit.schemas.align import PairSelection
 from tacit.simulate import simulate_session
 
 LEFT, RIGHT = "The left answer, short.", "The right answer, which is longer and reads differently."
 
 
-def _session(n: int, prefer: str = "right", *, texts: tuple[str, str] = (LEFT, RIGHT), user: str = "u", turn: int = 0):
+def _session(
+    n: int, prefer: str = "right", *, texts: tuple[str, str] = (LEFT, RIGHT), user: str = "u", turn: int = 0
+) -> Session:
     s = simulate_session(seed=n, samples=50, prefer=prefer, texts=texts, user_id=user, session_id=f"s{n}")  # type: ignore[arg-type]
     return msgspec.structs.replace(s, turn=turn, query=f"question {n}")
 

@@ -2,7 +2,7 @@
 
 Each step is a function of a Connection that runs inside one transaction together with the insert of its
 row in `schema_version`, so a step is either fully applied and recorded or not at all (PostgreSQL has
-transactional DDL; on SQLite the Store opens `BEGIN IMMEDIATE` itself, see `gateway.db.store`). Steps
+transactional DDL; on SQLite the Store opens `BEGIN IMMEDIATE` itself, see `tacit.db.store`). Steps
 are frozen once released: they spell out the tables they create instead of importing the current models,
 so a new column is a new step, never an edit of an old one. Concurrent start-ups serialise on a lock
 (an advisory lock on PostgreSQL, the write lock on SQLite) and re-read the version inside it.

@@ -1,6 +1,6 @@
 """The gateway's tables as sqlmodel classes: the schema as the code sees it after the latest migration.
 
-The tables are created and changed only by the versioned steps in :mod:`gateway.db.migrations`; a test checks
+The tables are created and changed only by the versioned steps in :mod:`tacit.db.migrations`; a test checks
 that the migrated schema and these classes agree. They live in their own metadata (not SQLModel's global
 one) so they never mix with another service's tables imported into the same process.
 """
@@ -81,7 +81,7 @@ class SessionRow(_Base, table=True):
     """One ingested session: identity, consent, label, the raw payload, its features and its score.
 
     `payload` is the consent-stripped Session as zlib-compressed canonical JSON (None once purged by
-    retention); use `Store.load_payload(row)` to read it (listings do not load it).
+    retention); use `Store.sessions.load_payload(row)` to read it (listings do not load it).
     """
 
     __tablename__ = "sessions"
