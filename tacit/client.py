@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from tacit.schemas.problem import RequestError
 from tacit.schemas.session import Session
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_BATCH", "TacitClient", "TacitError"]
@@ -34,8 +35,9 @@ _ENCODER = msgspec.json.Encoder()
 _JSON = {"Content-Type": "application/json"}
 
 
-class TacitError(Exception):
-    """A gateway error answer: HTTP status and the problem body's stable `code`, offending `field` and `detail`."""
+class TacitError(RequestError):
+    """A gateway error answer: HTTP status and the problem body's stable `code`, offending `field` and `detail`
+    (the services' own error base, as a client meets it)."""
 
     def __init__(
         self,
@@ -47,11 +49,7 @@ class TacitError(Exception):
         body: Any = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{status} {code} at {field}: {detail}")
-        self.status = status
-        self.code = code
-        self.field = field
-        self.detail = detail
+        super().__init__(status, code, field, detail, message=f"{status} {code} at {field}: {detail}")
         self.body = body
         """The decoded answer body (e.g. `/readyz`'s per-dependency report), when it was JSON."""
         self.retry_after = retry_after

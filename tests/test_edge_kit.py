@@ -18,13 +18,15 @@ MALFORMED = b"{not json"
 def services(tmp_path: Path, redis_url: str) -> Iterator[dict[str, tuple[TestClient[Any], str, dict[str, str]]]]:
     """Each service's app with the POST route a client sends JSON to (and the key the gateway needs)."""
     from feature_svc.app import create_app as features
+    from feature_svc.settings import FeatureSettings
     from gateway.app import create_app as gateway
     from gateway.db import Store
     from gateway.keys import create_key
+    from gateway.settings import GatewaySettings
     from judge_svc.app import create_app as judge
     from judge_svc.settings import JudgeSettings
     from reward_svc.app import create_app as reward
-    from tacit.settings import FeatureSettings, GatewaySettings, RewardSettings
+    from reward_svc.settings import RewardSettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     store = Store(database)

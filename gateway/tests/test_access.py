@@ -20,7 +20,7 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.db import Store
 from gateway.keys import create_key, revoke
-from tacit.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 DOWN = "http://127.0.0.1:9"
 

@@ -19,9 +19,9 @@ from gateway.app import create_app
 from gateway.db import Store
 from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from gateway.tests.test_alignment_store import SUMMARY, _pair
 from tacit.schemas.align import SftJob
-from tacit.settings import GatewaySettings
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.db import Store
 from gateway.keys import create_key
 from gateway.sessions import MAX_BATCH_BYTES
-from tacit.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 DOWN = "http://127.0.0.1:9"

@@ -39,7 +39,7 @@ def test_routes_read_only_inside_the_roots(tmp_path: Path) -> None:
     from gateway.app import create_app
     from gateway.db import Store
     from gateway.keys import create_key
-    from tacit.settings import GatewaySettings
+    from gateway.settings import GatewaySettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     store = Store(database)

@@ -19,8 +19,8 @@ from gateway.app import create_app
 from gateway.db import Store
 from gateway.db.alignment import AlignmentJobs
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.schemas.align import DataSummary
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 DOWN = "http://127.0.0.1:9"

@@ -15,8 +15,8 @@ from gateway.clients import FeatureClient, RewardClient
 from gateway.db import Store
 from gateway.ingest import Pipeline
 from gateway.metrics import Metrics
+from gateway.settings import GatewaySettings
 from tacit.schemas import FeatureVector, Score
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 Handler = Callable[[httpx.Request], httpx.Response]

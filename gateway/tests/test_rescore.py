@@ -20,8 +20,8 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.db import Store
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.schemas import FeatureVector, Score
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 

@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.db import Store
 from gateway.keys import create_key
-from tacit.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 
 class RewardDouble:

@@ -21,7 +21,8 @@ from gateway.app import create_app
 from gateway.db import Store
 from gateway.keys import allowed, create_key, revoke
 from gateway.limits import RateLimiter
-from tacit.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
+from tacit.settings import SettingsError
 from tests.reliability.out import write_fragment
 
 SECRET = "r" * 40

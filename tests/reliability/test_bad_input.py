@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.db import Store
 from gateway.db.testing import postgres_schema
 from gateway.keys import create_key
-from tacit.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 from tacit.simulate import simulate_session
 from tests.reliability.out import write_fragment
 
