@@ -72,3 +72,19 @@ def test_an_unknown_route_gets_the_same_problem_from_every_service(
     assert len({str(b) for b in bodies.values()}) == 1, bodies
     assert bodies["reward_svc"][0] == 404
     assert (bodies["reward_svc"][1]["code"], bodies["reward_svc"][1]["field"]) == ("not_found", "path")
+
+
+def test_one_body_of_the_wrong_shape_gets_the_same_problem_from_every_service(
+    services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
+) -> None:
+    # Valid JSON, but an array where every route wants an object: one msgspec-error parser (tacit.schemas.problem
+    # decode_error) names the field and words the detail for all four services.
+    answers = {}
+    for name, (client, path, headers) in services.items():
+        response = client.post(path, content=b"[]", headers={**headers, "content-type": "application/json"})
+        answers[name] = (response.status_code, response.json())
+    assert len({str(answer) for answer in answers.values()}) == 1, answers
+    assert answers["feature_svc"] == (
+        422,
+        {"code": "invalid", "field": "$", "detail": "Expected `object`, got `array`"},
+    )
