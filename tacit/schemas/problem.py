@@ -104,13 +104,18 @@ def refuse_duplicate_keys(body: bytes | str) -> None:
 #: field error names: such an error is reported at the object holding the key, the field named is the key itself.
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
+#: A body whose top-level value is of the wrong kind (`[]` where an object is read): msgspec names no path.
+_WRONG_KIND = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 
 
 def decode_error(err: Exception) -> RequestError:
     """A failure to decode a body as the error every service answers: 422 `invalid` naming the field msgspec
-    rejected (a JSON path such as `responses[0].mouse.x`), else 400 `malformed` at `$`."""
+    rejected (a JSON path such as `responses[0].mouse.x`), else 400 `malformed` at `$` (not JSON, or not even the
+    kind of JSON value the route reads)."""
     if isinstance(err, msgspec.ValidationError):
         message = str(err)
+        if _WRONG_KIND.match(message):
+            return RequestError(400, "malformed", "$", f"malformed JSON: {message}")
         at = _AT.search(message)
         path = at.group("path").lstrip(".") if at else ""
         detail = message[: at.start()] if at else message
