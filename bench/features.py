@@ -152,8 +152,8 @@ async def _latencies(n: int, samples: int) -> tuple[dict[str, np.ndarray], Any, 
 
     from feature_svc.app import create_app
     from feature_svc.features import vectorize
+    from feature_svc.settings import FeatureSettings
     from tacit.schemas import FeatureRequest, validate_session
-    from tacit.settings import FeatureSettings
     from tacit.simulate import simulate_session
 
     session = simulate_session(seed=7, mode="pairwise", samples=samples)

@@ -3,14 +3,15 @@
 Bodies are decoded straight from bytes by cached msgspec decoders: litestar's default path decodes to builtins
 and converts them again (about 1.4x the decoding time for a 2,000-sample session) and converts laxly ("1.5" is
 accepted for a float), while the contract is strict. Every failure is an error value mapped to an HTTP status in
-`_problem`, the one place that does so.
+the edge kit (tacit.edge), which maps every service's errors alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -18,14 +19,13 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Histogram
 
-from feature_svc.features import FEATURE_SETS, FeatureError, vectorize, vectorize_batch
-from tacit.edge import healthz, problem_handler
-from tacit.http_metrics import HttpMetrics
+from feature_svc.features import FEATURE_SETS, vectorize, vectorize_batch
+from feature_svc.settings import FeatureSettings
+from tacit.edge import json_response, service_app
+from tacit.http_metrics import ServiceMetrics
 from tacit.schemas import (
     Consent,
     FeatureBatchRequest,
@@ -38,9 +38,9 @@ from tacit.schemas import (
     validate_session,
 )
 from tacit.schemas import Response as SessionResponse
-from tacit.schemas.problem import Problem, RequestError
+from tacit.schemas.problem import Problem
 from tacit.serving import serve as run_server
-from tacit.settings import FeatureSettings, load_settings
+from tacit.settings import load_settings
 
 __all__ = ["Problem", "create_app", "serve"]
 
@@ -52,32 +52,14 @@ MODES = ("pairwise", "pointwise")
 _REQUEST = msgspec.json.Decoder(FeatureRequest)
 _BATCH = msgspec.json.Decoder(FeatureBatchRequest)
 _ENCODER = msgspec.json.Encoder()
-_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
-
-
-def _body_error(err: msgspec.DecodeError | UnicodeError) -> SessionError:
-    """A msgspec failure as a SessionError whose field is the JSON path into the request body."""
-    if isinstance(err, UnicodeError):
-        return SessionError("$", f"body is not valid UTF-8 text: {err}", "malformed")
-    message = str(err)
-    if not isinstance(err, msgspec.ValidationError):
-        return SessionError("$", f"malformed JSON: {message}", "malformed")
-    match = _PATH.search(message)
-    path = match.group("path").lstrip(".") if match else ""
-    detail = message[: match.start()] if match else message
-    # A missing or unknown key is reported at its parent object; name the key itself.
-    named = _NAMED.match(detail)
-    if named is not None:
-        path = f"{path}.{named.group('name')}" if path else named.group("name")
-    return SessionError(path or "$", detail, "invalid")
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    # Not decode_body: session bodies are megabytes, and its duplicate-key check would parse them twice.
     try:
         return decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeError) as err:  # ValidationError is a DecodeError
-        raise _body_error(err) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as err:  # ValidationError is a DecodeError
+        raise SessionError.of(err) from None
 
 
 def _validate(session: Session, prefix: str) -> None:
@@ -87,28 +69,14 @@ def _validate(session: Session, prefix: str) -> None:
         raise SessionError(f"{prefix}{err.field}", err.detail, err.code) from None
 
 
-# --- errors: the one place that maps an error value to an HTTP status --------------------------------------
+# --- metrics and state ------------------------------------------------------------------------------------
 
 
-def _own_errors(exc: Exception) -> RequestError | None:
-    """Features that cannot be computed (the shared errors are mapped by tacit.edge)."""
-    if isinstance(exc, FeatureError):
-        return RequestError(422, exc.code, exc.field, exc.detail)
-    return None
-
-
-_problem = problem_handler(_own_errors)
-
-
-# --- metrics ----------------------------------------------------------------------------------------------
-
-
-class Metrics:
+class Metrics(ServiceMetrics):
     """The app's Prometheus metrics, in a registry of its own (many apps can live in one process)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.http = HttpMetrics("feature_svc", self.registry)
+        super().__init__("feature_svc")
         self.samples = Histogram(
             "tacit_features_samples_per_session",
             "Samples (all streams) per session whose features were computed.",
@@ -124,6 +92,15 @@ class Metrics:
         )
         for kind in ("single", "batch"):  # exported from start-up, so rates exist before the first request
             self.extraction.labels(kind)
+
+
+class FeatureState(State):
+    """The app's state, typed: handlers are given it as `state`; the lifespan builds all of it at start-up."""
+
+    settings: FeatureSettings
+    metrics: Metrics
+    feature_sets: bytes
+    """The encoded answer of `GET /v1/feature-sets` (it never changes while the process runs)."""
 
 
 # --- OpenAPI: bodies are documented from the msgspec contract, as the handlers decode raw bytes -----------
@@ -170,47 +147,42 @@ def _documented(body: int | None, answer: int) -> type[Operation]:
 
 
 @post("/v1/features", status_code=200, operation_class=_documented(0, 2), summary="Features of one session")
-async def features(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def features(request: Request[Any, Any, Any], state: FeatureState) -> Response[bytes]:
     """Feature vector of one session, for the named feature set."""
     body = _decode(_REQUEST, await request.body())
     _validate(body.session, "session.")
     if body.previous is not None:
         _validate(body.previous, "previous.")
-    metrics: Metrics = state.metrics
+    metrics = state.metrics
     start = time.perf_counter()
     vector = vectorize(body.session, body.feature_set, previous=body.previous)
     metrics.extraction.labels("single").observe(time.perf_counter() - start)
     metrics.samples.observe(vector.samples)
-    return Response(_ENCODER.encode(vector), media_type=JSON)
+    return json_response(vector)
 
 
 @post("/v1/features:batch", status_code=200, operation_class=_documented(1, 3), summary="Features of many sessions")
-async def features_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def features_batch(request: Request[Any, Any, Any], state: FeatureState) -> Response[bytes]:
     """Vectors for sessions of one mode, in order; pointwise `prev_*` features come from the batch's previous turn."""
     body = _decode(_BATCH, await request.body())
-    settings: FeatureSettings = state.settings
+    settings = state.settings
     if len(body.sessions) > settings.max_batch:
         raise SessionError("sessions", f"at most {settings.max_batch} sessions per batch", "too_many")
     for i, session in enumerate(body.sessions):
         _validate(session, f"sessions[{i}].")
-    metrics: Metrics = state.metrics
+    metrics = state.metrics
     start = time.perf_counter()
     vectors = vectorize_batch(body.sessions, body.feature_set)
     metrics.extraction.labels("batch").observe(time.perf_counter() - start)
     for vector in vectors.vectors:
         metrics.samples.observe(vector.samples)
-    return Response(_ENCODER.encode(vectors), media_type=JSON)
+    return json_response(vectors)
 
 
 @get("/v1/feature-sets", operation_class=_documented(None, 4), summary="Feature sets")
-async def feature_sets(state: State) -> Response[bytes]:
+async def feature_sets(state: FeatureState) -> Response[bytes]:
     """Every feature set once per mode: id, version, description and the ordered feature names."""
     return Response(state.feature_sets, media_type=JSON)
-
-
-@get("/metrics", include_in_schema=False)
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _probe(mode: str) -> Session:
@@ -250,28 +222,23 @@ def create_app(settings: FeatureSettings | None = None) -> Litestar:
     """The feature service's ASGI app; settings from `TACIT_FEATURES_*` when not given."""
     settings = settings if settings is not None else load_settings(FeatureSettings, "TACIT_FEATURES_")
     metrics = Metrics()
-    state = State({"settings": settings, "metrics": metrics})
 
-    def on_startup(app: Litestar) -> None:
-        app.state.feature_sets = _ENCODER.encode(feature_set_infos())
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = FeatureState(app.state)  # a typed view of app.state
+        state.settings, state.metrics = settings, metrics
+        state.feature_sets = _ENCODER.encode(feature_set_infos())
         # Litestar replaces configured schema components with the ones it generated itself (none: the bodies are
         # raw bytes to it), so the contract's are added to the built document, which litestar keeps and serves.
         app.openapi_schema.components.schemas.update(_contract()[1])
+        yield
 
-    return Litestar(
-        route_handlers=[features, features_batch, feature_sets, healthz, metrics_endpoint],
-        state=state,
-        on_startup=[on_startup],
-        middleware=[metrics.http.middleware],
-        exception_handlers=dict.fromkeys((SessionError, FeatureError, HTTPException, Exception), _problem),
-        request_max_body_size=settings.max_body_bytes,
-        # Logging is the server's business (uvicorn in `serve`); an app must not reconfigure the root logger.
-        logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="Tacit feature service",
-            version="1",
-            path="/schema",
-        ),
+    return service_app(
+        "Tacit feature service",
+        [features, features_batch, feature_sets],
+        metrics=metrics,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

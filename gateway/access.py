@@ -15,24 +15,18 @@ import math
 from typing import Any
 
 import anyio.to_thread
-import msgspec
-from litestar import Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from gateway.keys import PREFIX_CHARS, allowed, authenticate
 from gateway.limits import RateLimiter
 from gateway.openapi import documented
+from tacit.edge import json_response
 from tacit.schemas.problem import RequestError
 
 __all__ = ["JSON", "AuthFailures", "bearer", "client_address", "json_response", "require_scope", "scoped"]
 
 JSON = "application/json"
-_ENCODER = msgspec.json.Encoder()
-
-
-def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON, headers=headers)
 
 
 #: A key is 49 characters; an Authorization header far longer than any credential is refused unread.

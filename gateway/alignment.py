@@ -25,13 +25,13 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
+from gateway.state import GatewayState
 from tacit.db import Store
 from tacit.db.alignment import TERMINAL, AlignmentJobs, InvalidTransitionError
 from tacit.db.models import AlignmentJobRow, utcnow
@@ -49,9 +49,9 @@ from tacit.schemas.align import (
 )
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
-from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN, producer
+from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
 
-__all__ = ["alignment_routes", "celery_producer", "load_observations"]
+__all__ = ["EventStreams", "alignment_routes", "celery_producer", "load_observations"]
 
 logger = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -117,7 +117,7 @@ def build_pairs(
     return pairs, summary
 
 
-async def _default_model(state: State, selection: PairSelection) -> str | None:
+async def _default_model(state: GatewayState, selection: PairSelection) -> str | None:
     if selection.source != "implicit" or selection.model_id is not None:
         return selection.model_id
     try:
@@ -153,24 +153,20 @@ def job_info(row: AlignmentJobRow) -> AlignmentJobInfo:
     )
 
 
-def _jobs(state: State) -> AlignmentJobs:
-    jobs: AlignmentJobs = state.store.alignment
-    return jobs
+def _jobs(state: GatewayState) -> AlignmentJobs:
+    return state.alignment_jobs
 
 
-def celery_producer(state: State) -> Any:
-    """The gateway's Celery app for sending tasks by name (queue declarations only, no task code), made once."""
-    app = getattr(state, "celery", None)
-    if app is None:
-        app = state.celery = producer(state.settings.redis_url)
-    return app
+def celery_producer(state: GatewayState) -> Any:
+    """The gateway's Celery app for sending tasks by name (queue declarations only, no task code)."""
+    return state.celery
 
 
-def _enqueue(state: State, job_id: str) -> None:
+def _enqueue(state: GatewayState, job_id: str) -> None:
     celery_producer(state).send_task(TASK_ALIGN, args=[job_id], task_id=job_id, queue=QUEUE_ALIGN)
 
 
-async def _get(state: State, job_id: str) -> AlignmentJobRow:
+async def _get(state: GatewayState, job_id: str) -> AlignmentJobRow:
     row = await anyio.to_thread.run_sync(_jobs(state).get, job_id)
     if row is None:
         raise RequestError(404, "not_found", "job_id", f"no alignment job {job_id!r}")
@@ -186,7 +182,7 @@ async def _get(state: State, job_id: str) -> AlignmentJobRow:
     summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
     **scoped("train", AlignmentJobInfo, (202,)),
 )
-async def create_job(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def create_job(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     spec = decode_body(_SPEC, await request.body())
     model_id = await _default_model(state, spec.data)
     pairs, summary = await anyio.to_thread.run_sync(build_pairs, state.store, spec.data, model_id)
@@ -208,7 +204,9 @@ async def create_job(request: Request[Any, Any, Any], state: State) -> Response[
 
 
 @get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **scoped("read", AlignmentJobPage))
-async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50) -> Response[bytes]:
+async def list_jobs(
+    state: GatewayState, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+) -> Response[bytes]:
     if not 1 <= limit <= 500:
         raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
     rows = await anyio.to_thread.run_sync(lambda: _jobs(state).list_jobs(status=status, limit=limit))
@@ -220,7 +218,7 @@ async def list_jobs(state: State, status: FromQuery[str | None] = None, limit: F
     summary="One alignment job: state, progress, result",
     **scoped("read", AlignmentJobInfo),
 )
-async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def get_job(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     return json_response(job_info(await _get(state, job_id)))
 
 
@@ -230,7 +228,7 @@ async def get_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     summary="Cancel a job (a running one stops after its current optimisation step)",
     **scoped("train", AlignmentJobInfo, (202,)),
 )
-async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def cancel_job(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     silent = _silent_s(await _get(state, job_id))  # before the cancel request itself touches the row
     try:
         row = await anyio.to_thread.run_sync(_jobs(state).request_cancel, job_id)
@@ -251,7 +249,7 @@ async def cancel_job(state: State, job_id: FromPath[str]) -> Response[bytes]:
     summary="The job's pair snapshot as JSON lines",
     **scoped("read", str, media_type="application/x-ndjson"),
 )
-async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | None] = None) -> Response[bytes]:
+async def job_pairs(state: GatewayState, job_id: FromPath[str], split: FromQuery[str | None] = None) -> Response[bytes]:
     await _get(state, job_id)
     if split not in (None, "train", "test"):
         raise RequestError(400, "invalid", "split", "split must be train or test")
@@ -266,7 +264,7 @@ async def job_pairs(state: State, job_id: FromPath[str], split: FromQuery[str | 
     summary="The pairs a job with this data selection would train on",
     **scoped("read", dict[str, Any]),
 )
-async def preview_pairs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def preview_pairs(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
     model_id = await _default_model(state, selection)
     return Response(await _PREVIEWS.get(state.store, selection, model_id), media_type="application/json")
@@ -307,7 +305,7 @@ def _silent_s(row: AlignmentJobRow) -> float:
     return (utcnow() - row.updated_at).total_seconds() if row.updated_at else 0.0
 
 
-class _Streams:
+class EventStreams:
     """Open event streams per key (a stream's generator is held weakly: one never started frees its slot too)."""
 
     def __init__(self) -> None:
@@ -343,11 +341,8 @@ class _Streams:
             del self.open[who]
 
 
-def _streams(state: State) -> _Streams:
-    streams: _Streams | None = getattr(state, "alignment_streams", None)
-    if streams is None:
-        streams = state.alignment_streams = _Streams()
-    return streams
+def _streams(state: GatewayState) -> EventStreams:
+    return state.alignment_streams
 
 
 def _event_message(event: Any) -> ServerSentEventMessage:
@@ -361,7 +356,7 @@ def _event_message(event: Any) -> ServerSentEventMessage:
     **scoped("read", str, media_type="text/event-stream"),
 )
 async def job_events(
-    request: Request[Any, Any, Any], state: State, job_id: FromPath[str], after: FromQuery[int] = 0
+    request: Request[Any, Any, Any], state: GatewayState, job_id: FromPath[str], after: FromQuery[int] = 0
 ) -> ServerSentEvent:
     last = request.headers.get("last-event-id", "")
     start = int(last) if last.isdigit() and len(last) <= 18 else after
@@ -417,7 +412,7 @@ async def job_events(
     summary="The judge's comparison of the SFT and the aligned answers (from judge_svc)",
     **scoped("read"),
 )
-async def job_evaluation(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def job_evaluation(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await _get(state, job_id)
     link = (row.result or {}).get("evaluation") or {}
     judge_job = link.get("judge_job_id")

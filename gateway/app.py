@@ -3,8 +3,10 @@
 Routes live beside what they do: sessions and users (gateway.sessions), reward models (gateway.reward_routes),
 rescoring and model comparison (gateway.model_scores), imports (gateway.imports), judgments (gateway.judgments),
 alignment jobs (gateway.alignment), the browser collector (gateway.collector), health (gateway.health). The ingest
-use case is gateway.ingest; row-to-wire mappers are gateway.wire. Errors become Problems in `_problem` (tacit.edge
-plus the gateway's own errors).
+use case is gateway.ingest; row-to-wire mappers are gateway.wire. The app is built by the edge kit's
+`tacit.edge.service_app` like every service's; the lifespan builds the typed state (gateway.state) at start-up.
+Request errors are RequestErrors; `_own_errors` maps the two foreign ones (a stored session's conflict, the
+database being unreachable).
 """
 
 from __future__ import annotations
@@ -19,19 +21,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-import msgspec
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from sqlalchemy.exc import OperationalError
 
 from gateway.access import AuthFailures
-from gateway.alignment import alignment_routes
-from gateway.clients import DependencyDownError, DependencyError, FeatureClient, JudgeClient, RewardClient
+from gateway.alignment import EventStreams, alignment_routes
+from gateway.clients import FeatureClient, JudgeClient, RewardClient
 from gateway.collector import Collector, collector_routes
 from gateway.console import console_routes
 from gateway.edge import EdgeMiddleware, secure_headers
-from gateway.health import health_routes
+from gateway.health import metrics_endpoint, readyz
 from gateway.imports import import_routes
 from gateway.ingest import Pipeline
 from gateway.judgments import judgment_routes
@@ -41,40 +42,30 @@ from gateway.model_scores import model_score_routes
 from gateway.openapi import openapi_config
 from gateway.reward_routes import _apply_active_training_sets, reward_routes
 from gateway.sessions import session_routes
+from gateway.settings import CollectorSettings, GatewaySettings
+from gateway.state import GatewayState
 from tacit.db import SessionConflict, Store
-from tacit.edge import problem_handler
-from tacit.schemas.gateway import (
-    SessionBatch,
-)
+from tacit.edge import service_app
 from tacit.schemas.problem import RequestError
 from tacit.serving import serve as run_server
-from tacit.settings import GatewaySettings, load_settings
+from tacit.settings import load_settings
+from tacit.tasks import producer
 
 __all__ = ["create_app", "serve"]
 
 logger = logging.getLogger(__name__)
-JSON = "application/json"
-_ENCODER = msgspec.json.Encoder()
-_BATCH = msgspec.json.Decoder(SessionBatch)
 
 
 def _own_errors(exc: Exception) -> RequestError | None:
-    """The gateway's own errors as Problems (the shared ones are mapped by tacit.edge)."""
+    """The foreign exceptions the gateway answers as request errors (its own are RequestErrors already)."""
     if isinstance(exc, SessionConflict):
         return RequestError(409, "conflict", "session_id", str(exc))
-    if isinstance(exc, DependencyError):
-        return RequestError(exc.status, exc.problem.code, exc.problem.field, exc.problem.detail)
-    if isinstance(exc, DependencyDownError):
-        return RequestError(503, "unavailable", "$", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, OperationalError):
         # The database is unreachable (restarting, failing over): nothing can be stored, so 503 + Retry-After.
         # Logged by type only: the message carries the statement's parameters (session text and trajectories).
         logger.warning("database unavailable: %s", type(exc.orig).__name__)
         return RequestError(503, "unavailable", "$", "the database is unreachable; try again", {"Retry-After": "5"})
     return None
-
-
-_problem = problem_handler(_own_errors)
 
 
 async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
@@ -86,9 +77,6 @@ async def _refuse_nul(request: Request[Any, Any, Any]) -> None:
     last = request.headers.get("last-event-id")
     if last is not None and last.isdigit() and len(last) > 18:
         raise RequestError(400, "invalid", "Last-Event-ID", "an event id has at most 18 digits")
-
-
-# --- the ingest pipeline ------------------------------------------------------------------------------------
 
 
 def create_app(
@@ -105,23 +93,26 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own_store = store is None
-        app.state.store = db = store or Store(settings.db_url())
+        state = GatewayState(app.state)  # a typed view of app.state
+        state.store = db = store or Store(settings.db_url())
         await anyio.to_thread.run_sync(db.migrate)
-        app.state.settings = settings
-        app.state.metrics = metrics
+        state.settings, state.metrics = settings, metrics
         metrics.watch(db, settings.redis_url)
-        app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_burst)
-        app.state.auth_failures = AuthFailures(settings.auth_failures_per_s, settings.auth_failure_burst)
-        app.state.collector = Collector()
-        app.state.features = FeatureClient(
+        state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_burst)
+        state.auth_failures = AuthFailures(settings.auth_failures_per_s, settings.auth_failure_burst)
+        state.collector = Collector(load_settings(CollectorSettings, "TACIT_COLLECTOR_"))
+        state.features = FeatureClient(
             settings.feature_url, timeout=settings.timeout_s, retries=settings.retries, transport=feature_transport
         )
-        app.state.reward = RewardClient(
+        state.reward = RewardClient(
             settings.reward_url, timeout=settings.timeout_s, retries=settings.retries, transport=reward_transport
         )
         # A judgment can take a minute (an LLM answering twice): its own, longer timeout.
-        app.state.judge = JudgeClient(settings.judge_url, timeout=max(settings.timeout_s, 180.0), retries=0)
-        app.state.pipeline = pipeline = Pipeline(db, app.state.features, app.state.reward, settings, metrics)
+        state.judge = JudgeClient(settings.judge_url, timeout=max(settings.timeout_s, 180.0), retries=0)
+        state.pipeline = pipeline = Pipeline(db, state.features, state.reward, settings, metrics)
+        state.celery = producer(settings.redis_url)  # sends jobs by task name; connects on the first send
+        state.alignment_jobs = db.alignment
+        state.alignment_streams = EventStreams()
         loops = [asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))]
         if settings.retention_days > 0:
             loops.append(asyncio.create_task(_retention_loop(db, settings)))
@@ -132,14 +123,15 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await app.state.features.close()
-            await app.state.reward.close()
-            await app.state.judge.close()
+            await state.features.close()
+            await state.reward.close()
+            await state.judge.close()
             if own_store:
                 db.close()
 
-    return Litestar(
-        route_handlers=[
+    return service_app(
+        "Tacit gateway",
+        [
             *session_routes(),
             *reward_routes(),
             *model_score_routes(),
@@ -148,17 +140,17 @@ def create_app(
             *alignment_routes(),
             *collector_routes(),
             *console_routes(),
-            *health_routes(),
+            readyz,
         ],
-        lifespan=[lifespan],
+        metrics=metrics,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+        errors=[_own_errors],
+        metrics_endpoint=metrics_endpoint,  # its own: behind a key when one is set, rendered off the event loop
+        middleware=[DefineMiddleware(EdgeMiddleware, max_header_bytes=settings.max_header_bytes)],
+        openapi_config=openapi_config(),
         before_request=_refuse_nul,
         before_send=[secure_headers],
-        middleware=[
-            DefineMiddleware(EdgeMiddleware, max_header_bytes=settings.max_header_bytes),
-            metrics.http.middleware,
-        ],
-        exception_handlers={Exception: _problem},
-        openapi_config=openapi_config(),
         # Only the configured origins (the pages that embed the collector); none by default.
         cors_config=(
             CORSConfig(
@@ -169,8 +161,6 @@ def create_app(
             if settings.cors_origins
             else None
         ),
-        request_max_body_size=settings.max_body_bytes,
-        logging_config=None,
     )
 
 

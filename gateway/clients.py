@@ -18,24 +18,27 @@ import msgspec
 
 from tacit.schemas import FeatureVector, FeatureVectors, Score, ScoreResponse, Session, UserLabel
 from tacit.schemas.gateway import Problem
+from tacit.schemas.problem import RequestError
 
 __all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "JudgeClient", "RewardClient"]
 
 
-class DependencyDownError(Exception):
-    """A service did not answer (connection refused, timeout, 5xx) after the retries."""
+class DependencyDownError(RequestError):
+    """A service did not answer (connection refused, timeout, 5xx) after the retries: 503 with Retry-After."""
 
     def __init__(self, service: str, detail: str, retry_after: int = 5) -> None:
-        super().__init__(f"{service} unavailable: {detail}")
-        self.service, self.detail, self.retry_after = service, detail, retry_after
+        message = f"{service} unavailable: {detail}"
+        super().__init__(503, "unavailable", "$", message, {"Retry-After": str(retry_after)})
+        self.service, self.reason, self.retry_after = service, detail, retry_after
 
 
-class DependencyError(Exception):
-    """A service refused the request (4xx): the problem is passed on to the caller."""
+class DependencyError(RequestError):
+    """A service refused the request (4xx): its status and problem are passed on to the caller."""
 
     def __init__(self, service: str, status: int, problem: Problem) -> None:
-        super().__init__(f"{service}: {problem.code} {problem.field}: {problem.detail}")
-        self.service, self.status, self.problem = service, status, problem
+        message = f"{service}: {problem.code} {problem.field}: {problem.detail}"
+        super().__init__(status, problem.code, problem.field, problem.detail, message=message)
+        self.service = service
 
 
 _PROBLEM = msgspec.json.Decoder(Problem)

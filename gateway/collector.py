@@ -28,18 +28,18 @@ import httpx
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
 from gateway.access import bearer, client_address, json_response, require_scope
 from gateway.openapi import documented
+from gateway.settings import CollectorSettings
+from gateway.state import GatewayState
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import ID_PATTERN
 from tacit.schemas.validate import decode_session
-from tacit.settings import SettingsError, load_settings
 
 __all__ = [
     "BROWSER_PREFIX",
@@ -67,48 +67,6 @@ _ENCODER = msgspec.json.Encoder()
 _JSON = "application/json"
 
 
-class CollectorSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Browser collector settings (`TACIT_COLLECTOR_*`)."""
-
-    secret: str = ""
-    """HMAC key of browser tokens (>= 32 characters). Empty: a random key per process, so tokens die with a
-    restart and are not shared between replicas; set one for several gateway processes."""
-    token_ttl_s: int = 900
-    """Lifetime of a browser token."""
-    max_token_ttl_s: int = 3600
-    """The longest lifetime a host backend may ask for."""
-    demo: bool = False
-    """Serve /demo and let anyone reaching the gateway mint tokens for throwaway demo users (`tacit up` on
-    loopback turns it on; keep it off on any address others can reach)."""
-    demo_tokens_per_minute: int = 20
-    """Demo tokens one client address may mint per minute."""
-    sessions_per_minute: int = 30
-    """Sessions one browser-token user may post per minute (a reader answers far fewer questions)."""
-    demo_sessions_per_minute: int = 60
-    """Sessions one client address may post per minute with demo tokens (whatever number of tokens it minted)."""
-    demo_answers_per_minute: int = 6
-    """Questions one client address may send to the demo's LLM endpoint per minute (each costs two LLM calls)."""
-    llm_base_url: str = ""
-    """OpenAI-compatible endpoint the demo asks for answers; empty = the bundled sample answers only."""
-    llm_api_key: str = ""
-    llm_models: list[str] = []
-    """Models for the left and right answer (one model: both answers from it, sampled twice)."""
-    llm_timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.secret and len(self.secret) < 32:
-            raise SettingsError("TACIT_COLLECTOR_SECRET must be at least 32 characters")
-        if not 0 < self.token_ttl_s <= self.max_token_ttl_s:
-            raise SettingsError("token_ttl_s must be > 0 and <= max_token_ttl_s")
-        for name in ("demo_tokens_per_minute", "sessions_per_minute", "demo_sessions_per_minute"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be >= 1")
-        if self.demo_answers_per_minute < 1:
-            raise SettingsError("demo_answers_per_minute must be >= 1")
-        if self.llm_base_url and not 1 <= len(self.llm_models) <= 2:
-            raise SettingsError("llm_models needs one or two model names when llm_base_url is set")
-
-
 # --- browser tokens -----------------------------------------------------------------------------------------
 
 
@@ -128,8 +86,11 @@ class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Minted by /demo/token for anyone: its sessions are marked demo."""
 
 
-class TokenError(ValueError):
-    """A browser token that is malformed, forged or expired."""
+class TokenError(RequestError, ValueError):
+    """A browser token that is malformed, forged or expired: 401 naming `authorization`; `str()` is the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, "unauthorized", "authorization", f"browser token refused: {reason}", message=reason)
 
 
 def _b64(raw: bytes) -> str:
@@ -259,8 +220,8 @@ class _RateLimit:
 class Collector:
     """The collector's share of the app state: settings, token key, static files, the demo's answers."""
 
-    def __init__(self, settings: CollectorSettings | None = None, clock: Any = time.time) -> None:
-        self.settings = settings or load_settings(CollectorSettings, "TACIT_COLLECTOR_")
+    def __init__(self, settings: CollectorSettings, clock: Any = time.time) -> None:
+        self.settings = settings
         if not self.settings.secret:
             logger.info("no TACIT_COLLECTOR_SECRET: browser tokens are signed with a per-process key")
         self.secret = self.settings.secret.encode() or secrets.token_bytes(32)
@@ -299,10 +260,8 @@ class Collector:
             )
 
     def verify(self, token: str) -> TokenClaims:
-        try:
-            return verify_token(self.secret, token, now=self.clock())
-        except TokenError as err:
-            raise RequestError(401, "unauthorized", "authorization", f"browser token refused: {err}") from None
+        """The token's claims; TokenError (401) when it is refused."""
+        return verify_token(self.secret, token, now=self.clock())
 
 
 # --- guards -------------------------------------------------------------------------------------------------
@@ -342,7 +301,7 @@ def _own(claims: TokenClaims | None, session_id: str, user_id: str | None = None
 # --- routes -------------------------------------------------------------------------------------------------
 
 
-def _asset(state: State, name: str, *, page: bool = False, max_age: int = 300) -> Response[bytes]:
+def _asset(state: GatewayState, name: str, *, page: bool = False, max_age: int = 300) -> Response[bytes]:
     headers = {"Cache-Control": f"public, max-age={max_age}", "X-Content-Type-Options": "nosniff"}
     if page:
         headers = {**_PAGE_HEADERS, "Cache-Control": "no-cache"}
@@ -350,36 +309,36 @@ def _asset(state: State, name: str, *, page: bool = False, max_age: int = 300) -
 
 
 @get("/sdk/tacit.js", summary="The browser collector SDK", include_in_schema=False)
-async def sdk(state: State) -> Response[bytes]:
+async def sdk(state: GatewayState) -> Response[bytes]:
     return _asset(state, "tacit.js")
 
 
 @get("/collector/static/{name:str}", summary="Assets of the demo and replay pages", include_in_schema=False)
-async def asset(state: State, name: FromPath[str]) -> Response[bytes]:
+async def asset(state: GatewayState, name: FromPath[str]) -> Response[bytes]:
     if name not in ("view.js", "demo.js", "replay.js", "collector.css"):  # a fixed list: no path is ever joined
         raise RequestError(404, "not_found", "path", f"no asset {name}")
     return _asset(state, name)
 
 
-def _demo_on(state: State) -> None:
+def _demo_on(state: GatewayState) -> None:
     if not state.collector.settings.demo:
         raise RequestError(404, "not_found", "path", "the demo is off (TACIT_COLLECTOR_DEMO=true serves it)")
 
 
 @get("/demo", summary="Live demo: read two answers, see the predicted preference", include_in_schema=False)
-async def demo_page(state: State) -> Response[bytes]:
+async def demo_page(state: GatewayState) -> Response[bytes]:
     _demo_on(state)
     return _asset(state, "demo.html", page=True)
 
 
 @get("/demo/samples", summary="The demo's questions and answers", include_in_schema=False)
-async def demo_samples(state: State) -> Response[bytes]:
+async def demo_samples(state: GatewayState) -> Response[bytes]:
     _demo_on(state)
     return json_response({"samples": state.collector.samples, "llm": bool(state.collector.settings.llm_base_url)})
 
 
 @post("/demo/token", status_code=201, summary="A browser token for a throwaway demo user", include_in_schema=False)
-async def demo_token(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def demo_token(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     _demo_on(state)
     collector: Collector = state.collector
     collector.limit(collector.demo_limit, client_address(request), "demo tokens from one address")
@@ -395,7 +354,7 @@ async def demo_token(request: Request[Any, Any, Any], state: State) -> Response[
     opt={"scope": "ingest"},
     responses=documented(BrowserToken, 201),
 )
-async def create_token(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def create_token(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     body = await request.body()
     spec: TokenRequest = decode_body(_TOKEN_REQUEST, body or b"{}")
     collector: Collector = state.collector
@@ -412,7 +371,7 @@ async def create_token(request: Request[Any, Any, Any], state: State) -> Respons
     request_max_body_size=MAX_BROWSER_BODY,
     responses=documented(SessionScore, 200, 202),
 )
-async def post_collected(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_collected(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     claims: TokenClaims = request.state.browser
     collector: Collector = state.collector
     collector.limit(collector.session_limit, claims.sub, "sessions per browser-token user")
@@ -432,7 +391,9 @@ async def post_collected(request: Request[Any, Any, Any], state: State) -> Respo
     opt={"scope": "read"},
     responses=documented(CollectedSession, 200),
 )
-async def get_collected(request: Request[Any, Any, Any], state: State, session_id: FromPath[str]) -> Response[bytes]:
+async def get_collected(
+    request: Request[Any, Any, Any], state: GatewayState, session_id: FromPath[str]
+) -> Response[bytes]:
     claims: TokenClaims | None = request.state.browser
     _own(claims, session_id)
     row = await anyio.to_thread.run_sync(state.store.sessions.get_session, session_id)
@@ -449,7 +410,7 @@ async def get_collected(request: Request[Any, Any, Any], state: State, session_i
 
 
 @get("/sessions/{session_id:str}/replay", summary="Replay of a stored session", include_in_schema=False)
-async def replay_page(state: State, session_id: FromPath[str]) -> Response[bytes]:
+async def replay_page(state: GatewayState, session_id: FromPath[str]) -> Response[bytes]:
     # The page holds no data: its script fetches the session with the token it is given (URL fragment or form).
     return _asset(state, "replay.html", page=True)
 
@@ -467,7 +428,7 @@ def _tidy(text: str) -> str:
     include_in_schema=False,
     request_max_body_size=MAX_QUESTION_BODY,
 )
-async def demo_answers(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def demo_answers(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     _demo_on(state)
     collector: Collector = state.collector
     settings: CollectorSettings = collector.settings

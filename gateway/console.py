@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from litestar import Request, Response, get
-from litestar.datastructures import State
 from litestar.params import FromPath, Parameter
 
 from gateway.access import json_response, scoped
@@ -36,6 +35,7 @@ from gateway.console_queries import (
     sessions_page,
 )
 from gateway.imports import KIND as IMPORT_KIND
+from gateway.state import GatewayState
 from gateway.wire import job_info
 from tacit.schemas.gateway import JobInfo
 from tacit.schemas.judge import BatchJobList
@@ -172,7 +172,7 @@ async def console_asset(name: FromPath[str]) -> Response[bytes]:
 )
 async def console_sessions(
     request: Request[Any, Any, Any],
-    state: State,
+    state: GatewayState,
     user_id: Annotated[str | None, _doc("Only this user's sessions")] = None,
     model_id: Annotated[str | None, _doc("Only sessions this reward model scored, with its score")] = None,
     mode: Annotated[str | None, _doc("pairwise or pointwise")] = None,
@@ -221,7 +221,7 @@ async def console_sessions(
 )
 async def model_distribution(
     request: Request[Any, Any, Any],
-    state: State,
+    state: GatewayState,
     model_id: FromPath[str],
     bins: Annotated[str | None, _doc("Equal bins over [0, 1], 2 to 50 (default 10)")] = None,
     common_with: Annotated[str | None, _doc("Another model: only the sessions both scored")] = None,
@@ -240,7 +240,7 @@ async def model_distribution(
 @get("/v1/console/imports", summary="IFLLM import jobs, newest first", **scoped("read", list[JobInfo]))
 async def list_imports(
     request: Request[Any, Any, Any],
-    state: State,
+    state: GatewayState,
     limit: Annotated[str | None, _doc("Jobs, 1 to 500 (default 50)")] = None,
 ) -> Response[bytes]:
     _strict(request, ("limit",))
@@ -256,7 +256,7 @@ async def list_imports(
 )
 async def list_judgment_jobs(
     request: Request[Any, Any, Any],
-    state: State,
+    state: GatewayState,
     limit: Annotated[str | None, _doc("Jobs, 1 to 500 (default 50)")] = None,
 ) -> Response[bytes]:
     _strict(request, ("limit",))

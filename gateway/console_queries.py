@@ -189,6 +189,14 @@ def _agreement(p: Any, label: Any) -> Any:
 def sessions_page(s: DbSession, where: SessionFilter, *, limit: int, cursor: str | None = None) -> ConsoleSessionPage:
     """Sessions matching `where`, newest first by (received_at, session_id). Raises CursorError."""
     t = _SESSIONS.c
+    # one model's own score columns, or the session's current score masked unless scored: either way column exprs
+    source: Any
+    p: Any
+    model: Any
+    preferred: Any
+    confidence: Any
+    abstained: Any
+    kind: Any
     if where.model_id is not None:
         sc = _SCORES.c
         source = _SESSIONS.join(_SCORES, and_(sc.session_id == t.session_id, sc.model_id == where.model_id))

@@ -9,13 +9,14 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get
-from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.access import bearer
 from gateway.openapi import documented
-from tacit.edge import healthz
+from gateway.state import GatewayState
 from tacit.schemas.problem import RequestError
+
+__all__ = ["metrics_endpoint", "readyz"]
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -27,7 +28,7 @@ _ENCODER = msgspec.json.Encoder()
     summary="Readiness: database, Redis and each service (503 when one is down)",
     responses=documented(dict[str, Any], 200, 503),
 )
-async def readyz(state: State) -> Response[bytes]:
+async def readyz(state: GatewayState) -> Response[bytes]:
     checks = {
         "database": await anyio.to_thread.run_sync(state.store.ping),
         "redis": await anyio.to_thread.run_sync(_redis_ok, state.settings.redis_url),
@@ -57,16 +58,9 @@ def _redis_ok(url: str) -> bool:
 
 
 @get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def metrics_endpoint(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     wanted: str = state.settings.metrics_key
     if wanted and not hmac.compare_digest(bearer(request, "metrics key").encode(), wanted.encode()):
         raise RequestError(401, "unauthorized", "authorization", "wrong metrics key (TACIT_GATEWAY_METRICS_KEY)")
     # Rendering reads the job table and Redis (gateway.metrics): off the event loop.
     return Response(await anyio.to_thread.run_sync(state.metrics.render), media_type=CONTENT_TYPE_LATEST)
-
-
-# --- the app ------------------------------------------------------------------------------------------------
-
-
-def health_routes() -> list[Any]:
-    return [healthz, readyz, metrics_endpoint]

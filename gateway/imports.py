@@ -21,19 +21,20 @@ import anyio.to_thread
 import msgspec
 from celery import shared_task
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 from gateway.wire import job_info
 from tacit.db import SessionConflict, Store
 from tacit.schemas import Session
 from tacit.schemas.gateway import ImportIfllm, JobInfo
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import ID_PATTERN, MAX_ID_CHARS
-from tacit.settings import GatewaySettings, WorkerSettings, load_settings
+from tacit.settings import WorkerSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_IMPORT_IFLLM
 
 __all__ = ["KIND", "ifllm_import_task", "import_routes", "run_ifllm_import"]
@@ -117,7 +118,7 @@ def ifllm_import_task(self: Any, job_id: str) -> dict[str, str]:
 # -- the routes -------------------------------------------------------------------------------------------
 
 
-def _enqueue(state: State, job_id: str) -> None:
+def _enqueue(state: GatewayState, job_id: str) -> None:
     celery_producer(state).send_task(TASK_IMPORT_IFLLM, args=[job_id], task_id=job_id, queue=QUEUE_CPU)
 
 
@@ -127,7 +128,7 @@ def _enqueue(state: State, job_id: str) -> None:
     summary="Import an IFLLM folder (a job on the cpu queue)",
     **scoped("admin", JobInfo, (202,)),
 )
-async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def import_ifllm(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     spec: ImportIfllm = decode_body(_IMPORT, await request.body())
     settings: GatewaySettings = state.settings
     root = allowed_path(spec.data, settings.data_roots, "data")  # outside the roots: the same 422, existing or not
@@ -150,7 +151,7 @@ async def import_ifllm(request: Request[Any, Any, Any], state: State) -> Respons
 
 
 @get("/v1/imports/{job_id:str}", summary="An import job and its progress", **scoped("read", JobInfo))
-async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def get_import(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None:
         raise RequestError(404, "not_found", "job_id", f"no job {job_id}")
@@ -163,7 +164,7 @@ async def get_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
     summary="Cancel an import (a running one stops after its current task folder)",
     **scoped("admin", JobInfo, (202,)),
 )
-async def cancel_import(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def cancel_import(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     store: Store = state.store
     row = await anyio.to_thread.run_sync(store.jobs.get_job, job_id)
     if row is None or row.kind != KIND:

@@ -18,6 +18,7 @@ import msgspec
 
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
 from gateway.metrics import Metrics
+from gateway.settings import GatewaySettings
 from gateway.wire import record_score
 from tacit.db import PayloadPurgedError, Store
 from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel
@@ -25,7 +26,6 @@ from tacit.schemas.gateway import (
     SessionScore,
 )
 from tacit.schemas.session import label_of
-from tacit.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -115,7 +115,7 @@ class Pipeline:
         except (DependencyDownError, DependencyError) as err:
             row, created = await anyio.to_thread.run_sync(lambda: self.store.sessions.put_session(session, demo=demo))
             self._count(session, created)
-            reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.problem.code}"
+            reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.code}"
             self.metrics.pending.labels(reason).inc()
             # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
             if isinstance(err, DependencyDownError):

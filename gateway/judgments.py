@@ -8,10 +8,10 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.access import scoped
+from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -19,7 +19,7 @@ _ENCODER = msgspec.json.Encoder()
 
 
 @post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **scoped("train"))
-async def post_judgment(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_judgment(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
@@ -30,7 +30,7 @@ async def post_judgment(request: Request[Any, Any, Any], state: State) -> Respon
     summary="Judge many pairs (a job with progress)",
     **scoped("train", success=(202,)),
 )
-async def post_judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_judgments(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
@@ -40,7 +40,7 @@ async def post_judgments(request: Request[Any, Any, Any], state: State) -> Respo
     summary="A judgment job: progress, verdicts, evaluation",
     **scoped("read"),
 )
-async def get_judgments(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}")
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 

@@ -193,7 +193,8 @@ def _open(args: argparse.Namespace) -> Store:
     if args.database_url:
         url = args.database_url
     else:
-        from tacit.settings import GatewaySettings, load_settings
+        from gateway.settings import GatewaySettings
+        from tacit.settings import load_settings
 
         url = load_settings(GatewaySettings, "TACIT_GATEWAY_").db_url()
     store = Store(url)

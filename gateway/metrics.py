@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from tacit.db import Store
 from tacit.db.models import JOB_STATES, AlignmentJobRow, JobRow
-from tacit.http_metrics import HttpMetrics
+from tacit.http_metrics import ServiceMetrics
 from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU
 
 __all__ = ["JOB_KINDS", "MODES", "Metrics", "StackCollector"]
@@ -28,13 +28,13 @@ MODES = ("pairwise", "pointwise")
 JOB_KINDS = ("import_ifllm", "sft", "dpo", "rdpo")
 
 
-class Metrics:
-    """One registry per app (tests run many apps in one process)."""
+class Metrics(ServiceMetrics):
+    """One registry per app (tests run many apps in one process); `render()` blocks on the database and Redis once
+    `watch` is called: call it off the event loop."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__("gateway")
         r = self.registry
-        self.http = HttpMetrics("gateway", r)
         self.ingested = Counter("tacit_sessions_ingested", "Sessions stored", ["mode", "gaze_consent"], registry=r)
         self.scored = Counter("tacit_sessions_scored", "Sessions scored", ["mode", "abstained"], registry=r)
         self.pending = Counter(
@@ -74,10 +74,6 @@ class Metrics:
             self.registry.unregister(self._stack)
         self._stack = StackCollector(store, redis_url)
         self.registry.register(self._stack)
-
-    def render(self) -> bytes:
-        """The exposition text (blocks on the database and Redis: call it off the event loop)."""
-        return generate_latest(self.registry)
 
 
 class StackCollector(Collector):

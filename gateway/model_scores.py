@@ -15,13 +15,13 @@ from urllib.parse import quote
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath
 
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
 from gateway.rescoring import send_batches
+from gateway.state import GatewayState
 from gateway.wire import job_info
 from tacit.db import JobRow, Store
 from tacit.schemas.gateway import JobInfo, ModelComparison, ModelScore, RescoreRequest
@@ -54,7 +54,7 @@ def model_scores(store: Store, session_id: str) -> list[ModelScore]:
     ]
 
 
-async def _model(state: State, model_id: str) -> dict[str, Any]:
+async def _model(state: GatewayState, model_id: str) -> dict[str, Any]:
     """The reward model's registry entry; 404 naming `model_id` when reward_svc does not know it."""
     try:
         response = await state.reward.request("GET", f"/v1/reward/models/{quote(model_id, safe='')}")
@@ -66,7 +66,7 @@ async def _model(state: State, model_id: str) -> dict[str, Any]:
 
 
 async def start_rescore(
-    state: State, model_id: str, mode: str, request: RescoreRequest, *, reason: str
+    state: GatewayState, model_id: str, mode: str, request: RescoreRequest, *, reason: str
 ) -> tuple[JobRow, list[int]]:
     """Create a rescoring job for `model_id` and send its batches; a broker that cannot be reached fails the job
     (with the reason) instead of leaving it queued forever."""
@@ -104,7 +104,9 @@ async def start_rescore(
     summary="Score stored sessions with a reward model (a background job in batches)",
     **scoped("train", JobInfo, (202,)),
 )
-async def rescore_model(request: Request[Any, Any, Any], state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def rescore_model(
+    request: Request[Any, Any, Any], state: GatewayState, model_id: FromPath[str]
+) -> Response[bytes]:
     body = await request.body()
     spec: RescoreRequest = decode_body(_RESCORE, body) if body.strip() else RescoreRequest()
     # a time without a zone is UTC (as in a training selection)
@@ -127,7 +129,7 @@ async def rescore_model(request: Request[Any, Any, Any], state: State, model_id:
 
 
 @get("/v1/reward/rescores/{job_id:str}", summary="A rescoring job and its progress", **scoped("read", JobInfo))
-async def get_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def get_rescore(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None or row.kind != "rescore":
         raise RequestError(404, "not_found", "job_id", f"no rescoring job {job_id}")
@@ -135,7 +137,7 @@ async def get_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
 
 
 @get("/v1/reward/rescores", summary="Rescoring jobs, newest first (the last 100)", **scoped("read", list[JobInfo]))
-async def list_rescores(state: State) -> Response[bytes]:
+async def list_rescores(state: GatewayState) -> Response[bytes]:
     rows = await anyio.to_thread.run_sync(lambda: state.store.jobs.list_jobs("rescore", limit=100))
     return json_response([job_info(row) for row in rows])
 
@@ -146,7 +148,7 @@ async def list_rescores(state: State) -> Response[bytes]:
     summary="Cancel a rescoring job (batches already scored stay)",
     **scoped("train", JobInfo),
 )
-async def cancel_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]:
+async def cancel_rescore(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await anyio.to_thread.run_sync(state.store.jobs.get_job, job_id)
     if row is None or row.kind != "rescore":
         raise RequestError(404, "not_found", "job_id", f"no rescoring job {job_id}")
@@ -160,7 +162,7 @@ async def cancel_rescore(state: State, job_id: FromPath[str]) -> Response[bytes]
     summary="Two reward models on the stored sessions both scored",
     **scoped("read", ModelComparison),
 )
-async def compare_models(state: State, model_id: FromPath[str], other_id: FromPath[str]) -> Response[bytes]:
+async def compare_models(state: GatewayState, model_id: FromPath[str], other_id: FromPath[str]) -> Response[bytes]:
     summary = await anyio.to_thread.run_sync(lambda: state.store.scores.compare_models(model_id, other_id))
     return json_response(ModelComparison(model_a=model_id, model_b=other_id, **summary))
 

@@ -10,7 +10,6 @@ from urllib.parse import quote
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from gateway.access import scoped
@@ -18,13 +17,14 @@ from gateway.clients import DependencyDownError, DependencyError, RewardClient
 from gateway.data_roots import allowed_path
 from gateway.ingest import Pipeline
 from gateway.model_scores import start_rescore
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 from gateway.training import training_set
 from tacit.db import OutOfFold, Store
 from tacit.schemas.gateway import (
     RescoreRequest,
 )
 from tacit.schemas.reward import StoredSessions, TrainingMembers, decode_train
-from tacit.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -37,19 +37,19 @@ def _segment(value: str) -> str:
 
 
 async def _proxy(
-    state: State, method: str, path: str, body: bytes | None = None, params: dict[str, Any] | None = None
+    state: GatewayState, method: str, path: str, body: bytes | None = None, params: dict[str, Any] | None = None
 ) -> Response[bytes]:
     response = await state.reward.request(method, path, content=body, params=params, retry=method == "GET")
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
 @get("/v1/reward/models", summary="Reward models", **scoped("read"))
-async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
+async def list_models(state: GatewayState, task: FromQuery[str | None] = None) -> Response[bytes]:
     return await _proxy(state, "GET", "/v1/reward/models", params={"task": task} if task else None)
 
 
 @get("/v1/reward/models/{model_id:str}", summary="One reward model", **scoped("read"))
-async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def get_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "GET", f"/v1/reward/models/{_segment(model_id)}")
 
 
@@ -59,7 +59,7 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     summary="Train a reward model (background job)",
     **scoped("train", success=(202,)),
 )
-async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def train_model(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     body = await request.body()
     spec = decode_train(body)
     if not isinstance(spec.source, StoredSessions):
@@ -80,7 +80,7 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
 @post(
     "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **scoped("train")
 )
-async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def activate_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
     state.pipeline._sets.clear()  # the feature set follows the active model
     if (response.status_code or 500) < 300:
@@ -141,7 +141,7 @@ async def _apply_active_training_sets(pipeline: Pipeline) -> None:
     summary="Cancel a queued or running reward-model training (a running one stops at its next progress step)",
     **scoped("train"),
 )
-async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def cancel_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     # not retried (only GETs are); reward_svc's own 404/409 pass on as they are
     return await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/cancel")
 
@@ -152,7 +152,7 @@ async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]
     summary="Delete a reward model that is neither active nor queued or running (its registry entry and artifact)",
     **scoped("train"),
 )
-async def delete_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def delete_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "DELETE", f"/v1/reward/models/{_segment(model_id)}")
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
 from gateway.access import json_response, scoped
 from gateway.clients import DependencyDownError, DependencyError
 from gateway.ingest import refuse_nul_ids
 from gateway.model_scores import model_scores
+from gateway.state import GatewayState
 from gateway.wire import session_record
 from tacit.db import SessionConflict
 from tacit.schemas import Session, SessionError, validate_session
@@ -44,7 +44,7 @@ _BATCH = msgspec.json.Decoder(SessionBatch)
     summary="Ingest one session and answer its preference score (202: stored, score pending)",
     **scoped("ingest", SessionScore, (200, 202)),
 )
-async def post_session(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_session(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     start = time.perf_counter()
     body = await request.body()
     session = decode_session(body)
@@ -79,7 +79,7 @@ def _decode_batch(body: bytes) -> SessionBatch:
     request_max_body_size=MAX_BATCH_BYTES,
     **scoped("ingest", dict[str, list[SessionScore]]),
 )
-async def post_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_sessions(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     body = await request.body()
     # decoding a large batch takes CPU: off the event loop, two at a time, so health checks and other requests
     # are answered meanwhile
@@ -112,7 +112,7 @@ def _batch_conflict(sessions: list[Session], index: int, *, stored_before: int) 
 
 @get("/v1/sessions/{session_id:str}", summary="One stored session", **scoped("read", SessionRecord))
 async def get_session(
-    state: State, session_id: FromPath[str], include: FromQuery[str | None] = None
+    state: GatewayState, session_id: FromPath[str], include: FromQuery[str | None] = None
 ) -> Response[bytes]:
     parts = {part.strip() for part in (include or "").split(",") if part.strip()}
     if parts - {"payload", "scores"}:
@@ -129,7 +129,7 @@ async def get_session(
 
 @get("/v1/sessions", summary="Stored sessions, newest last, paginated", **scoped("read", SessionPage))
 async def list_sessions(
-    state: State,
+    state: GatewayState,
     user_id: FromQuery[str | None] = None,
     since: FromQuery[dt.datetime | None] = None,
     limit: FromQuery[int] = 50,
@@ -156,7 +156,7 @@ async def list_sessions(
     summary="Erase everything stored for a user",
     **scoped("admin", Erasure),
 )
-async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
+async def delete_user(state: GatewayState, user_id: FromPath[str]) -> Response[bytes]:
     return await _erase(state, user_id)
 
 
@@ -166,11 +166,11 @@ async def delete_user(state: State, user_id: FromPath[str]) -> Response[bytes]:
     summary="Erase everything stored for a user named in the query (ids stored before the id alphabet, e.g. with '/')",
     **scoped("admin", Erasure),
 )
-async def delete_user_by_query(state: State, user_id: FromQuery[str]) -> Response[bytes]:
+async def delete_user_by_query(state: GatewayState, user_id: FromQuery[str]) -> Response[bytes]:
     return await _erase(state, user_id)
 
 
-async def _erase(state: State, user_id: str) -> Response[bytes]:
+async def _erase(state: GatewayState, user_id: str) -> Response[bytes]:
     # reward_svc's training-set rows first (it names the models trained on the user); the gateway's own rows are
     # erased even when it is down, and the answer says what is left (repeating the erasure finishes it)
     also: list[str] = []

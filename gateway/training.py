@@ -131,7 +131,7 @@ async def _vectors(
         try:
             found[session.session_id] = await features.vectorize(session, FEATURE_SET, await previous(session))
         except DependencyError as err:
-            logger.info("training: no features for session %s: %s", session.session_id, err.problem.detail)
+            logger.info("training: no features for session %s: %s", session.session_id, err.detail)
     return found
 
 

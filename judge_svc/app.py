@@ -2,7 +2,8 @@
 
 `POST /v1/judgments` decodes a `JudgeRequest` from bytes with msgspec, judges it (both orders by default)
 and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and the error recorded: the
-request was served, the judge did not give a usable answer. Errors are mapped to status in `_problem`.
+request was served, the judge did not give a usable answer. Errors are values (RequestError) the edge kit
+(tacit.edge) answers as every service does.
 
 `POST /v1/judgments:batch` takes up to 1000 pairs and answers 202 with a job id at once; the job runs as an
 asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total, failures,
@@ -16,23 +17,24 @@ and survive a restart (`judge_svc.jobs.RedisRecords`); without one they live in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
 from judge_svc.backends import Backend
-from judge_svc.jobs import JobRecords, JobStore, JobStoreError, MemoryRecords, RedisRecords
+from judge_svc.jobs import JobRecords, JobStore, MemoryRecords, RedisRecords
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import JudgeSettings, load_judge_settings
-from tacit.edge import problem_handler
-from tacit.http_metrics import HttpMetrics
+from tacit.edge import json_response, service_app
+from tacit.http_metrics import ServiceMetrics
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.serving import serve as run_server
@@ -40,26 +42,14 @@ from tacit.serving import serve as run_server
 __all__ = ["create_app", "make_backend", "serve"]
 
 logger = logging.getLogger(__name__)
-JSON = "application/json"
 
 _REQUEST = msgspec.json.Decoder(JudgeRequest)
 _BATCH = msgspec.json.Decoder(BatchRequest)
-_ENCODER = msgspec.json.Encoder()
 
 
-def _own_errors(exc: Exception) -> RequestError | None:
-    """The job store (Redis) being unreachable (the shared errors are mapped by tacit.edge)."""
-    if isinstance(exc, JobStoreError):
-        return RequestError(503, "unavailable", "$", str(exc))
-    return None
-
-
-_problem = problem_handler(_own_errors)
-
-
-class Metrics:
+class Metrics(ServiceMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__("judge_svc")
         self.calls = Counter("tacit_judge_calls", "Judgments served", ["outcome"], registry=self.registry)
         self.latency = Histogram(
             "tacit_judge_seconds",
@@ -81,7 +71,6 @@ class Metrics:
             ["consistent"],
             registry=self.registry,
         )
-        self.http = HttpMetrics("judge_svc", self.registry)
         # Known label sets exist from start-up, so failure and consistency rates are defined with the first call.
         for outcome in ("ok", "failed"):
             self.calls.labels(outcome)
@@ -106,24 +95,33 @@ class Metrics:
             self.order_checks.labels(str(verdict.consistent).lower()).inc()
 
 
+class JudgeState(State):
+    """The app's state, typed: handlers are given it as `state`; the lifespan builds all of it at start-up."""
+
+    settings: JudgeSettings
+    judge: Judge
+    metrics: Metrics
+    jobs: JobStore
+
+
 @post("/v1/judgments", status_code=200, summary="Judge one pair of answers")
-async def judgments(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def judgments(request: Request[Any, Any, Any], state: JudgeState) -> Response[bytes]:
     body = decode_body(_REQUEST, await request.body())
     start = time.perf_counter()
     verdict = await state.judge.judge(body)
     state.metrics.record(verdict, time.perf_counter() - start)
-    return Response(_ENCODER.encode(verdict), status_code=200, media_type=JSON)
+    return json_response(verdict, 200)
 
 
 @post("/v1/judgments:batch", status_code=202, summary="Judge up to 1000 pairs in a background job")
-async def judgments_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def judgments_batch(request: Request[Any, Any, Any], state: JudgeState) -> Response[bytes]:
     batch: BatchRequest = decode_body(_BATCH, await request.body())
     job = await state.jobs.start(batch, state.judge, state.metrics.record)
     accepted = BatchAccepted(job_id=job.job_id, total=job.total, status_url=f"/v1/judgments/jobs/{job.job_id}")
-    return Response(_ENCODER.encode(accepted), status_code=202, media_type=JSON)
+    return json_response(accepted, 202)
 
 
-async def _job(state: State, job_id: str) -> BatchJob:
+async def _job(state: JudgeState, job_id: str) -> BatchJob:
     job: BatchJob | None = await state.jobs.get(job_id)
     if job is None:
         kept = "expired or never created" if state.jobs.records.durable else "jobs are kept in memory only"
@@ -132,7 +130,7 @@ async def _job(state: State, job_id: str) -> BatchJob:
 
 
 @get("/v1/judgments/jobs", summary="Batch jobs, newest first, without verdicts (filter by alignment_job_id)")
-async def judgment_jobs(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def judgment_jobs(request: Request[Any, Any, Any], state: JudgeState) -> Response[bytes]:
     params = request.query_params
     unknown = sorted(set(params) - {"alignment_job_id", "limit"})
     if unknown:
@@ -142,16 +140,16 @@ async def judgment_jobs(request: Request[Any, Any, Any], state: State) -> Respon
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
         raise RequestError(422, "invalid", "limit", f"limit must be an integer from 1 to 500, got {raw_limit!r}")
     jobs = await state.jobs.list(alignment_job_id=alignment_job_id, limit=int(raw_limit))
-    return Response(_ENCODER.encode(BatchJobList(jobs=jobs)), status_code=200, media_type=JSON)
+    return json_response(BatchJobList(jobs=jobs), 200)
 
 
 @get("/v1/judgments/jobs/{job_id:str}", summary="A batch job's progress and, when done, its verdicts")
-async def judgment_job(job_id: FromPath[str], state: State) -> Response[bytes]:
-    return Response(_ENCODER.encode(await _job(state, job_id)), status_code=200, media_type=JSON)
+async def judgment_job(job_id: FromPath[str], state: JudgeState) -> Response[bytes]:
+    return json_response(await _job(state, job_id), 200)
 
 
 @get("/v1/judgments/jobs/{job_id:str}/plot.png", summary="An evaluation job's plot (win/tie/loss, score difference)")
-async def judgment_job_plot(job_id: FromPath[str], state: State) -> Response[bytes]:
+async def judgment_job_plot(job_id: FromPath[str], state: JudgeState) -> Response[bytes]:
     job = await _job(state, job_id)
     if not job.evaluation_requested:
         raise RequestError(409, "not_an_evaluation", "job_id", f"job {job_id} was not an evaluation batch")
@@ -166,13 +164,8 @@ async def judgment_job_plot(job_id: FromPath[str], state: State) -> Response[byt
 
 
 @get("/healthz", summary="Liveness")
-async def healthz(state: State) -> dict[str, str]:
+async def healthz(state: JudgeState) -> dict[str, str]:
     return {"status": "ok", "backend": state.judge.backend.name, "model": state.judge.backend.model}
-
-
-@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def make_backend(settings: JudgeSettings) -> Backend:
@@ -201,11 +194,11 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
     settings = settings or load_judge_settings()
     metrics = Metrics()
 
-    async def startup(app: Litestar) -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
         cache = VerdictCache.from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
-        app.state.settings = settings
-        app.state.judge = Judge(make_backend(settings), cache)
-        app.state.metrics = metrics
+        state = JudgeState(app.state)  # a typed view of app.state
+        state.settings, state.judge, state.metrics = settings, Judge(make_backend(settings), cache), metrics
         records: JobRecords = (
             RedisRecords.from_url(settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s)
             if settings.redis_url
@@ -213,32 +206,22 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
         )
         # Progress is rewritten (and the lease renewed) several times per lease period.
         save_every_s = min(1.0, settings.job_lease_s / 4)
-        app.state.jobs = JobStore(records, concurrency=4 * settings.concurrency, save_every_s=save_every_s)
+        state.jobs = JobStore(records, concurrency=4 * settings.concurrency, save_every_s=save_every_s)
+        try:
+            yield
+        finally:
+            await state.jobs.aclose()
+            await state.judge.backend.aclose()
+            if state.judge.cache is not None:
+                await state.judge.cache.aclose()
 
-    async def shutdown(app: Litestar) -> None:
-        await app.state.jobs.aclose()
-        judge: Judge = app.state.judge
-        await judge.backend.aclose()
-        if judge.cache is not None:
-            await judge.cache.aclose()
-
-    return Litestar(
-        route_handlers=[
-            judgments,
-            judgments_batch,
-            judgment_jobs,
-            judgment_job,
-            judgment_job_plot,
-            healthz,
-            metrics_endpoint,
-        ],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
-        middleware=[metrics.http.middleware],
-        exception_handlers={Exception: _problem},
-        openapi_config=OpenAPIConfig(title="Tacit judge service", version="1"),
-        request_max_body_size=settings.max_body_bytes,
-        logging_config=None,
+    return service_app(
+        "Tacit judge service",
+        [judgments, judgments_batch, judgment_jobs, judgment_job, judgment_job_plot],
+        metrics=metrics,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+        health=healthz,
     )
 
 

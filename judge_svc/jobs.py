@@ -29,6 +29,7 @@ import msgspec
 
 from judge_svc.protocol import Judge
 from tacit.schemas.judge import BatchJob, BatchRequest, JudgeRequest, Verdict
+from tacit.schemas.problem import RequestError
 
 __all__ = [
     "ORPHANED",
@@ -61,8 +62,11 @@ def decode_job(value: bytes) -> BatchJob:
 _ENCODER = msgspec.json.Encoder()
 
 
-class JobStoreError(Exception):
-    """The job store could not be read or written (Redis down)."""
+class JobStoreError(RequestError):
+    """The job store could not be read or written (Redis down): 503 `unavailable`."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "unavailable", "$", detail)
 
 
 class JobRecords(Protocol):

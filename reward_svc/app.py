@@ -3,8 +3,8 @@
 `POST /v1/score` scores feature vectors with the active (or a named) model; `/v1/reward/models` lists,
 trains (a job on the `cpu` queue), shows, activates, cancels and deletes models. A training whose worker died or
 hung (no progress step for `stale_after_s`) is failed by the reaper, at start-up and every `reap_interval_s`.
-Bodies are decoded from bytes by msgspec; errors are values mapped to HTTP status in `_problem`, the one place
-that does so.
+Bodies are decoded from bytes by msgspec; errors are values (RequestError) the edge kit (tacit.edge) answers as
+every service does.
 """
 
 from __future__ import annotations
@@ -15,21 +15,22 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from reward_svc.model.estimators import MODELS
-from reward_svc.registry import ModelRow, ModelStateError, Registry, TrainingRowRow, TrainingSetRow
-from reward_svc.service import ScoreError, Scorer, delete_model, model_info
-from tacit.edge import healthz, problem_handler
-from tacit.http_metrics import HttpMetrics
+from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
+from reward_svc.service import Scorer, delete_model, model_info
+from reward_svc.settings import RewardSettings
+from tacit.edge import json_response, service_app
+from tacit.http_metrics import ServiceMetrics
 from tacit.schemas import ScoreRequest, ScoreResponse, TrainRewardModel
 from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.schemas.reward import (
@@ -43,34 +44,20 @@ from tacit.schemas.reward import (
     decode_train,
 )
 from tacit.serving import serve as run_server
-from tacit.settings import RewardSettings, load_settings
+from tacit.settings import load_settings
 from tacit.tasks import QUEUE_CPU, TASK_TRAIN_REWARD
 
 __all__ = ["Problem", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
-JSON = "application/json"
 
 _SCORE = msgspec.json.Decoder(ScoreRequest)
 _SESSIONS = msgspec.json.Decoder(SessionTrainingSet)
-_ENCODER = msgspec.json.Encoder()
 
 
-def _own_errors(exc: Exception) -> RequestError | None:
-    """reward_svc's own errors as Problems (the shared ones are mapped by tacit.edge)."""
-    if isinstance(exc, ScoreError):
-        return RequestError(exc.status, exc.code, exc.field, exc.detail)
-    if isinstance(exc, ModelStateError):
-        return RequestError(409, "conflict", exc.field, exc.detail)
-    return None
-
-
-_problem = problem_handler(_own_errors)
-
-
-class Metrics:
+class Metrics(ServiceMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__("reward_svc")
         self.latency = Histogram(
             "tacit_reward_score_seconds",
             "Scoring latency",
@@ -100,7 +87,6 @@ class Metrics:
             "Trainings failed because their worker sent no heartbeat for the stale limit",
             registry=self.registry,
         )
-        self.http = HttpMetrics("reward_svc", self.registry)
         for mode in ("pairwise", "pointwise"):  # exported from start-up: abstention rates exist with the first score
             self.scores.labels(mode)
             self.abstained.labels(mode)
@@ -120,38 +106,46 @@ class Metrics:
         )
 
 
-def _json(value: Any, status: int = 200) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON)
+class RewardState(State):
+    """The app's state, typed: handlers are given it as `state`; the lifespan builds all of it at start-up."""
+
+    settings: RewardSettings
+    registry: Registry
+    scorer: Scorer
+    metrics: Metrics
+    celery: Any
+    """The Celery app training jobs are sent through (by task name: no task code)."""
+    reaper: asyncio.Task[None]
 
 
 @post("/v1/score", status_code=200, summary="Score feature vectors")
-async def score(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def score(request: Request[Any, Any, Any], state: RewardState) -> Response[bytes]:
     body: ScoreRequest = decode_body(_SCORE, await request.body())
     start = time.perf_counter()
     scores = state.scorer.score(body.vectors, body.mode, body.model_id, body.user_history)
-    metrics: Metrics = state.metrics
+    metrics = state.metrics
     metrics.latency.labels(str(len(scores) > 1)).observe(time.perf_counter() - start)
     for item in scores:
         metrics.scores.labels(body.mode).observe(item.p)
         if item.abstained:
             metrics.abstained.labels(body.mode).inc()
-    return _json(ScoreResponse(scores=scores))
+    return json_response(ScoreResponse(scores=scores))
 
 
 @get("/v1/reward/models", summary="List reward models")
-async def list_models(state: State, task: FromQuery[str | None] = None) -> Response[bytes]:
-    registry: Registry = state.registry
+async def list_models(state: RewardState, task: FromQuery[str | None] = None) -> Response[bytes]:
+    registry = state.registry
     rows = registry.list(task)
     sets = registry.training_sets(row.id for row in rows)
-    return _json([model_info(row, sets.get(row.id)) for row in rows])
+    return json_response([model_info(row, sets.get(row.id)) for row in rows])
 
 
 @get("/v1/reward/models/{model_id:str}", summary="One reward model")
-async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def get_model(state: RewardState, model_id: FromPath[str]) -> Response[bytes]:
     row = state.registry.get(model_id)
     if row is None:
         raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}")
-    return _json(model_info(row, state.registry.training_set(model_id)))
+    return json_response(model_info(row, state.registry.training_set(model_id)))
 
 
 @get(
@@ -159,8 +153,8 @@ async def get_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
     summary="A model's stored-session training set: ids, users, content hashes, out-of-fold probabilities "
     "(internal: the gateway reads it; never proxied to the public API)",
 )
-async def get_training_set(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    registry: Registry = state.registry
+async def get_training_set(state: RewardState, model_id: FromPath[str]) -> Response[bytes]:
+    registry = state.registry
     row = registry.get(model_id)
     if row is None:
         raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}")
@@ -174,7 +168,7 @@ async def get_training_set(state: State, model_id: FromPath[str]) -> Response[by
         )
         for r in registry.training_rows(model_id)
     ]
-    return _json(TrainingMembers(model_id=row.id, task=row.task, demo=row.demo, members=members))
+    return json_response(TrainingMembers(model_id=row.id, task=row.task, demo=row.demo, members=members))
 
 
 def _check_model(spec: TrainRewardModel) -> None:
@@ -183,14 +177,14 @@ def _check_model(spec: TrainRewardModel) -> None:
 
 
 def _enqueue(
-    state: State,
+    state: RewardState,
     spec: TrainRewardModel,
     training_set: TrainingSetRow | None = None,
     rows: list[TrainingRowRow] | None = None,
 ) -> Response[bytes]:
     """Register the model (with its training set, in one transaction) and queue its training; 503 and nothing
     registered when the queue is down."""
-    registry: Registry = state.registry
+    registry = state.registry
     row = registry.create(
         task=spec.task,
         model_name=spec.model or "",
@@ -209,11 +203,11 @@ def _enqueue(
         raise RequestError(
             503, "queue_unavailable", "$", f"job queue unavailable: {type(err).__name__}", {"Retry-After": "5"}
         ) from None
-    return _json(model_info(row, training_set), 202)
+    return json_response(model_info(row, training_set), 202)
 
 
 @post("/v1/reward/models", status_code=202, summary="Train a reward model (a job on the cpu queue)")
-async def train_model(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def train_model(request: Request[Any, Any, Any], state: RewardState) -> Response[bytes]:
     spec = decode_train(await request.body())
     if isinstance(spec.source, StoredSessions):
         raise RequestError(
@@ -228,7 +222,7 @@ async def train_model(request: Request[Any, Any, Any], state: State) -> Response
     status_code=202,
     summary="Train a reward model from stored sessions the gateway selected and vectorised (internal)",
 )
-async def train_from_sessions(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def train_from_sessions(request: Request[Any, Any, Any], state: RewardState) -> Response[bytes]:
     body: SessionTrainingSet = decode_body(_SESSIONS, await request.body())
     spec = body.spec
     if not isinstance(spec.source, StoredSessions):
@@ -287,15 +281,15 @@ async def train_from_sessions(request: Request[Any, Any, Any], state: State) -> 
     status_code=200,
     summary="Erase a user from every training set (internal: the gateway's user erasure); the models affected",
 )
-async def erase_user(state: State, user_id: FromQuery[str]) -> Response[bytes]:
-    registry: Registry = state.registry
+async def erase_user(state: RewardState, user_id: FromQuery[str]) -> Response[bytes]:
+    registry = state.registry
     count, models = registry.erase_user(user_id)
     state.scorer.forget_training_sets()
-    return _json(UserErasure(rows_deleted=count, models_affected=models))
+    return json_response(UserErasure(rows_deleted=count, models_affected=models))
 
 
 @post("/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Make a model the active one")
-async def activate_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
+async def activate_model(state: RewardState, model_id: FromPath[str]) -> Response[bytes]:
     try:
         row = state.registry.activate(model_id)
     except KeyError:
@@ -303,10 +297,10 @@ async def activate_model(state: State, model_id: FromPath[str]) -> Response[byte
     except ValueError as err:
         raise RequestError(409, "not_ready", "model_id", str(err)) from None
     state.scorer.invalidate()
-    metrics: Metrics = state.metrics
+    metrics = state.metrics
     metrics.active.clear()
     metrics.activated(row)
-    return _json(model_info(row, state.registry.training_set(model_id)))
+    return json_response(model_info(row, state.registry.training_set(model_id)))
 
 
 def _revoke(celery: Any, model_id: str) -> None:
@@ -323,14 +317,14 @@ def _revoke(celery: Any, model_id: str) -> None:
     status_code=200,
     summary="Cancel a queued or running training (a running one stops at its next progress step)",
 )
-async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    registry: Registry = state.registry
+async def cancel_model(state: RewardState, model_id: FromPath[str]) -> Response[bytes]:
+    registry = state.registry
     try:
         row = await anyio.to_thread.run_sync(registry.cancel, model_id)
     except KeyError:
         raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}") from None
     await anyio.to_thread.run_sync(_revoke, state.celery, model_id)
-    return _json(model_info(row, registry.training_set(model_id)))
+    return json_response(model_info(row, registry.training_set(model_id)))
 
 
 @delete(
@@ -338,16 +332,16 @@ async def cancel_model(state: State, model_id: FromPath[str]) -> Response[bytes]
     status_code=200,
     summary="Delete a model that is not active and not queued or running: its registry rows and artifact files",
 )
-async def delete_model_route(state: State, model_id: FromPath[str]) -> Response[bytes]:
-    registry: Registry = state.registry
-    settings: RewardSettings = state.settings
+async def delete_model_route(state: RewardState, model_id: FromPath[str]) -> Response[bytes]:
+    registry = state.registry
+    settings = state.settings
     training_set = registry.training_set(model_id)
     try:
         row = await anyio.to_thread.run_sync(delete_model, registry, model_id, settings.artifacts())
     except KeyError:
         raise RequestError(404, "not_found", "model_id", f"no reward model {model_id}") from None
     state.scorer.forget(model_id)
-    return _json(model_info(row, training_set))
+    return json_response(model_info(row, training_set))
 
 
 def _reap(registry: Registry, settings: RewardSettings, metrics: Metrics) -> None:
@@ -363,45 +357,39 @@ async def _reap_loop(registry: Registry, settings: RewardSettings, metrics: Metr
         await anyio.to_thread.run_sync(_reap, registry, settings, metrics)
 
 
-@get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
 def create_app(settings: RewardSettings | None = None, *, celery: Any = None) -> Litestar:
     """The reward service. `celery`: the app used to enqueue training (default: align_worker's)."""
     settings = settings or load_settings(RewardSettings, "TACIT_REWARD_")
     registry = Registry(settings.registry_url())
     metrics = Metrics()
 
-    async def startup(app: Litestar) -> None:
-        app.state.settings = settings
-        app.state.registry = registry
-        app.state.scorer = Scorer(registry)
-        app.state.metrics = metrics
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = RewardState(app.state)  # a typed view of app.state
+        state.settings, state.registry, state.scorer, state.metrics = settings, registry, Scorer(registry), metrics
         if celery is None:
             from tacit.tasks import producer
 
-            app.state.celery = producer(settings.redis_url)
+            state.celery = producer(settings.redis_url)
         else:
-            app.state.celery = celery
+            state.celery = celery
         for task in ("pairwise", "pointwise"):
             active = registry.active(task)
             if active is not None:
                 metrics.activated(active)
         _reap(registry, settings, metrics)  # runs left by workers that died while this service was down
-        app.state.reaper = asyncio.get_running_loop().create_task(_reap_loop(registry, settings, metrics))
-
-    async def shutdown(app: Litestar) -> None:
-        reaper = app.state.get("reaper")
-        if reaper is not None:
-            reaper.cancel()
+        state.reaper = asyncio.get_running_loop().create_task(_reap_loop(registry, settings, metrics))
+        try:
+            yield
+        finally:
+            state.reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
-        registry.close()
+                await state.reaper
+            registry.close()
 
-    return Litestar(
-        route_handlers=[
+    return service_app(
+        "Tacit reward service",
+        [
             score,
             list_models,
             get_model,
@@ -412,16 +400,10 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
             activate_model,
             cancel_model,
             delete_model_route,
-            healthz,
-            metrics_endpoint,
         ],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
-        middleware=[metrics.http.middleware],
-        exception_handlers={Exception: _problem},
-        openapi_config=OpenAPIConfig(title="Tacit reward service", version="1"),
-        request_max_body_size=settings.max_body_bytes,
-        logging_config=None,
+        metrics=metrics,
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

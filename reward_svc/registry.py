@@ -27,6 +27,8 @@ from sqlalchemy import JSON, Column, Engine, and_, delete, func, inspect, text, 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from tacit.schemas.problem import RequestError
+
 __all__ = [
     "WORKER_LOST",
     "Claim",
@@ -182,12 +184,11 @@ class ModelBusyError(RuntimeError):
         self.model_id, self.worker, self.silent_s = model_id, worker, silent_s
 
 
-class ModelStateError(ValueError):
-    """A request its model's state does not allow (409 at the edge); `field` is the one that forbids it."""
+class ModelStateError(RequestError, ValueError):
+    """A request its model's state does not allow (409 `conflict`); `field` is the one that forbids it."""
 
     def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field, self.detail = field, detail
+        super().__init__(409, "conflict", field, detail)
 
 
 class Claim:

@@ -19,7 +19,9 @@ from reward_svc.model.adapt import user_log_likelihood
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
 from reward_svc.model.data import frame_from_vectors, load_frame
 from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
-from tacit.schemas import FeatureVector, ModelProgress, RewardModelInfo, Score, TrainRewardModel, UserLabel
+from tacit.schemas import FeatureVector, RewardModelInfo, Score, TrainRewardModel, UserLabel
+from tacit.schemas.jobs import Progress as JobProgress
+from tacit.schemas.problem import RequestError
 from tacit.schemas.reward import StoredSessions, TrainingSetSummary
 from tacit.schemas.session import preferred_side
 
@@ -30,12 +32,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 
-class ScoreError(ValueError):
-    """A score request that cannot be served; `status` is the HTTP status the edge should use."""
+class ScoreError(RequestError, ValueError):
+    """A score request that cannot be served; `status` is the HTTP status the edge answers with."""
 
     def __init__(self, field: str, detail: str, code: str, status: int = 422) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field, self.detail, self.code, self.status = field, detail, code, status
+        super().__init__(status, code, field, detail, message=f"{field}: {detail}")
 
 
 def training_summary(row: TrainingSetRow | None) -> TrainingSetSummary | None:
@@ -60,7 +61,7 @@ def model_info(row: ModelRow, training_set: TrainingSetRow | None = None) -> Rew
         feature_set_version=row.feature_set_version,
         feature_mode=row.feature_mode,
         status=row.status,  # type: ignore[arg-type]
-        progress=ModelProgress(stage=row.stage, done=row.done, total=row.total),
+        progress=JobProgress(stage=row.stage, done=row.done, total=row.total),
         error=row.error,
         scores=row.metrics,
         data_hash=row.data_hash,

@@ -18,8 +18,9 @@ from celery import shared_task
 
 from reward_svc.registry import ModelBusyError, Registry
 from reward_svc.service import run_training
+from reward_svc.settings import RewardSettings
 from tacit.schemas import TrainRewardModel
-from tacit.settings import RewardSettings, load_settings
+from tacit.settings import load_settings
 from tacit.tasks import TASK_TRAIN_REWARD
 
 __all__ = ["train_reward_model"]

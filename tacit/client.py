@@ -34,6 +34,7 @@ from tacit.schemas.gateway import (
 )
 from tacit.schemas.jobs import FINISHED
 from tacit.schemas.judge import BatchAccepted, BatchJob, JudgeRequest, Verdict
+from tacit.schemas.problem import RequestError
 from tacit.schemas.reward import RewardModelInfo, TrainRewardModel
 from tacit.schemas.session import Session
 
@@ -83,8 +84,9 @@ class _Results(msgspec.Struct, frozen=True, kw_only=True):
     results: list[SessionScore]
 
 
-class TacitError(Exception):
-    """A gateway error answer: HTTP status and the problem body's stable `code`, offending `field` and `detail`."""
+class TacitError(RequestError):
+    """A gateway error answer: HTTP status and the problem body's stable `code`, offending `field` and `detail`
+    (the services' own error base, as a client meets it)."""
 
     def __init__(
         self,
@@ -96,11 +98,7 @@ class TacitError(Exception):
         body: Any = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{status} {code} at {field}: {detail}")
-        self.status = status
-        self.code = code
-        self.field = field
-        self.detail = detail
+        super().__init__(status, code, field, detail, message=f"{status} {code} at {field}: {detail}")
         self.body = body
         """The decoded answer body (e.g. `/readyz`'s per-dependency report), when it was JSON."""
         self.retry_after = retry_after

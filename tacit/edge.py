@@ -1,27 +1,47 @@
 """The edge kit every service shares: one exception-to-Problem mapper, so the same bad input gets the same error body
 from the gateway, feature_svc, reward_svc and judge_svc.
 
-A service registers only its own errors: `problem_handler(*mappers)`, where a mapper turns one of the service's
-exceptions into a `RequestError` (status, code, field, detail, headers) or returns None for any other. Everything
-every service meets is mapped here once: `RequestError` itself, `SessionError` (the session contract), litestar's
+Every request error is a `RequestError` (status, code, field, detail, headers): the kernel's own (`SessionError`,
+the body decoders') and each service's (FeatureError, ScoreError, DependencyError, ...) subclass it, so they need
+no mapping. A service registers only the foreign exceptions it turns into request errors (a database driver's,
+say): `problem_handler(*mappers)`, where a mapper returns a `RequestError` or None. Mapped here once: litestar's
 parameter validation and HTTP exceptions (one code table, the body limit named on 413), JSON nested too deeply,
 and anything else as a logged 500 that says nothing about the request.
+
+`service_app` builds every service's Litestar app the same way: that handler, the shared HTTP metrics middleware,
+`/healthz` and `/metrics`, the body limit, one lifespan (the only lifecycle hook: it builds the typed state, a
+`litestar.datastructures.State` subclass handlers annotate `state` with), and no logging configuration of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler, Middleware
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from tacit.http_metrics import ServiceMetrics
 from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError
-from tacit.schemas.validate import SessionError
 
-__all__ = ["HTTP_CODES", "ErrorMapper", "healthz", "problem_handler", "to_request_error"]
+__all__ = [
+    "HTTP_CODES",
+    "ErrorMapper",
+    "Lifespan",
+    "healthz",
+    "json_response",
+    "metrics_route",
+    "problem_handler",
+    "service_app",
+    "to_request_error",
+]
 
 logger = logging.getLogger("tacit.edge")
 _ENCODER = msgspec.json.Encoder()
@@ -53,8 +73,6 @@ def to_request_error(exc: Exception, request: Request[Any, Any, Any]) -> Request
     """The errors every service meets, as a RequestError; None for any other exception."""
     if isinstance(exc, RequestError):
         return exc
-    if isinstance(exc, SessionError):
-        return RequestError(400 if exc.code == "malformed" else 422, exc.code, exc.field, exc.detail)
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         # A path or query parameter of the wrong type: name it, without echoing the request line.
         first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
@@ -72,6 +90,11 @@ def to_request_error(exc: Exception, request: Request[Any, Any, Any]) -> Request
     return None
 
 
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """`value` encoded by msgspec as a JSON answer (handlers encode their wire structs themselves)."""
+    return Response(_ENCODER.encode(value), status_code=status, media_type=JSON, headers=headers)
+
+
 def problem_handler(*mappers: ErrorMapper) -> Callable[[Request[Any, Any, Any], Exception], Response[bytes]]:
     """The exception handler of a service: its own `mappers` first, then the shared ones, else a logged 500."""
 
@@ -80,9 +103,7 @@ def problem_handler(*mappers: ErrorMapper) -> Callable[[Request[Any, Any, Any], 
         if error is None:
             logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
             error = RequestError(500, "internal", "$", "internal error")
-        return Response(
-            _ENCODER.encode(error.problem()), status_code=error.status, media_type=JSON, headers=error.headers
-        )
+        return json_response(error.problem(), error.status, error.headers)
 
     return handle
 
@@ -91,3 +112,47 @@ def problem_handler(*mappers: ErrorMapper) -> Callable[[Request[Any, Any, Any], 
 async def healthz() -> dict[str, str]:
     """The process answers (readiness, which checks dependencies, is each service's own `/readyz`)."""
     return {"status": "ok"}
+
+
+def metrics_route(metrics: ServiceMetrics) -> HTTPRouteHandler:
+    """`GET /metrics`: the Prometheus exposition of `metrics` (left out of the OpenAPI document)."""
+
+    @get("/metrics", summary="Prometheus metrics", include_in_schema=False, sync_to_thread=False)
+    def metrics_endpoint() -> Response[bytes]:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics_endpoint
+
+
+#: A service's one lifecycle hook: builds its state (and background tasks) on entry, releases them on exit.
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+def service_app(
+    title: str,
+    route_handlers: Sequence[ControllerRouterHandler],
+    *,
+    metrics: ServiceMetrics,
+    lifespan: Lifespan,
+    max_body_bytes: int | None,
+    errors: Sequence[ErrorMapper] = (),
+    health: HTTPRouteHandler = healthz,
+    metrics_endpoint: HTTPRouteHandler | None = None,
+    middleware: Sequence[Middleware] = (),
+    openapi_config: OpenAPIConfig | None = None,
+    **options: Any,
+) -> Litestar:
+    """A service's app: `route_handlers` plus `health` and `metrics_endpoint` (default: `metrics_route(metrics)`),
+    its own `errors` mapped before the shared ones, `middleware` then the HTTP metrics, and `options` (any other
+    Litestar argument: CORS, hooks)."""
+    return Litestar(
+        route_handlers=[*route_handlers, health, metrics_endpoint or metrics_route(metrics)],
+        lifespan=[lifespan],
+        middleware=[*middleware, metrics.http.middleware],
+        exception_handlers={Exception: problem_handler(*errors)},
+        openapi_config=openapi_config or OpenAPIConfig(title=title, version="1"),
+        request_max_body_size=max_body_bytes,
+        # Logging is the server's business (uvicorn in `serve`): an app must not reconfigure the root logger.
+        logging_config=None,
+        **options,
+    )

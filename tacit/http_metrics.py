@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-__all__ = ["BUCKETS", "HttpMetrics"]
+__all__ = ["BUCKETS", "HttpMetrics", "ServiceMetrics"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,3 +75,16 @@ class HttpMetrics:
                 self.latency.labels(*labels).observe(time.perf_counter() - start)
 
         return measured
+
+
+class ServiceMetrics:
+    """A service's Prometheus metrics: a registry of its own holding the shared HTTP metrics; a service subclasses
+    it to add its own metrics to `registry`."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.http = HttpMetrics(service, self.registry)
+
+    def render(self) -> bytes:
+        """The exposition text of every metric in the registry."""
+        return generate_latest(self.registry)

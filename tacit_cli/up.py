@@ -44,7 +44,8 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from tacit.settings import GatewaySettings, data_home, load_settings
+from gateway.settings import GatewaySettings
+from tacit.settings import data_home, load_settings
 
 __all__ = [
     "RedisChoice",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,13 +19,15 @@ MALFORMED = b"{not json"
 def services(tmp_path: Path, redis_url: str) -> Iterator[dict[str, tuple[TestClient[Any], str, dict[str, str]]]]:
     """Each service's app with the POST route a client sends JSON to (and the key the gateway needs)."""
     from feature_svc.app import create_app as features
+    from feature_svc.settings import FeatureSettings
     from gateway.app import create_app as gateway
     from gateway.keys import create_key
+    from gateway.settings import GatewaySettings
     from judge_svc.app import create_app as judge
     from judge_svc.settings import JudgeSettings
     from reward_svc.app import create_app as reward
+    from reward_svc.settings import RewardSettings
     from tacit.db import Store
-    from tacit.settings import FeatureSettings, GatewaySettings, RewardSettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     store = Store(database)
@@ -70,3 +73,32 @@ def test_an_unknown_route_gets_the_same_problem_from_every_service(
     assert len({str(b) for b in bodies.values()}) == 1, bodies
     assert bodies["reward_svc"][0] == 404
     assert (bodies["reward_svc"][1]["code"], bodies["reward_svc"][1]["field"]) == ("not_found", "path")
+
+
+def test_one_body_of_the_wrong_kind_gets_the_same_problem_from_every_service(
+    services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
+) -> None:
+    # Valid JSON, but an array where every route reads an object: one msgspec-error parser
+    # (tacit.schemas.problem.decode_error) words it for all four services.
+    answers = {}
+    for name, (client, path, headers) in services.items():
+        response = client.post(path, content=b"[]", headers={**headers, "content-type": "application/json"})
+        answers[name] = (response.status_code, response.json())
+    assert len({str(answer) for answer in answers.values()}) == 1, answers
+    assert answers["feature_svc"] == (
+        400,
+        {"code": "malformed", "field": "$", "detail": "malformed JSON: Expected `object`, got `array`"},
+    )
+
+
+def test_a_field_of_the_wrong_type_is_named_alike_by_every_service(
+    services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
+) -> None:
+    # Each route's first field, as a number: 422 `invalid` naming it, in msgspec's words.
+    fields = {"gateway": "session_id", "feature_svc": "session", "reward_svc": "vectors", "judge_svc": "prompt"}
+    for name, (client, path, headers) in services.items():
+        body = f'{{"{fields[name]}": 1}}'.encode()
+        response = client.post(path, content=body, headers={**headers, "content-type": "application/json"})
+        problem = response.json()
+        assert (response.status_code, problem["code"], problem["field"]) == (422, "invalid", fields[name]), problem
+        assert re.fullmatch(r"Expected `\w+`, got `int`", problem["detail"]), problem

@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 from feature_svc.features import vectorize
 from reward_svc.app import create_app
 from reward_svc.demo import demo_sessions, write_demo_table
-from tacit.settings import RewardSettings
+from reward_svc.settings import RewardSettings
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import pytest
 from litestar.testing import TestClient
 
 from reward_svc.app import create_app
-from tacit.settings import RewardSettings
+from reward_svc.settings import RewardSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 

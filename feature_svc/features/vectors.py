@@ -7,18 +7,16 @@ from collections.abc import Sequence
 from feature_svc.features.compute import compute, from_session, select
 from feature_svc.features.sets import get_feature_set
 from tacit.schemas import FeatureVector, FeatureVectors, Session
+from tacit.schemas.problem import RequestError
 
 __all__ = ["FeatureError", "vectorize", "vectorize_batch"]
 
 
-class FeatureError(ValueError):
-    """A feature request that cannot be served; `field` names the offending request field."""
+class FeatureError(RequestError, ValueError):
+    """A feature request that cannot be served (422); `field` names the offending request field."""
 
     def __init__(self, field: str, detail: str, code: str = "unavailable") -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
-        self.code = code
+        super().__init__(422, code, field, detail, message=f"{field}: {detail}")
 
 
 def _first_turn(session: Session) -> bool:

@@ -18,8 +18,8 @@ from litestar.testing import TestClient
 
 from feature_svc.app import Problem, create_app
 from feature_svc.features import FEATURE_SETS, vectorize
+from feature_svc.settings import FeatureSettings
 from tacit.schemas import FeatureRequest, FeatureSetInfo, FeatureVector, FeatureVectors, Session
-from tacit.settings import FeatureSettings
 from tacit.simulate import simulate_session
 
 SAMPLES = 150

@@ -19,8 +19,8 @@ from litestar.testing import TestClient
 from gateway import keys
 from gateway.app import create_app
 from gateway.keys import create_key, revoke
+from gateway.settings import GatewaySettings
 from tacit.db import Store
-from tacit.settings import GatewaySettings
 
 DOWN = "http://127.0.0.1:9"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -116,8 +117,8 @@ def test_erasure_removes_the_users_pairs_and_names_the_job(jobs: AlignmentJobs, 
 
 
 def test_erasure_redacts_the_users_prompts_from_the_evaluation_answers(
-    jobs: AlignmentJobs, store: Store, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    jobs: AlignmentJobs, store: Store, tmp_path: Path
+) -> None:
     job_id = _create(jobs)
     answers = tmp_path / job_id / "evaluation" / "answers.jsonl"
     answers.parent.mkdir(parents=True)

@@ -17,10 +17,10 @@ import pytest
 import gateway.alignment as alignment
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from gateway.tests.test_alignment_store import SUMMARY, _pair
 from tacit.db import Store
 from tacit.schemas.align import SftJob
-from tacit.settings import GatewaySettings
 
 
 def _free_port() -> int:

@@ -15,9 +15,10 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.collector import BROWSER_PREFIX, Collector, CollectorSettings, TokenError, mint_token, verify_token
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from judge_svc.testing import FakeOpenAIServer, Reply
 from tacit.db import Store
-from tacit.settings import GatewaySettings, SettingsError
+from tacit.settings import SettingsError
 from tacit.simulate import simulate_session
 
 SECRET = "s" * 40

@@ -13,8 +13,8 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)

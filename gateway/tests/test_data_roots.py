@@ -38,8 +38,8 @@ def test_routes_read_only_inside_the_roots(tmp_path: Path) -> None:
 
     from gateway.app import create_app
     from gateway.keys import create_key
+    from gateway.settings import GatewaySettings
     from tacit.db import Store
-    from tacit.settings import GatewaySettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     store = Store(database)

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.openapi import DOCS_CSP
-from tacit.settings import GatewaySettings
+from gateway.settings import GatewaySettings
 
 DOWN = "http://127.0.0.1:9"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

@@ -17,9 +17,9 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.schemas.align import DataSummary
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 DOWN = "http://127.0.0.1:9"

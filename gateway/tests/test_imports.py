@@ -16,9 +16,9 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.imports import KIND, run_ifllm_import
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.schemas import Session
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 from tacit.tasks import QUEUE_CPU, TASK_IMPORT_IFLLM
 

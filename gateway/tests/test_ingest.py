@@ -14,9 +14,9 @@ import pytest
 from gateway.clients import FeatureClient, RewardClient
 from gateway.ingest import Pipeline
 from gateway.metrics import Metrics
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 Handler = Callable[[httpx.Request], httpx.Response]

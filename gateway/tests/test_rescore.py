@@ -19,9 +19,9 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 

@@ -227,7 +227,7 @@ def test_the_routes_check_what_they_are_sent_and_answer_scores_per_model(tmp_pat
 
     from gateway.app import create_app
     from gateway.keys import create_key
-    from tacit.settings import GatewaySettings
+    from gateway.settings import GatewaySettings
 
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     st = Store(database)

@@ -17,9 +17,9 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import OutOfFold, Store
 from tacit.schemas import FeatureVector, FeatureVectors
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 
 USERS, PER_USER = 6, 4

@@ -18,8 +18,9 @@ from reward_svc.app import create_app
 from reward_svc.demo import write_demo_table
 from reward_svc.registry import WORKER_LOST, ModelBusyError, ModelRow, ModelStateError, Registry
 from reward_svc.service import delete_model, run_training
+from reward_svc.settings import RewardSettings
 from tacit.schemas import TrainRewardModel
-from tacit.settings import RewardSettings, SettingsError
+from tacit.settings import SettingsError
 
 
 class ControlDouble:

@@ -16,8 +16,8 @@ from feature_svc.features import vectorize
 from reward_svc.app import create_app
 from reward_svc.registry import Registry, TrainingRowRow, TrainingSetRow
 from reward_svc.service import Scorer, run_training
+from reward_svc.settings import RewardSettings
 from tacit.schemas.reward import SessionTrainingSet, StoredSessions, TrainingRow, TrainRewardModel
-from tacit.settings import RewardSettings
 from tacit.simulate import simulate_session
 
 USERS = 6

@@ -1,9 +1,9 @@
 """Wire contracts: everything that crosses a process boundary."""
 
 from tacit.schemas.features import FeatureBatchRequest, FeatureRequest, FeatureSetInfo, FeatureVector, FeatureVectors
+from tacit.schemas.jobs import JobStatus, Progress
 from tacit.schemas.problem import Problem
 from tacit.schemas.reward import (
-    ModelProgress,
     RewardModelInfo,
     Score,
     ScoreRequest,
@@ -31,8 +31,9 @@ __all__ = [
     "FeatureVector",
     "FeatureVectors",
     "Feedback",
-    "ModelProgress",
+    "JobStatus",
     "Problem",
+    "Progress",
     "Response",
     "RewardModelInfo",
     "Score",

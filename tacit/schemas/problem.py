@@ -1,4 +1,5 @@
-"""The error body every Tacit service answers with."""
+"""The error body every Tacit service answers with, the one error base behind it, and the one reading of a
+body-decoding failure (msgspec's, or text that is not UTF-8, or JSON nested too deeply) as such an error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import msgspec
 
 from tacit.schemas.session import ID_PATTERN
 
-__all__ = ["NESTED_TOO_DEEPLY", "Problem", "RequestError", "decode_body", "readable", "refuse_duplicate_keys"]
+__all__ = [
+    "NESTED_TOO_DEEPLY",
+    "Problem",
+    "RequestError",
+    "decode_body",
+    "decode_error",
+    "readable",
+    "refuse_duplicate_keys",
+]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,10 +31,23 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestError(Exception):
-    """A request the service refuses: the HTTP status, the Problem fields and optional response headers."""
+    """A request the service refuses: the HTTP status, the Problem fields and optional response headers.
 
-    def __init__(self, status: int, code: str, field: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
+    The one error base: a service's own request errors subclass it (their constructors fix status and code), so
+    the edge (tacit.edge) answers every one of them the same way. `message` is `str(error)` when not the detail.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        field: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(detail if message is None else message)
         self.status, self.code, self.field, self.detail = status, code, field, detail
         self.headers = headers or {}
 
@@ -78,8 +100,34 @@ def refuse_duplicate_keys(body: bytes | str) -> None:
         return
 
 
-#: A missing or unknown key is reported at the object holding it: the field named is the key itself.
-_NAMED_FIELD = re.compile(r"Object (?:missing required|contains unknown) field `([^`]*)`")
+#: Where msgspec says a validation error is (`... - at `$.responses[0].text``), and the key a missing or unknown
+#: field error names: such an error is reported at the object holding the key, the field named is the key itself.
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
+#: A body whose top-level value is of the wrong kind (`[]` where an object is read): msgspec names no path.
+_WRONG_KIND = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
+
+
+def decode_error(err: Exception) -> RequestError:
+    """A failure to decode a body as the error every service answers: 422 `invalid` naming the field msgspec
+    rejected (a JSON path such as `responses[0].mouse.x`), else 400 `malformed` at `$` (not JSON, or not even the
+    kind of JSON value the route reads)."""
+    if isinstance(err, msgspec.ValidationError):
+        message = str(err)
+        if _WRONG_KIND.match(message):
+            return RequestError(400, "malformed", "$", f"malformed JSON: {message}")
+        at = _AT.search(message)
+        path = at.group("path").lstrip(".") if at else ""
+        detail = message[: at.start()] if at else message
+        named = _NAMED_FIELD.match(detail)
+        if named is not None:
+            path = f"{path}.{named.group('name')}" if path else named.group("name")
+        return RequestError(422, "invalid", path or "$", readable(detail))
+    if isinstance(err, UnicodeError):  # a str holding lone surrogates (invalid UTF-8 bytes are a DecodeError)
+        return RequestError(400, "malformed", "$", f"body is not valid UTF-8 text: {err}")
+    if isinstance(err, RecursionError):
+        return RequestError(400, "malformed", "$", NESTED_TOO_DEEPLY)
+    return RequestError(400, "malformed", "$", f"malformed JSON: {err}")
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
@@ -87,17 +135,8 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     422 naming the field msgspec rejected."""
     try:
         value = decoder.decode(body)
-        if len(body) <= UNIQUE_KEYS_MAX_BYTES:
-            refuse_duplicate_keys(body)
-        return value
-    except msgspec.ValidationError as err:
-        message = str(err)
-        field = message.rsplit(" - at `$", 1)[-1].rstrip("`").lstrip(".") if " - at `$" in message else ""
-        named = _NAMED_FIELD.match(message)
-        if named:
-            field = f"{field}.{named.group(1)}" if field else named.group(1)
-        raise RequestError(422, "invalid", field or "$", readable(message.split(" - at ")[0])) from None
-    except (msgspec.DecodeError, UnicodeError) as err:
-        raise RequestError(400, "malformed", "$", f"malformed JSON: {err}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed", "$", NESTED_TOO_DEEPLY) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as err:  # a ValidationError is a DecodeError
+        raise decode_error(err) from None
+    if len(body) <= UNIQUE_KEYS_MAX_BYTES:
+        refuse_duplicate_keys(body)
+    return value

@@ -8,14 +8,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from tacit.schemas.features import FeatureVector
-from tacit.schemas.jobs import JobStatus
+from tacit.schemas.jobs import JobStatus, Progress
 from tacit.schemas.problem import RequestError, decode_body
 
 __all__ = [
     "MIN_TRAINING_SESSIONS",
     "MIN_TRAINING_USERS",
     "IfllmSource",
-    "ModelProgress",
     "RewardModelInfo",
     "Score",
     "ScoreKind",
@@ -188,12 +187,6 @@ class UserErasure(msgspec.Struct, frozen=True, kw_only=True):
     models_affected: list[str]
 
 
-class ModelProgress(msgspec.Struct, frozen=True, kw_only=True):
-    stage: str
-    done: int
-    total: int
-
-
 class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     """A registry entry."""
 
@@ -204,7 +197,7 @@ class RewardModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     feature_set_version: str
     feature_mode: str
     status: JobStatus
-    progress: ModelProgress
+    progress: Progress
     error: str
     scores: dict[str, Any]
     """The stored evaluation (grouped protocol) of this model."""

@@ -2,54 +2,33 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from tacit.schemas.problem import NESTED_TOO_DEEPLY, readable
+from tacit.schemas.problem import RequestError, decode_error
 from tacit.schemas.session import Session, Stream
 
 __all__ = ["SessionError", "decode_session", "decode_sessions", "validate_session"]
 
-_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`")
 
-
-class SessionError(ValueError):
-    """A session that breaks the contract; `field` is a JSON path like `responses[0].mouse.x`."""
+class SessionError(RequestError, ValueError):
+    """A session that breaks the contract; `field` is a JSON path like `responses[0].mouse.x`: 400 when it is not
+    JSON at all (`malformed`), else 422."""
 
     def __init__(self, field: str, detail: str, code: str = "invalid") -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
-        self.code = code
+        super().__init__(400 if code == "malformed" else 422, code, field, detail, message=f"{field}: {detail}")
+
+    @classmethod
+    def of(cls, err: Exception) -> SessionError:
+        """A decoding failure (tacit.schemas.problem.decode_error reads it) as a SessionError."""
+        error = decode_error(err)
+        return cls(error.field, error.detail, error.code)
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "field": self.field, "detail": self.detail}
-
-
-def _from_msgspec(err: msgspec.ValidationError | msgspec.DecodeError, prefix: str = "") -> SessionError:
-    message = str(err)
-    match = _PATH.search(message)
-    path = match.group("path").lstrip(".") if match else ""
-    detail = message[: match.start()] if match else message
-    # A missing or unknown key is reported at its parent object; name the key itself.
-    named = _NAMED.match(detail)
-    if named is not None:
-        path = f"{path}.{named.group('name')}" if path else named.group("name")
-    if match is None and named is None:
-        field = prefix.rstrip(".") or "$"
-        if isinstance(err, msgspec.DecodeError):  # worded as every other body decoder words it (decode_body)
-            return SessionError(field, f"malformed JSON: {message}", "malformed")
-        return SessionError(field, message, "invalid")
-    return SessionError(f"{prefix}{path}" or "$", readable(detail), "invalid")
-
-
-def _malformed_text(err: UnicodeError) -> SessionError:
-    return SessionError("$", f"body is not valid UTF-8 text: {err}", "malformed")
 
 
 _DECODER = msgspec.json.Decoder(Session)
@@ -60,12 +39,8 @@ def decode_session(body: bytes | str) -> Session:
     """Decode and fully validate one JSON session; raises SessionError."""
     try:
         session = _DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        raise _from_msgspec(err) from None
-    except RecursionError:
-        raise SessionError("$", NESTED_TOO_DEEPLY, "malformed") from None
-    except UnicodeError as err:  # invalid UTF-8 bytes, or a str holding lone surrogates
-        raise _malformed_text(err) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as err:  # a ValidationError is a DecodeError
+        raise SessionError.of(err) from None
     validate_session(session)
     return session
 
@@ -74,12 +49,8 @@ def decode_sessions(body: bytes | str) -> list[Session]:
     """Decode and validate a JSON array of sessions; the field path names the failing item."""
     try:
         sessions = _LIST_DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        raise _from_msgspec(err) from None
-    except RecursionError:
-        raise SessionError("$", NESTED_TOO_DEEPLY, "malformed") from None
-    except UnicodeError as err:
-        raise _malformed_text(err) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeError) as err:
+        raise SessionError.of(err) from None
     for i, session in enumerate(sessions):
         try:
             validate_session(session)

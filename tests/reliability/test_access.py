@@ -20,8 +20,9 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.keys import allowed, create_key, revoke
 from gateway.limits import RateLimiter
+from gateway.settings import GatewaySettings
 from tacit.db import Store
-from tacit.settings import GatewaySettings, SettingsError
+from tacit.settings import SettingsError
 from tests.reliability.out import write_fragment
 
 SECRET = "r" * 40

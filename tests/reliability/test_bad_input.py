@@ -23,9 +23,9 @@ from sqlalchemy import MetaData, create_engine, func, select
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.db.testing import postgres_schema
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 from tests.reliability.out import write_fragment
 

@@ -24,9 +24,9 @@ from sqlalchemy import MetaData, create_engine, select, text
 
 from gateway.app import create_app
 from gateway.keys import create_key
+from gateway.settings import GatewaySettings
 from tacit.db import Store
 from tacit.schemas import FeatureVector, Score
-from tacit.settings import GatewaySettings
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Stack
 from tests.reliability.out import write_fragment
