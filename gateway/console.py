@@ -27,7 +27,6 @@ from gateway.console_queries import (
     ABSTAINED,
     AGREEMENTS,
     ConsoleSessionPage,
-    CursorError,
     ScoreDistribution,
     SessionFilter,
     distribution,
@@ -37,6 +36,7 @@ from gateway.console_queries import (
 from gateway.imports import KIND as IMPORT_KIND
 from gateway.state import GatewayState
 from gateway.wire import job_info
+from tacit.db.sessions import InvalidCursorError
 from tacit.schemas.gateway import JobInfo
 from tacit.schemas.judge import BatchJobList
 from tacit.schemas.problem import RequestError
@@ -205,7 +205,7 @@ async def console_sessions(
 
     try:
         page = await anyio.to_thread.run_sync(read)
-    except CursorError as err:
+    except InvalidCursorError as err:
         raise RequestError(422, "invalid", "cursor", str(err)) from None
     return json_response(page)
 

@@ -10,8 +10,6 @@ in `tacit.db.scores.Scores.compare_models`; a session without a label is `no_lab
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from tacit.db import Store
 from tacit.db.models import SessionRow, SessionScoreRow
+from tacit.db.sessions import decode_cursor, encode_cursor
 
 __all__ = [
     "ABSTAINED",
@@ -30,7 +29,6 @@ __all__ = [
     "Bin",
     "ConsoleSession",
     "ConsoleSessionPage",
-    "CursorError",
     "ReliabilityBin",
     "ScoreDistribution",
     "SessionFilter",
@@ -138,10 +136,6 @@ class ScoreDistribution(msgspec.Struct, frozen=True, kw_only=True):
 # --- sessions ------------------------------------------------------------------------------------------------
 
 
-class CursorError(ValueError):
-    """A cursor the console did not make."""
-
-
 @dataclass(frozen=True)
 class SessionFilter:
     user_id: str | None = None
@@ -153,23 +147,6 @@ class SessionFilter:
     """Received at or after."""
     until: dt.datetime | None = None
     """Received before."""
-
-
-def encode_cursor(received_at: dt.datetime, session_id: str) -> str:
-    raw = msgspec.json.encode([received_at.astimezone(dt.UTC).isoformat(), session_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, session_id = msgspec.json.decode(raw, type=tuple[str, str])
-        when = dt.datetime.fromisoformat(at)
-    except (binascii.Error, msgspec.DecodeError, ValueError):
-        raise CursorError(f"not a cursor this route made: {cursor[:40]!r}") from None
-    if when.tzinfo is None or "\x00" in session_id:
-        raise CursorError(f"not a cursor this route made: {cursor[:40]!r}")
-    return when, session_id
 
 
 def _choice(p: Any) -> Any:
@@ -187,7 +164,7 @@ def _agreement(p: Any, label: Any) -> Any:
 
 
 def sessions_page(s: DbSession, where: SessionFilter, *, limit: int, cursor: str | None = None) -> ConsoleSessionPage:
-    """Sessions matching `where`, newest first by (received_at, session_id). Raises CursorError."""
+    """Sessions matching `where`, newest first by (received_at, session_id). Raises InvalidCursorError."""
     t = _SESSIONS.c
     # one model's own score columns, or the session's current score masked unless scored: either way column exprs
     source: Any

@@ -32,6 +32,8 @@ __all__ = [
     "SessionConflict",
     "Sessions",
     "TrainingCandidate",
+    "decode_cursor",
+    "encode_cursor",
     "session_row",
 ]
 
@@ -75,20 +77,23 @@ class PayloadPurgedError(LookupError):
         self.session_id = session_id
 
 
-def _encode_cursor(row: SessionRow) -> str:
-    raw = msgspec.json.encode([row.received_at.isoformat(), row.session_id])
+def encode_cursor(received_at: dt.datetime, session_id: str) -> str:
+    """The keyset cursor after a session ordered by (received_at, session_id): every session listing uses it."""
+    at = received_at.astimezone(dt.UTC) if received_at.tzinfo is not None else received_at.replace(tzinfo=dt.UTC)
+    raw = msgspec.json.encode([at.isoformat(), session_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    """(received_at, session_id) of a cursor `encode_cursor` made; InvalidCursorError for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, session_id = msgspec.json.decode(raw, type=tuple[str, str])
         when = dt.datetime.fromisoformat(at)
     except (binascii.Error, msgspec.DecodeError, ValueError):
-        raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}") from None
+        raise InvalidCursorError(f"not a cursor this store made: {cursor[:40]!r}") from None
     if when.tzinfo is None or "\x00" in session_id:
-        raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}")
+        raise InvalidCursorError(f"not a cursor this store made: {cursor[:40]!r}")
     return when, session_id
 
 
@@ -312,14 +317,14 @@ class Sessions:
         if not include_demo_sessions:
             query = query.where(col(SessionRow.demo).is_(False))
         if cursor is not None:
-            after_at, after_id = _decode_cursor(cursor)
+            after_at, after_id = decode_cursor(cursor)
             query = query.where(or_(received > after_at, and_(received == after_at, sid > after_id)))
         query = query.order_by(received, sid).limit(limit + 1)
         with self._uow.read() as s:
             rows = list(s.exec(query))
         if len(rows) > limit:
             rows = rows[:limit]
-            return rows, _encode_cursor(rows[-1])
+            return rows, encode_cursor(rows[-1].received_at, rows[-1].session_id)
         return rows, None
 
     def users_with_sessions(self, user_ids: Iterable[str]) -> set[str]:
