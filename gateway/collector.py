@@ -380,7 +380,7 @@ async def post_collected(request: Request[Any, Any, Any], state: GatewayState) -
     body = await request.body()
     session = decode_session(body)
     _own(claims, session.session_id, session.user_id)
-    result = await state.pipeline.ingest(session, body, demo=claims.demo)
+    result = await state.pipeline.ingest(session, body, demo=claims.demo, source="collector")
     return json_response(result, 200 if result.status == "scored" else 202)
 
 

@@ -26,6 +26,7 @@ from litestar.params import FromPath
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
+from gateway.metrics import ingested_counter
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.wire import job_info
@@ -40,6 +41,9 @@ from tacit.tasks import QUEUE_CPU, TASK_IMPORT_IFLLM
 __all__ = ["KIND", "ifllm_import_task", "import_routes", "run_ifllm_import"]
 
 logger = logging.getLogger(__name__)
+# Counted where the import runs (a cpu worker): its /metrics serves it in multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+# set in infra/compose.yaml), where every counter of the worker's processes is read from the shared directory.
+_INGESTED = ingested_counter(None)
 
 #: The job kind of an IFLLM import in the gateway's `jobs` table.
 KIND = "import_ifllm"
@@ -88,6 +92,9 @@ def run_ifllm_import(store: Store, job_id: str) -> str:
                         counts["conflicts"] += 1
                     else:
                         counts["stored" if outcome[1] else "already_stored"] += 1
+                        if outcome[1]:
+                            row = outcome[0]
+                            _INGESTED.labels(row.mode, str(row.consent_gaze).lower(), "import").inc()
                 done += 1
                 # Conditional on `running`: a cancel request (status `cancelled`) stops the job here.
                 if store.jobs.update_job_if(job_id, ("running",), done=done, result=counts) is None:

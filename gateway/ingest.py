@@ -96,12 +96,15 @@ class Pipeline:
         self._observe(session, score)
         return record_score(row, created=False)
 
-    async def ingest(self, session: Session, raw: bytes | None = None, *, demo: bool = False) -> SessionScore:
+    async def ingest(
+        self, session: Session, raw: bytes | None = None, *, demo: bool = False, source: str = "api"
+    ) -> SessionScore:
         """Answer a session's score; it is stored before the answer is sent, whatever the services do.
 
         A new session is scored first and stored together with its score in one write; when a service is
         down it is stored alone, pending, and the rescoring loop scores it later. `raw`: the JSON the session
         was decoded and validated from (sent on to feature_svc as it is). `demo`: recorded with a demo token.
+        `source`: how it came (`api` or `collector`), a label of the ingest counter.
         """
         refuse_nul_ids(session)
         status = await anyio.to_thread.run_sync(self.store.sessions.score_status, session.session_id)
@@ -114,7 +117,7 @@ class Pipeline:
             vector, score = await self.compute(session, raw)
         except (DependencyDownError, DependencyError) as err:
             row, created = await anyio.to_thread.run_sync(lambda: self.store.sessions.put_session(session, demo=demo))
-            self._count(session, created)
+            self._count(session, created, source)
             reason = err.service if isinstance(err, DependencyDownError) else f"{err.service}:{err.code}"
             self.metrics.pending.labels(reason).inc()
             # A service that is down, or no active model yet, is worth waiting for; a refusal is a failure.
@@ -128,13 +131,13 @@ class Pipeline:
         row, created = await anyio.to_thread.run_sync(
             lambda: self.store.sessions.put_session(session, result=(vector, score), demo=demo)
         )
-        self._count(session, created)
+        self._count(session, created, source)
         self._observe(session, score)
         return record_score(row, created=created)
 
-    def _count(self, session: Session, created: bool) -> None:
+    def _count(self, session: Session, created: bool, source: str) -> None:
         if created:
-            self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower()).inc()
+            self.metrics.ingested.labels(session.mode, str(session.consent.gaze).lower(), source).inc()
 
     def _defer_refused(self, session_id: str, reason: str) -> Any:
         retry_in = dt.timedelta(seconds=self.settings.rescore_defer_s)

@@ -1,4 +1,4 @@
-"""API keys: creation, hashing, authentication, revocation, scopes, and the `tacit keys` command.
+"""API keys: creation, hashing, authentication, revocation and scopes (`tacit keys` is in tacit_cli/keys.py).
 
 A token is `tacit_` plus 43 url-safe characters (32 random bytes). Only a salted scrypt hash is stored,
 with the token's first 14 characters (`tacit_` and 8 of the secret) as a non-secret prefix that listings
@@ -9,13 +9,11 @@ request still reads the key row, so a revocation takes effect at once, in every 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import hashlib
 import hmac
 import secrets
-import sys
 import threading
 import time
 import uuid
@@ -29,11 +27,9 @@ __all__ = [
     "PREFIX_CHARS",
     "SCOPES",
     "TOKEN_PREFIX",
-    "add_keys_commands",
     "allowed",
     "authenticate",
     "create_key",
-    "keys_command",
     "list_keys",
     "revoke",
 ]
@@ -184,106 +180,3 @@ def allowed(key_scopes: Iterable[str], needed: str) -> bool:
         raise ValueError(f"unknown scope {needed!r}")
     granted = set(key_scopes)
     return "admin" in granted or needed in granted
-
-
-# -- `tacit keys ...` -------------------------------------------------------------------------------------
-
-
-def _open(args: argparse.Namespace) -> Store:
-    if args.database_url:
-        url = args.database_url
-    else:
-        from gateway.settings import GatewaySettings
-        from tacit.settings import load_settings
-
-        url = load_settings(GatewaySettings, "TACIT_GATEWAY_").db_url()
-    store = Store(url)
-    store.migrate()
-    return store
-
-
-def _when(value: dt.datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _create(args: argparse.Namespace) -> int:
-    store = _open(args)
-    try:
-        token, row = create_key(store, args.scope, args.name)
-    finally:
-        store.close()
-    print(f"key: {token}")
-    print(f"id: {row.id}")
-    print(f"scopes: {' '.join(row.scopes)}")
-    print("The key is shown only once; store it now.", file=sys.stderr)
-    return 0
-
-
-def _list(args: argparse.Namespace) -> int:
-    store = _open(args)
-    try:
-        rows = list_keys(store)
-    finally:
-        store.close()
-    header = ("id", "name", "prefix", "scopes", "created", "last used", "revoked")
-    table = [header] + [
-        (
-            row.id,
-            row.name or "-",
-            row.prefix + "…",
-            ",".join(row.scopes),
-            _when(row.created_at),
-            _when(row.last_used_at),
-            _when(row.revoked_at),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    return 0
-
-
-def _revoke(args: argparse.Namespace) -> int:
-    store = _open(args)
-    try:
-        row = revoke(store, args.id)
-    finally:
-        store.close()
-    if row is None:
-        print(f"tacit: no key with id {args.id!r}", file=sys.stderr)
-        return 1
-    print(f"revoked {row.id} ({row.prefix}…) at {_when(row.revoked_at)}")
-    return 0
-
-
-def _add_parsers(keys: argparse.ArgumentParser) -> None:
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
-        "--database-url", default="", help="gateway database (default: TACIT_DATABASE_URL or SQLite in the data home)"
-    )
-    actions = keys.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", parents=[database], help="create a key and print it once")
-    create.add_argument(
-        "--scope", action="append", required=True, choices=SCOPES, help="repeat for several; admin implies all"
-    )
-    create.add_argument("--name", default="", help="a label shown in listings")
-    create.set_defaults(func=_create)
-    listing = actions.add_parser("list", parents=[database], help="list keys (never the tokens)")
-    listing.set_defaults(func=_list)
-    revoking = actions.add_parser("revoke", parents=[database], help="revoke a key by id")
-    revoking.add_argument("id")
-    revoking.set_defaults(func=_revoke)
-
-
-def add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `tacit keys ...` on the main parser's subcommands (each action sets `func`)."""
-    _add_parsers(sub.add_parser("keys", help="API keys of the gateway"))
-
-
-def keys_command(argv: Sequence[str]) -> int:
-    """`tacit keys <create|list|revoke> ...`; `argv` is what follows `keys`. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="tacit keys", description="API keys of the gateway.")
-    _add_parsers(parser)
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -21,11 +21,25 @@ from tacit.db.models import JOB_STATES, AlignmentJobRow, JobRow
 from tacit.http_metrics import ServiceMetrics
 from tacit.tasks import QUEUE_ALIGN, QUEUE_CPU
 
-__all__ = ["JOB_KINDS", "MODES", "Metrics", "StackCollector"]
+__all__ = ["JOB_KINDS", "MODES", "SOURCES", "Metrics", "StackCollector", "ingested_counter"]
 
 MODES = ("pairwise", "pointwise")
+#: How a session reached the database: the API (`POST /v1/sessions`), the browser collector (a browser token) or an
+#: IFLLM import job (counted by the cpu worker that runs it, served on that worker's /metrics).
+SOURCES = ("api", "collector", "import")
 #: Job kinds exported (at zero) before any exists: IFLLM imports (`jobs` table) and alignment jobs (`alignment_jobs`).
 JOB_KINDS = ("import_ifllm", "sft", "dpo", "rdpo")
+
+
+def ingested_counter(registry: CollectorRegistry | None) -> Counter:
+    """`tacit_sessions_ingested_total{mode, gaze_consent, source}`: sessions stored (the gateway counts `api` and
+    `collector`, the import task `import`); one definition, so both sides export the same labels."""
+    return Counter(
+        "tacit_sessions_ingested",
+        "Sessions stored, by how they came",
+        ["mode", "gaze_consent", "source"],
+        registry=registry,
+    )
 
 
 class Metrics(ServiceMetrics):
@@ -35,26 +49,26 @@ class Metrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("gateway")
         r = self.registry
-        self.ingested = Counter("tacit_sessions_ingested", "Sessions stored", ["mode", "gaze_consent"], registry=r)
+        self.ingested = ingested_counter(r)
         self.scored = Counter("tacit_sessions_scored", "Sessions scored", ["mode", "abstained"], registry=r)
         self.pending = Counter(
             "tacit_sessions_pending", "Ingests answered with a pending score", ["reason"], registry=r
         )
         self.scores = Histogram(
-            "tacit_gateway_preference_score",
+            "tacit_sessions_preference_score",
             "Probabilities answered",
             ["mode"],
             registry=r,
             buckets=tuple(i / 10 for i in range(1, 11)),
         )
         self.agreement = Counter(
-            "tacit_implicit_explicit",
+            "tacit_sessions_label_agreement",
             "Scored sessions with an explicit label, by agreement",
             ["mode", "agree"],
             registry=r,
         )
         self.latency = Histogram(
-            "tacit_gateway_ingest_seconds",
+            "tacit_sessions_ingest_duration_seconds",
             "Ingest latency (store + features + score)",
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -63,7 +77,8 @@ class Metrics(ServiceMetrics):
         for mode in MODES:
             self.scores.labels(mode)
             for flag in ("true", "false"):
-                self.ingested.labels(mode, flag)
+                for source in SOURCES[:2]:  # `import` is the cpu worker's to export
+                    self.ingested.labels(mode, flag, source)
                 self.scored.labels(mode, flag)
                 self.agreement.labels(mode, flag)
         self._stack: StackCollector | None = None

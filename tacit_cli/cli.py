@@ -127,9 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     add_reward_commands(sub)
 
     from align_worker.cli import add_align_commands
-    from gateway.keys import add_keys_commands
     from judge_svc.cli import add_judge_commands
     from tacit.ifllm.sessions import add_sessions_command
+    from tacit_cli.keys import add_keys_commands
     from tacit_cli.up import add_up_command
 
     add_keys_commands(sub)

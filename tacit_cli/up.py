@@ -45,7 +45,8 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.settings import GatewaySettings
-from tacit.settings import data_home, load_settings
+from tacit.settings import SettingsError, data_home, gateway_db_url, load_settings
+from tacit_cli.stacks import StackPointer, remove_pointer, running_pid, write_pointer
 
 __all__ = [
     "RedisChoice",
@@ -60,6 +61,7 @@ __all__ = [
     "create_admin_key",
     "find_redis_server",
     "free_port",
+    "judge_status",
     "parse_args",
     "reap_alignment_jobs",
     "redis_ping",
@@ -846,6 +848,7 @@ def _banner(
     out: TextIO,
     *,
     demo: bool = False,
+    judge: str = "",
 ) -> None:
     gateway = f"http://127.0.0.1:{port}"
     width = 13
@@ -859,6 +862,7 @@ def _banner(
     for name, what in NOT_BUILT.items():
         print(f"  {name:<{width}} not started: the {what}", file=out)
     print(f"  API docs      {gateway}/schema", file=out)
+    print(f"  console       {gateway}/console (log in with an admin or read key)", file=out)
     print("  internal      every service but the gateway listens on 127.0.0.1 and is not meant to be exposed", file=out)
     if demo:
         print(
@@ -867,7 +871,9 @@ def _banner(
             file=out,
         )
     else:
-        print("  demo pages    off (TACIT_COLLECTOR_DEMO=true turns them on)", file=out)
+        print(f"  demo pages    off: {gateway}/demo answers 404 (TACIT_COLLECTOR_DEMO=true turns them on)", file=out)
+    if judge:
+        print(f"  judge         {judge}", file=out)
     shown = "$TACIT_KEY"
     if key is None:
         print(f"admin key: none ({key_error})", file=out)
@@ -875,6 +881,7 @@ def _banner(
         print(f"admin key: {key.token}", file=out)
         revoked = f"; {key.revoked} earlier tacit up key(s) revoked" if key.revoked else ""
         print(f"  shown once; kept in {key.path} (0600){revoked}", file=out)
+        print(f"  console login link: {gateway}/console#key={key.token}", file=out)
         shown = key.token
     else:
         print(f"admin key: in {key.path} (printed when it was made; --rotate-admin-key replaces it)", file=out)
@@ -904,14 +911,9 @@ def _first_query_id(data: Path) -> str:
     return str(query.query_id) if query else "N"
 
 
-def _running_stack(up_json: Path) -> int | None:
-    """The pid of a live `tacit up` that wrote `up_json`, if any."""
-    try:
-        pid = int(json.loads(up_json.read_text())["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return pid if pid != os.getpid() else None
+def _gateway_db(env: Mapping[str, str]) -> str:
+    """The database URL the gateway started with `env` uses."""
+    return gateway_db_url(env.get("TACIT_GATEWAY_DATABASE_URL", ""), env)
 
 
 def _check_data(data: Path | None) -> None:
@@ -1000,6 +1002,27 @@ class _Log:
                 log.write(f"{stamp} {message}\n")
 
 
+def judge_status(env: Mapping[str, str]) -> str:
+    """What the banner says of judge_svc's LLM endpoint, from the `TACIT_JUDGE_*` settings it starts with
+    (settings only: nothing is called)."""
+    from judge_svc.settings import JudgeSettings
+
+    try:
+        settings = load_settings(JudgeSettings, "TACIT_JUDGE_", env)
+    except SettingsError as err:
+        return f"misconfigured: {err} (fix the TACIT_JUDGE_* variables and restart tacit up)"
+    if settings.backend == "local":
+        return f"local model {settings.model} (TACIT_JUDGE_BACKEND=local)"
+    if not env.get("TACIT_JUDGE_BASE_URL"):
+        return (
+            f"no LLM endpoint configured: judgments go to the default {settings.base_url} and fail unless a server "
+            "answers there; set TACIT_JUDGE_BASE_URL (an OpenAI-compatible /v1 URL), TACIT_JUDGE_MODEL and "
+            "TACIT_JUDGE_API_KEY, then restart tacit up"
+        )
+    keyed = "with an API key" if settings.api_key else "no API key (TACIT_JUDGE_API_KEY)"
+    return f"LLM endpoint {settings.base_url}, model {settings.model}, {keyed}"
+
+
 def _demo_env(env_in: Mapping[str, str]) -> dict[str, str]:
     """The gateway here listens on loopback only, so its demo pages may be on unless the user said otherwise."""
     return {} if "TACIT_COLLECTOR_DEMO" in env_in else {"TACIT_COLLECTOR_DEMO": "true"}
@@ -1023,11 +1046,12 @@ def up(
     stack = Stack(home=home)
     up_json = home / "up.json"
     wrote_json = False
+    pointer: Path | None = None
     bootstrap: threading.Thread | None = None
     failed: list[str] = []  # set by the bootstrap thread when the stack cannot be used
     try:
         _check_data(args.data)
-        running = _running_stack(up_json)
+        running = running_pid(up_json)
         if running is not None:
             raise UpError(f"a tacit up (pid {running}) is already running in {home}; stop it first (Ctrl-C there)")
         if not port_free(args.port):
@@ -1052,6 +1076,8 @@ def up(
             stack.services.append(service.start())
         _write_private(up_json, json.dumps(stack.describe(args.port, "starting"), indent=2) + "\n")
         wrote_json = True
+        # So that `tacit keys` finds this stack's database without being told its home.
+        pointer = write_pointer(env_in, StackPointer(os.getpid(), home, args.port, _gateway_db(env)))
         for service in services:
             if stop.is_set():
                 break
@@ -1098,6 +1124,8 @@ def up(
         if wrote_json:
             with contextlib.suppress(FileNotFoundError):
                 up_json.unlink()
+        if pointer is not None:
+            remove_pointer(pointer)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -1119,7 +1147,7 @@ def _after_start(
             return
         if key is not None and args.data is not None:
             _import(f"http://127.0.0.1:{args.port}", key.token or key.path.read_text().strip(), args.data, out)
-        _banner(stack, key, key_error, args.port, args.data, out, demo=_demo_on(env))
+        _banner(stack, key, key_error, args.port, args.data, out, demo=_demo_on(env), judge=judge_status(env))
     except Exception as err:
         failed.append(str(err) if isinstance(err, UpError) else f"{type(err).__name__}: {err}")
         print(f"tacit up: {failed[-1]}", file=sys.stderr, flush=True)

@@ -334,3 +334,29 @@ def test_the_import_and_the_cli_build_byte_identical_sessions(
             assert created is False
     finally:
         store.close()
+
+
+def _imported(mode: str, gaze: str) -> float:
+    from gateway import imports
+
+    [family] = imports._INGESTED.collect()
+    return sum(
+        s.value
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels == {"mode": mode, "gaze_consent": gaze, "source": "import"}
+    )
+
+
+def test_sessions_an_import_stores_count_as_ingested_from_import(store: Store, folders: FakeFolders) -> None:
+    sessions = [session for key in folders.keys for session in folders.sessions(key)]
+    by_label: dict[tuple[str, str], int] = {}
+    for session in sessions:
+        label = (session.mode, str(session.consent.gaze).lower())
+        by_label[label] = by_label.get(label, 0) + 1
+    before = {label: _imported(*label) for label in by_label}
+    store.sessions.put_session(sessions[0])  # already stored: not counted again
+    job = store.jobs.create_job(KIND, {"data": "/srv/ifllm"})
+    assert run_ifllm_import(store, job.id) == "succeeded"
+    first = (sessions[0].mode, str(sessions[0].consent.gaze).lower())
+    for label, n in by_label.items():
+        assert _imported(*label) - before[label] == n - (label == first)

@@ -146,3 +146,24 @@ async def test_a_refusal_sets_the_session_aside_and_a_rejection_fails_it(make: C
     assert (row.score_status, row.score_attempts) == ("failed", rejecting.store.scores.max_score_attempts)
     # nothing about them reached the per-model scores
     assert make(features_double, reward_double()).store.scores.scores_of("s-3") == []
+
+
+async def test_the_ingest_counter_says_how_each_new_session_came(make: Callable[..., Pipeline]) -> None:
+    pipeline = make(features_double, reward_double())
+
+    def ingested(source: str) -> float:
+        value = pipeline.metrics.registry.get_sample_value(
+            "tacit_sessions_ingested_total", {"mode": "pairwise", "gaze_consent": "true", "source": source}
+        )
+        return float(value or 0.0)
+
+    session = simulate_session(seed=5, samples=20, session_id="s-5", gaze=True)
+    await pipeline.ingest(session)
+    await pipeline.ingest(simulate_session(seed=6, samples=20, session_id="s-6", gaze=True), source="collector")
+    await pipeline.ingest(session)  # stored already: not counted again
+    assert (ingested("api"), ingested("collector"), ingested("import")) == (1.0, 1.0, 0.0)
+    # The pending path counts too (stored before a score exists).
+    pending = make(down, reward_double())
+    await pending.ingest(simulate_session(seed=7, samples=20, session_id="s-7", gaze=True), source="collector")
+    labels = {"mode": "pairwise", "gaze_consent": "true", "source": "collector"}
+    assert pending.metrics.registry.get_sample_value("tacit_sessions_ingested_total", labels) == 1.0

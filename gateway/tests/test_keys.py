@@ -1,4 +1,4 @@
-"""API keys on SQLite and PostgreSQL: hashing, authentication, revocation, scopes and the `tacit keys` command."""
+"""API keys on SQLite and PostgreSQL: hashing, authentication, revocation and scopes (the command: tacit_cli)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from gateway.keys import (
     authenticate,
     create_key,
     hash_token,
-    keys_command,
     list_keys,
     revoke,
     verify_token,
@@ -144,44 +143,3 @@ def test_create_key_checks_scopes(store: Store) -> None:
     with pytest.raises(ValueError, match="at least one"):
         create_key(store, [], "x")
     assert list_keys(store) == []
-
-
-def test_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite:///{tmp_path / 'home' / 'gateway.db'}"
-    assert keys_command(["create", "--scope", "ingest", "--scope", "read", "--name", "ci", "--database-url", url]) == 0
-    out = capsys.readouterr().out
-    token = next(line.removeprefix("key: ") for line in out.splitlines() if line.startswith("key: "))
-    key_id = next(line.removeprefix("id: ") for line in out.splitlines() if line.startswith("id: "))
-
-    store = Store(url)
-    try:
-        row = authenticate(store, token)
-        assert row is not None
-        assert (row.id, row.name, row.scopes) == (key_id, "ci", ["ingest", "read"])
-    finally:
-        store.close()
-
-    assert keys_command(["list", "--database-url", url]) == 0
-    listing = capsys.readouterr().out
-    assert key_id in listing
-    assert "ingest,read" in listing
-    assert token not in listing
-
-    assert keys_command(["revoke", key_id, "--database-url", url]) == 0
-    assert "revoked" in capsys.readouterr().out
-    assert keys_command(["revoke", "nope", "--database-url", url]) == 1
-    assert "no key" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        keys_command(["create", "--scope", "root", "--database-url", url])
-    capsys.readouterr()
-
-
-def test_keys_command_uses_the_gateway_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("TACIT_DATABASE_URL", raising=False)
-    monkeypatch.delenv("TACIT_GATEWAY_DATABASE_URL", raising=False)
-    monkeypatch.setenv("TACIT_HOME", str(tmp_path / "home"))
-    assert keys_command(["create", "--scope", "admin"]) == 0
-    capsys.readouterr()
-    assert (tmp_path / "home" / "gateway.db").exists()

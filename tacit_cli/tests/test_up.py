@@ -338,7 +338,9 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
 
     home = tmp_path / "home"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TACIT_")}
+    runtime = tmp_path / "run"  # where `tacit keys` finds the stack (not the user's own runtime folder)
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TACIT_")} | {"XDG_RUNTIME_DIR": str(runtime)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tacit_cli.up", "--home", str(home), "--port", str(port), "--model-timeout", "300"],
         env=env,
@@ -360,6 +362,25 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert "judge_svc" in output
         assert "not started" not in output  # every service of the stack is built and running
         assert f"http://127.0.0.1:{port}/v1/" in output
+        for page in ("schema", "console", "demo"):
+            assert f"http://127.0.0.1:{port}/{page}" in output
+        assert "judge         no LLM endpoint configured" in output
+        assert "TACIT_JUDGE_BASE_URL" in output
+        # `tacit keys` finds this stack without being told its home, and its key is one the stack accepts.
+        pointer = runtime / "tacit" / f"up-{proc.pid}.json"
+        assert pointer.stat().st_mode & 0o777 == 0o600
+        made = subprocess.run(
+            [sys.executable, "-m", "tacit_cli.cli", "keys", "create", "--scope", "read"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"home {home}" in made.stderr
+        made_key = next(line.removeprefix("key: ") for line in made.stdout.splitlines() if line.startswith("key: "))
+        assert f"console: http://127.0.0.1:{port}/console#key={made_key}" in made.stdout
+        with TacitClient(f"http://127.0.0.1:{port}", made_key) as reader:
+            reader.reward_models()
         described = json.loads((home / "up.json").read_text())
         pids = [s["pid"] for s in described["services"].values()]
         assert set(described["services"]) == {
@@ -386,6 +407,7 @@ def test_tacit_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert "stopped gateway" in rest
     assert all(_wait_gone(pid) for pid in pids)
     assert not (home / "up.json").exists()
+    assert not pointer.exists()
 
 
 def test_redis_server_lookup_prefers_path() -> None:

@@ -31,6 +31,7 @@ from tacit_cli.up import (
     _demo_env,
     bootstrap_admin_key,
     free_port,
+    judge_status,
     port_free,
     reap_alignment_jobs,
     redact,
@@ -275,6 +276,35 @@ def test_the_banner_shows_a_new_key_once_and_says_where_it_is_after(tmp_path: Pa
     _banner(stack, bootstrap_admin_key(env, tmp_path), None, 8100, None, later)
     assert str(key.token) not in later.getvalue()
     assert f"admin key: in {tmp_path / KEY_FILE}" in later.getvalue()
+    assert f"console login link: http://127.0.0.1:8100/console#key={key.token}" in shown.getvalue()
+    assert "console#key=" not in later.getvalue()
+
+
+def test_the_banner_names_the_pages_and_the_judge(tmp_path: Path) -> None:
+    out = io.StringIO()
+    _banner(Stack(home=tmp_path), None, "n/a", 8100, None, out, demo=True, judge=judge_status({}))
+    text = out.getvalue()
+    assert "API docs      http://127.0.0.1:8100/schema" in text
+    assert "console       http://127.0.0.1:8100/console" in text
+    assert "http://127.0.0.1:8100/demo" in text
+    assert "judge         no LLM endpoint configured" in text
+    assert "set TACIT_JUDGE_BASE_URL" in text
+
+
+def test_judge_status_reads_the_judge_settings() -> None:
+    assert judge_status({}).startswith(
+        "no LLM endpoint configured: judgments go to the default http://127.0.0.1:8000/v1"
+    )
+    env = {"TACIT_JUDGE_BASE_URL": "https://api.openai.com/v1", "TACIT_JUDGE_MODEL": "gpt-4.1"}
+    assert (
+        judge_status(env) == "LLM endpoint https://api.openai.com/v1, model gpt-4.1, no API key (TACIT_JUDGE_API_KEY)"
+    )
+    assert judge_status(env | {"TACIT_JUDGE_API_KEY": "sk-x"}).endswith("with an API key")
+    assert "sk-x" not in judge_status(env | {"TACIT_JUDGE_API_KEY": "sk-x"})
+    assert judge_status({"TACIT_JUDGE_BACKEND": "local", "TACIT_JUDGE_MODEL": "/m"}) == (
+        "local model /m (TACIT_JUDGE_BACKEND=local)"
+    )
+    assert judge_status({"TACIT_JUDGE_PORT": "0"}).startswith("misconfigured: TACIT_JUDGE_*")
 
 
 # -- demo pages -------------------------------------------------------------------------------------------------
@@ -287,7 +317,7 @@ def test_demo_pages_on_for_the_loopback_stack_unless_said_otherwise_and_the_bann
     _banner(Stack(home=tmp_path), None, "n/a", 8100, None, on, demo=True)
     _banner(Stack(home=tmp_path), None, "n/a", 8100, None, off, demo=False)
     assert "demo pages    ON at http://127.0.0.1:8100/demo" in on.getvalue()
-    assert "demo pages    off" in off.getvalue()
+    assert "demo pages    off: http://127.0.0.1:8100/demo answers 404" in off.getvalue()
 
 
 # -- orphaned alignment jobs -----------------------------------------------------------------------------------

@@ -274,7 +274,8 @@ def test_every_dashboard_and_rule_query_returns_data(traffic: Monitored) -> None
         }
 
     assert values("sum by (mode) (tacit_sessions_ingested_total)") == {"mode=pairwise": 10, "mode=pointwise": 2}
-    assert values("sum(tacit_implicit_explicit_total)") == {"": 10}
+    assert values("sum by (source) (tacit_sessions_ingested_total)") == {"source=api": 12, "source=collector": 0}
+    assert values("sum(tacit_sessions_label_agreement_total)") == {"": 10}
     assert values('sum(tacit_judge_calls_total{outcome="failed"})') == {"": 1}
     assert values('sum(tacit_worker_tasks_total{task="tacit.reward.train",state="SUCCESS"})') == {"": 1}
     assert values("sum by (queue) (tacit_worker_up)") == {"queue=cpu": 1}

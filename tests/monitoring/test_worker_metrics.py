@@ -22,6 +22,10 @@ def child() -> None:  # a prefork pool process running an alignment job
     metrics.job_started("dpo")
     metrics.training_step("dpo", "dpo", 0.5, 1.25, 900.0)
     metrics.job_finished("dpo", "succeeded", 120.0)
+    # An IFLLM import on the cpu queue counts what it stores with the gateway's ingest counter (another registry).
+    from gateway.imports import _INGESTED
+
+    _INGESTED.labels("pairwise", "true", "import").inc(3)
     metrics._on_process_shutdown(pid=None)
 
 
@@ -83,3 +87,4 @@ def test_values_of_a_forked_job_are_served_by_the_main_process(tmp_path: Path) -
     assert _value(text, 'tacit_align_jobs_total{kind="sft",state="failed"}') == 0
     assert str(_value(text, 'tacit_align_loss{kind="rdpo",stage="rdpo"}')) == "nan"
     assert not (tmp_path / "prom" / "counter_1.db").exists()
+    assert _value(text, 'tacit_sessions_ingested_total{gaze_consent="true",mode="pairwise",source="import"}') == 3
