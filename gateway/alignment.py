@@ -29,6 +29,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from gateway import examples
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
 from gateway.state import GatewayState
@@ -47,6 +48,7 @@ from tacit.schemas.align import (
     PairSelection,
     PreferencePair,
 )
+from tacit.schemas.judge import BatchJob
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
 from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
@@ -180,7 +182,7 @@ async def _get(state: GatewayState, job_id: str) -> AlignmentJobRow:
     "/v1/alignment/jobs",
     status_code=202,
     summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
-    **scoped("train", AlignmentJobInfo, (202,)),
+    **scoped("train", AlignmentJobInfo, (202,), body=AlignmentJobSpec, example=examples.alignment_job),
 )
 async def create_job(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     spec = decode_body(_SPEC, await request.body())
@@ -262,7 +264,7 @@ async def job_pairs(state: GatewayState, job_id: FromPath[str], split: FromQuery
     "/v1/alignment/pairs:preview",
     status_code=200,
     summary="The pairs a job with this data selection would train on",
-    **scoped("read", dict[str, Any]),
+    **scoped("read", dict[str, Any], body=PairSelection, example=examples.pair_selection),
 )
 async def preview_pairs(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
@@ -410,7 +412,7 @@ async def job_events(
 @get(
     "/v1/alignment/jobs/{job_id:str}/evaluation",
     summary="The judge's comparison of the SFT and the aligned answers (from judge_svc)",
-    **scoped("read"),
+    **scoped("read", BatchJob),
 )
 async def job_evaluation(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await _get(state, job_id)
