@@ -39,7 +39,7 @@ from gateway.judgments import judgment_routes
 from gateway.limits import RateLimiter
 from gateway.metrics import Metrics
 from gateway.model_scores import model_score_routes
-from gateway.openapi import complete_openapi, openapi_config
+from gateway.openapi import openapi_config
 from gateway.reward_routes import _apply_active_training_sets, reward_routes
 from gateway.sessions import session_routes
 from gateway.settings import CollectorSettings, GatewaySettings
@@ -129,7 +129,7 @@ def create_app(
             if own_store:
                 db.close()
 
-    app = service_app(
+    return service_app(
         "Tacit gateway",
         [
             *session_routes(),
@@ -162,8 +162,6 @@ def create_app(
             else None
         ),
     )
-    complete_openapi(app)  # the request bodies and msgspec's schemas, before the schema is first served
-    return app
 
 
 #: How often (in rescoring intervals, at least a second) the rescoring loop looks for a newly active model whose

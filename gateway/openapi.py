@@ -6,7 +6,7 @@ the schema.
 
 Request bodies: handlers read raw bytes and decode them with msgspec (`tacit.schemas.problem.decode_body`), so
 litestar infers none. A route names its body type (`request_body(...)` in its `opt`, or `scoped(..., body=...)`);
-`complete_openapi` then documents it once at app build, with msgspec's own JSON schema of every Struct the API
+`complete_openapi` then documents it once, before the schema is first served, with msgspec's own JSON schema of every Struct the API
 reads or answers (the Struct docstrings as descriptions, the field docstrings as property descriptions) and an
 example built from a real object.
 
@@ -107,9 +107,23 @@ def request_body(body: Any, example: Callable[[], Any], media_type: str = "appli
     return {"body": body, "body_example": example, "body_media_type": media_type}
 
 
+class _Completion:
+    """The schema routes' first request completes the schema before litestar renders (and caches) it: the cost
+    (about half a second: litestar's schema, msgspec's, the examples) falls on the first reader, not on start-up."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def __call__(self, request: Request[Any, Any, Any]) -> None:
+        if not self.done:  # no await in between: one completion per app even under concurrent first requests
+            complete_openapi(request.app)
+            self.done = True
+
+
 def complete_openapi(app: Litestar) -> None:
     """Documents each route's request body (from its `opt`) and replaces litestar's schemas of the Structs with
-    msgspec's, which carry the docstrings; once, at app build (litestar caches the schema it serves)."""
+    msgspec's, which carry the docstrings. Run by the schema routes before their first answer; a caller reading
+    `app.openapi_schema` in Python runs it first."""
     openapi = app.openapi_schema
     bodies: list[tuple[Any, dict[str, Any]]] = []  # (operation, opt)
     types: list[Any] = []
@@ -208,7 +222,13 @@ def openapi_config(title: str = "Tacit", version: str = "1", path: str = "/schem
         path=path,
         render_plugins=[LocalSwaggerUI(f"{path}/ui"), JsonRenderPlugin(), YamlRenderPlugin()],
         openapi_router=Router(
-            path, route_handlers=[], include_in_schema=False, dto=None, return_dto=None, after_request=_page_csp
+            path,
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            before_request=_Completion(),
+            after_request=_page_csp,
         ),
     )
 

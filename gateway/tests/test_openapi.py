@@ -18,6 +18,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from gateway.app import create_app
+from gateway.openapi import complete_openapi
 from gateway.settings import GatewaySettings
 from tacit.schemas.session import Session
 from tacit.schemas.validate import decode_session
@@ -195,3 +196,28 @@ def test_struct_and_field_docstrings_reach_the_schema(doc: dict[str, Any]) -> No
     assert schemas["RobustDpoJob"]["properties"]["base_model"]["description"].startswith("A Hugging Face causal LM")
     score = schemas["SessionScore"]["properties"]
     assert all("description" in score[name] for name in ("abstained", "abstain_reason", "score_kind")), score
+
+
+def test_the_schema_is_completed_on_first_read_not_at_start_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    database = f"sqlite:///{tmp_path_factory.mktemp('lazy') / 'gateway.db'}"
+    app = create_app(GatewaySettings(database_url=database, feature_url=DOWN, reward_url=DOWN, judge_url=DOWN))
+    with TestClient(app) as client:
+        # the YAML rendering is the first read here: it gets the completed schema as the JSON one does
+        yaml = client.get("/schema/openapi.yaml")
+        assert yaml.status_code == 200
+        assert "requestBody" in yaml.text
+        assert "Client-chosen id; ingest is idempotent on it." in yaml.text
+        served = client.get("/schema/openapi.json").json()
+    assert "requestBody" in served["paths"]["/v1/judgments"]["post"]
+    assert app.openapi_schema.paths is not None
+    # in Python, after the completion
+    judgments = app.openapi_schema.paths["/v1/judgments"].post
+    assert judgments is not None
+    assert judgments.request_body is not None
+
+
+def test_completing_twice_changes_nothing(app: Litestar, doc: dict[str, Any]) -> None:
+    complete_openapi(app)
+    again = msgspec.json.decode(msgspec.json.encode(app.openapi_schema.to_schema()))  # tuples become lists
+    assert again["paths"] == doc["paths"]
+    assert again["components"] == doc["components"]
