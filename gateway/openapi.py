@@ -6,9 +6,9 @@ the schema.
 
 Request bodies: handlers read raw bytes and decode them with msgspec (`tacit.schemas.problem.decode_body`), so
 litestar infers none. A route names its body type (`request_body(...)` in its `opt`, or `scoped(..., body=...)`);
-`complete_openapi` then documents it once, before the schema is first served, with msgspec's own JSON schema of every Struct the API
-reads or answers (the Struct docstrings as descriptions, the field docstrings as property descriptions) and an
-example built from a real object.
+`complete_openapi` then documents it once, before the schema is first served, with msgspec's own JSON schema of
+every Struct the API reads or answers (the Struct docstrings as descriptions, the field docstrings as property
+descriptions) and an example built from a real object.
 
 The docs UI (`/schema`, `/schema/swagger`) is Swagger UI from the files the `swagger-ui-py` package ships,
 served by the gateway itself under `/schema/ui/`: it works offline and loads nothing from another origin.
