@@ -46,6 +46,7 @@ from tacit.schemas.align import (
     AlignmentResult,
     DataSummary,
     PairSelection,
+    PairsPreview,
     PreferencePair,
 )
 from tacit.schemas.judge import BatchJob
@@ -264,7 +265,7 @@ async def job_pairs(state: GatewayState, job_id: FromPath[str], split: FromQuery
     "/v1/alignment/pairs:preview",
     status_code=200,
     summary="The pairs a job with this data selection would train on",
-    **scoped("read", dict[str, Any], body=PairSelection, example=examples.pair_selection),
+    **scoped("read", PairsPreview, body=PairSelection, example=examples.pair_selection),
 )
 async def preview_pairs(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
@@ -292,7 +293,7 @@ class _PreviewCache:
             cached = self.answers.get(key)
             if cached is None:
                 pairs, summary = await anyio.to_thread.run_sync(build_pairs, store, selection, model_id)
-                cached = _ENCODER.encode({"summary": summary, "pairs": pairs})
+                cached = _ENCODER.encode(PairsPreview(summary=summary, pairs=pairs))
                 if len(self.answers) >= self.size:
                     self.answers.pop(next(iter(self.answers)))
                 self.answers[key] = cached
