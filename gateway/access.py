@@ -12,6 +12,7 @@ in use).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -20,7 +21,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from gateway.keys import PREFIX_CHARS, allowed, authenticate
 from gateway.limits import RateLimiter
-from gateway.openapi import documented
+from gateway.openapi import documented, request_body
 from tacit.edge import json_response
 from tacit.schemas.problem import RequestError
 
@@ -110,10 +111,23 @@ async def require_scope(connection: ASGIConnection[Any, Any, Any, Any], handler:
         raise RequestError(403, "forbidden", "authorization", f"this key lacks the '{needed}' scope")
 
 
-def scoped(scope: str, ok: Any = Any, success: tuple[int, ...] = (200,), media_type: str = JSON) -> dict[str, Any]:
-    """Guard and scope of a route, and what it answers (`ok` for the `success` statuses) for the OpenAPI schema."""
+def scoped(
+    scope: str,
+    ok: Any = Any,
+    success: tuple[int, ...] = (200,),
+    media_type: str = JSON,
+    body: Any = None,
+    example: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Guard and scope of a route, and for the OpenAPI schema what it answers (`ok` for the `success` statuses)
+    and the body it reads (`body`, a msgspec type, with a function that builds an `example` of it)."""
+    opt: dict[str, Any] = {"scope": scope}
+    if body is not None:
+        if example is None:
+            raise ValueError("a documented request body needs an example")
+        opt |= request_body(body, example)
     return {
         "guards": [require_scope],
-        "opt": {"scope": scope},
+        "opt": opt,
         "responses": documented(ok, *success, media_type=media_type),
     }

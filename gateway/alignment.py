@@ -29,6 +29,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from gateway import examples
 from gateway.access import JSON, bearer, json_response, scoped
 from gateway.clients import DependencyDownError
 from gateway.state import GatewayState
@@ -45,8 +46,10 @@ from tacit.schemas.align import (
     AlignmentResult,
     DataSummary,
     PairSelection,
+    PairsPreview,
     PreferencePair,
 )
+from tacit.schemas.judge import BatchJob
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
 from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
@@ -180,7 +183,7 @@ async def _get(state: GatewayState, job_id: str) -> AlignmentJobRow:
     "/v1/alignment/jobs",
     status_code=202,
     summary="Enqueue an alignment job (SFT, DPO or robust DPO)",
-    **scoped("train", AlignmentJobInfo, (202,)),
+    **scoped("train", AlignmentJobInfo, (202,), body=AlignmentJobSpec, example=examples.alignment_job),
 )
 async def create_job(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     spec = decode_body(_SPEC, await request.body())
@@ -262,7 +265,7 @@ async def job_pairs(state: GatewayState, job_id: FromPath[str], split: FromQuery
     "/v1/alignment/pairs:preview",
     status_code=200,
     summary="The pairs a job with this data selection would train on",
-    **scoped("read", dict[str, Any]),
+    **scoped("read", PairsPreview, body=PairSelection, example=examples.pair_selection),
 )
 async def preview_pairs(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     selection = decode_body(msgspec.json.Decoder(PairSelection), await request.body() or b"{}")
@@ -290,7 +293,7 @@ class _PreviewCache:
             cached = self.answers.get(key)
             if cached is None:
                 pairs, summary = await anyio.to_thread.run_sync(build_pairs, store, selection, model_id)
-                cached = _ENCODER.encode({"summary": summary, "pairs": pairs})
+                cached = _ENCODER.encode(PairsPreview(summary=summary, pairs=pairs))
                 if len(self.answers) >= self.size:
                     self.answers.pop(next(iter(self.answers)))
                 self.answers[key] = cached
@@ -410,7 +413,7 @@ async def job_events(
 @get(
     "/v1/alignment/jobs/{job_id:str}/evaluation",
     summary="The judge's comparison of the SFT and the aligned answers (from judge_svc)",
-    **scoped("read"),
+    **scoped("read", BatchJob),
 )
 async def job_evaluation(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     row = await _get(state, job_id)

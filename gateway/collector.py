@@ -31,14 +31,15 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
+from gateway import examples
 from gateway.access import bearer, client_address, json_response, require_scope
-from gateway.openapi import documented
+from gateway.openapi import documented, request_body
 from gateway.settings import CollectorSettings
 from gateway.state import GatewayState
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
 from tacit.schemas.problem import RequestError, decode_body
-from tacit.schemas.session import ID_PATTERN
+from tacit.schemas.session import ID_PATTERN, Session
 from tacit.schemas.validate import decode_session
 
 __all__ = [
@@ -351,7 +352,7 @@ async def demo_token(request: Request[Any, Any, Any], state: GatewayState) -> Re
     status_code=201,
     summary="Mint a short-lived, ingest-only browser token (for a page the caller serves)",
     guards=[require_scope],
-    opt={"scope": "ingest"},
+    opt={"scope": "ingest"} | request_body(TokenRequest, examples.token_request),
     responses=documented(BrowserToken, 201),
 )
 async def create_token(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
@@ -369,6 +370,7 @@ async def create_token(request: Request[Any, Any, Any], state: GatewayState) -> 
     summary="Ingest one session recorded in a browser (browser token) and answer its score",
     guards=[require_browser_token],
     request_max_body_size=MAX_BROWSER_BODY,
+    opt=request_body(Session, examples.session),
     responses=documented(SessionScore, 200, 202),
 )
 async def post_collected(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:

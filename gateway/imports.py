@@ -23,6 +23,7 @@ from celery import shared_task
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from gateway import examples
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.data_roots import allowed_path
@@ -133,7 +134,7 @@ def _enqueue(state: GatewayState, job_id: str) -> None:
     "/v1/imports/ifllm",
     status_code=202,
     summary="Import an IFLLM folder (a job on the cpu queue)",
-    **scoped("admin", JobInfo, (202,)),
+    **scoped("admin", JobInfo, (202,), body=ImportIfllm, example=examples.import_ifllm),
 )
 async def import_ifllm(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     spec: ImportIfllm = decode_body(_IMPORT, await request.body())

@@ -10,15 +10,22 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from gateway import examples
 from gateway.access import scoped
 from gateway.state import GatewayState
+from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Verdict
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 
 
-@post("/v1/judgments", status_code=200, summary="Judge one pair of answers (synchronous)", **scoped("train"))
+@post(
+    "/v1/judgments",
+    status_code=200,
+    summary="Judge one pair of answers (synchronous)",
+    **scoped("train", Verdict, body=JudgeRequest, example=examples.judge_request),
+)
 async def post_judgment(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
     return Response(response.content, status_code=response.status_code, media_type=JSON)
@@ -28,7 +35,7 @@ async def post_judgment(request: Request[Any, Any, Any], state: GatewayState) ->
     "/v1/judgments:batch",
     status_code=202,
     summary="Judge many pairs (a job with progress)",
-    **scoped("train", success=(202,)),
+    **scoped("train", BatchAccepted, (202,), body=BatchRequest, example=examples.judge_batch),
 )
 async def post_judgments(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
@@ -38,7 +45,7 @@ async def post_judgments(request: Request[Any, Any, Any], state: GatewayState) -
 @get(
     ["/v1/judgments/{job_id:str}", "/v1/judgments/jobs/{job_id:str}"],
     summary="A judgment job: progress, verdicts, evaluation",
-    **scoped("read"),
+    **scoped("read", BatchJob),
 )
 async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}")

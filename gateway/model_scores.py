@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from gateway import examples
 from gateway.access import json_response, scoped
 from gateway.alignment import celery_producer
 from gateway.clients import DependencyError
@@ -102,7 +103,7 @@ async def start_rescore(
     "/v1/reward/models/{model_id:str}/rescore",
     status_code=202,
     summary="Score stored sessions with a reward model (a background job in batches)",
-    **scoped("train", JobInfo, (202,)),
+    **scoped("train", JobInfo, (202,), body=RescoreRequest, example=examples.rescore),
 )
 async def rescore_model(
     request: Request[Any, Any, Any], state: GatewayState, model_id: FromPath[str]

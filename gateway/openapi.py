@@ -4,6 +4,12 @@ Handlers return pre-encoded bytes (`Response[bytes]`), from which litestar would
 specs document the real bodies instead, so clients and the schemathesis fuzz tests can check answers against
 the schema.
 
+Request bodies: handlers read raw bytes and decode them with msgspec (`tacit.schemas.problem.decode_body`), so
+litestar infers none. A route names its body type (`request_body(...)` in its `opt`, or `scoped(..., body=...)`);
+`complete_openapi` then documents it once, before the schema is first served, with msgspec's own JSON schema of
+every Struct the API reads or answers (the Struct docstrings as descriptions, the field docstrings as property
+descriptions) and an example built from a real object.
+
 The docs UI (`/schema`, `/schema/swagger`) is Swagger UI from the files the `swagger-ui-py` package ships,
 served by the gateway itself under `/schema/ui/`: it works offline and loads nothing from another origin.
 The page has no inline script, so its Content-Security-Policy allows this origin's scripts only.
@@ -11,22 +17,42 @@ The page has no inline script, so its Content-Security-Policy allows this origin
 
 from __future__ import annotations
 
+import ast
 import functools
 import html
 import importlib.util
+import inspect
+import itertools
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from litestar import Request, Response, Router, get
+import msgspec
+from litestar import Litestar, Request, Response, Router, get
 from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
 from litestar.params import FromPath
 from litestar.response import File
+from litestar.routes import HTTPRoute
 
 from tacit.schemas.problem import Problem, RequestError
 
-__all__ = ["DOCS_CSP", "ERROR_STATUSES", "LocalSwaggerUI", "documented", "openapi_config"]
+__all__ = [
+    "DOCS_CSP",
+    "ERROR_STATUSES",
+    "REF_TEMPLATE",
+    "LocalSwaggerUI",
+    "complete_openapi",
+    "documented",
+    "openapi_config",
+    "request_body",
+]
+
+#: Where msgspec's schemas point their references: the OpenAPI document's components.
+REF_TEMPLATE = "#/components/schemas/{name}"
 
 #: Statuses an API route may answer besides success, always with a Problem body.
 ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 502, 503)
@@ -76,6 +102,118 @@ def documented(ok: Any, *success: int, media_type: str = "application/json") -> 
     return specs
 
 
+def request_body(body: Any, example: Callable[[], Any], media_type: str = "application/json") -> dict[str, Any]:
+    """The `opt` entries naming a route's request body type and a function that builds an example of it."""
+    return {"body": body, "body_example": example, "body_media_type": media_type}
+
+
+class _Completion:
+    """The schema routes' first request completes the schema before litestar renders (and caches) it: the cost
+    (about half a second: litestar's schema, msgspec's, the examples) falls on the first reader, not on start-up."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def __call__(self, request: Request[Any, Any, Any]) -> None:
+        if not self.done:  # no await in between: one completion per app even under concurrent first requests
+            complete_openapi(request.app)
+            self.done = True
+
+
+def complete_openapi(app: Litestar) -> None:
+    """Documents each route's request body (from its `opt`) and replaces litestar's schemas of the Structs with
+    msgspec's, which carry the docstrings. Run by the schema routes before their first answer; a caller reading
+    `app.openapi_schema` in Python runs it first."""
+    openapi = app.openapi_schema
+    bodies: list[tuple[Any, dict[str, Any]]] = []  # (operation, opt)
+    types: list[Any] = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path_format not in (openapi.paths or {}):
+            continue
+        path_item = (openapi.paths or {})[route.path_format]
+        for handler in route.route_handlers:
+            types.extend(s.data_container for s in (handler.responses or {}).values() if s.data_container is not Any)
+            if "body" not in handler.opt:
+                continue
+            types.append(handler.opt["body"])
+            for method in handler.http_methods:
+                operation = getattr(path_item, method.lower(), None)
+                if operation is not None:
+                    bodies.append((operation, handler.opt))
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF_TEMPLATE)
+    for struct in _structs(types):
+        properties = components.get(struct.__name__, {}).get("properties", {})
+        for name, doc in _field_docs(struct).items():
+            if name in properties:
+                properties[name].setdefault("description", doc)
+    if openapi.components.schemas is None:
+        openapi.components.schemas = {}
+    # litestar writes a dict it is given as it is (`BaseSchemaObject.to_schema`); msgspec's schemas are JSON schema
+    openapi.components.schemas.update({name: cast(Schema, schema) for name, schema in components.items()})
+    by_type = dict(zip(map(_key, types), schemas, strict=True))
+    for operation, opt in bodies:
+        example = msgspec.to_builtins(opt["body_example"]())
+        media = OpenAPIMediaType(schema=cast(Schema, by_type[_key(opt["body"])]), example=example)
+        operation.request_body = RequestBody(content={opt["body_media_type"]: media}, required=True)
+
+
+def _key(kind: Any) -> str:
+    # generic aliases and unions are not always hashable alike; their repr names them exactly
+    return repr(kind)
+
+
+def _structs(types: Iterable[Any]) -> list[type[msgspec.Struct]]:
+    """Every Struct class the types reach (fields, items, union members), each once."""
+    found: dict[type[msgspec.Struct], None] = {}
+
+    def walk(info: msgspec.inspect.Type) -> None:
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in found:
+                return
+            found[info.cls] = None
+            for field in info.fields:
+                walk(field.type)
+        for attr in ("item_type", "key_type", "value_type", "type"):
+            child = getattr(info, attr, None)
+            if isinstance(child, msgspec.inspect.Type):
+                walk(child)
+        for child in getattr(info, "types", None) or getattr(info, "item_types", None) or ():
+            walk(child)
+
+    for info in msgspec.inspect.multi_type_info(list(types)):
+        walk(info)
+    return list(found)
+
+
+def _field_docs(struct: type) -> dict[str, str]:
+    """A Struct's field docstrings (the string literal under a field, as STYLE.md asks), its bases' first."""
+    docs: dict[str, str] = {}
+    for cls in reversed(struct.__mro__):
+        if issubclass(cls, msgspec.Struct) and cls is not msgspec.Struct:
+            docs.update(_own_field_docs(cls))
+    return docs
+
+
+@functools.cache
+def _own_field_docs(cls: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (a frozen build): the schema keeps the Struct docstrings only
+        return {}
+    body = cast(ast.ClassDef, ast.parse(source).body[0]).body
+    docs: dict[str, str] = {}
+    for field, after in itertools.pairwise(body):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def openapi_config(title: str = "Tacit", version: str = "1", path: str = "/schema") -> OpenAPIConfig:
     """The schema at `{path}/openapi.json` (and `.yaml`), the docs UI at `{path}` and `{path}/swagger`."""
     return OpenAPIConfig(
@@ -84,7 +222,13 @@ def openapi_config(title: str = "Tacit", version: str = "1", path: str = "/schem
         path=path,
         render_plugins=[LocalSwaggerUI(f"{path}/ui"), JsonRenderPlugin(), YamlRenderPlugin()],
         openapi_router=Router(
-            path, route_handlers=[], include_in_schema=False, dto=None, return_dto=None, after_request=_page_csp
+            path,
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            before_request=_Completion(),
+            after_request=_page_csp,
         ),
     )
 

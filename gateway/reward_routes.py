@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery
 
+from gateway import examples
 from gateway.access import scoped
 from gateway.clients import DependencyDownError, DependencyError, RewardClient
 from gateway.data_roots import allowed_path
@@ -24,7 +25,7 @@ from tacit.db import OutOfFold, Store
 from tacit.schemas.gateway import (
     RescoreRequest,
 )
-from tacit.schemas.reward import StoredSessions, TrainingMembers, decode_train
+from tacit.schemas.reward import RewardModelInfo, StoredSessions, TrainingMembers, TrainRewardModel, decode_train
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -43,12 +44,12 @@ async def _proxy(
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
-@get("/v1/reward/models", summary="Reward models", **scoped("read"))
+@get("/v1/reward/models", summary="Reward models", **scoped("read", list[RewardModelInfo]))
 async def list_models(state: GatewayState, task: FromQuery[str | None] = None) -> Response[bytes]:
     return await _proxy(state, "GET", "/v1/reward/models", params={"task": task} if task else None)
 
 
-@get("/v1/reward/models/{model_id:str}", summary="One reward model", **scoped("read"))
+@get("/v1/reward/models/{model_id:str}", summary="One reward model", **scoped("read", RewardModelInfo))
 async def get_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "GET", f"/v1/reward/models/{_segment(model_id)}")
 
@@ -57,7 +58,7 @@ async def get_model(state: GatewayState, model_id: FromPath[str]) -> Response[by
     "/v1/reward/models",
     status_code=202,
     summary="Train a reward model (background job)",
-    **scoped("train", success=(202,)),
+    **scoped("train", RewardModelInfo, (202,), body=TrainRewardModel, example=examples.train_reward_model),
 )
 async def train_model(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     body = await request.body()
@@ -78,7 +79,10 @@ async def train_model(request: Request[Any, Any, Any], state: GatewayState) -> R
 
 
 @post(
-    "/v1/reward/models/{model_id:str}/activate", status_code=200, summary="Activate a reward model", **scoped("train")
+    "/v1/reward/models/{model_id:str}/activate",
+    status_code=200,
+    summary="Activate a reward model",
+    **scoped("train", RewardModelInfo),
 )
 async def activate_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     response = await _proxy(state, "POST", f"/v1/reward/models/{_segment(model_id)}/activate")
@@ -139,7 +143,7 @@ async def _apply_active_training_sets(pipeline: Pipeline) -> None:
     "/v1/reward/models/{model_id:str}/cancel",
     status_code=200,
     summary="Cancel a queued or running reward-model training (a running one stops at its next progress step)",
-    **scoped("train"),
+    **scoped("train", RewardModelInfo),
 )
 async def cancel_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     # not retried (only GETs are); reward_svc's own 404/409 pass on as they are
@@ -150,7 +154,7 @@ async def cancel_model(state: GatewayState, model_id: FromPath[str]) -> Response
     "/v1/reward/models/{model_id:str}",
     status_code=200,
     summary="Delete a reward model that is neither active nor queued or running (its registry entry and artifact)",
-    **scoped("train"),
+    **scoped("train", RewardModelInfo),
 )
 async def delete_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "DELETE", f"/v1/reward/models/{_segment(model_id)}")

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery
 
+from gateway import examples
 from gateway.access import json_response, scoped
 from gateway.clients import DependencyDownError, DependencyError
 from gateway.ingest import refuse_nul_ids
@@ -42,7 +43,7 @@ _BATCH = msgspec.json.Decoder(SessionBatch)
     "/v1/sessions",
     status_code=200,
     summary="Ingest one session and answer its preference score (202: stored, score pending)",
-    **scoped("ingest", SessionScore, (200, 202)),
+    **scoped("ingest", SessionScore, (200, 202), body=Session, example=examples.session),
 )
 async def post_session(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     start = time.perf_counter()
@@ -77,7 +78,7 @@ def _decode_batch(body: bytes) -> SessionBatch:
     status_code=200,
     summary=f"Ingest many sessions (at most 500 and {MAX_BATCH_BYTES // (1024 * 1024)} MiB per batch)",
     request_max_body_size=MAX_BATCH_BYTES,
-    **scoped("ingest", dict[str, list[SessionScore]]),
+    **scoped("ingest", dict[str, list[SessionScore]], body=SessionBatch, example=examples.session_batch),
 )
 async def post_sessions(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     body = await request.body()

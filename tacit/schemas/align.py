@@ -29,6 +29,7 @@ __all__ = [
     "EvalParams",
     "EvaluationLink",
     "PairSelection",
+    "PairsPreview",
     "PreferencePair",
     "RobustDpoJob",
     "Runtime",
@@ -193,6 +194,13 @@ class DataSummary(msgspec.Struct, frozen=True, kw_only=True):
     """Hash of the snapshot's pairs (ids, sides, confidences, splits)."""
     dropped: dict[str, int] = {}
     """Sessions left out, by reason."""
+
+
+class PairsPreview(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/alignment/pairs:preview answer: the pairs a job with this data selection would train on."""
+
+    summary: DataSummary
+    pairs: list[PreferencePair]
 
 
 class AlignmentProgress(msgspec.Struct, frozen=True, kw_only=True):
