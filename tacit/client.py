@@ -7,7 +7,7 @@
 
 Answers are decoded into the wire types of `tacit.schemas` (`SessionScore`, `SessionRecord`, `RewardModelInfo`,
 `JobInfo`, `AlignmentJobInfo`, `Verdict`, `BatchJob`, ...) or, for the few answers that have no wire type, into the
-small Structs defined here (`Health`, `Readiness`, `PairsPreview`). Every non-2xx answer raises `TacitError`
+small Structs defined here (`Health`, `Readiness`). Every non-2xx answer raises `TacitError`
 carrying the problem body's `code`, `field` and `detail`; a gateway that cannot be reached raises `TacitError` with
 status 0 and code `unreachable`; an answer that is not the documented shape raises it with code `bad_response`.
 """
@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from tacit.schemas.align import AlignmentEvent, AlignmentJobInfo, AlignmentJobPage, DataSummary, PreferencePair
+from tacit.schemas.align import AlignmentEvent, AlignmentJobInfo, AlignmentJobPage, PairsPreview
 from tacit.schemas.gateway import (
     Erasure,
     JobInfo,
@@ -71,13 +71,6 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool
     checks: dict[str, Any]
     """Each dependency (database, redis, feature_svc, reward_svc, ...) and whether it answered."""
-
-
-class PairsPreview(msgspec.Struct, frozen=True, kw_only=True):
-    """`POST /v1/alignment/pairs:preview`: the preference pairs a job with this data selection would train on."""
-
-    summary: DataSummary
-    pairs: list[PreferencePair]
 
 
 class _Results(msgspec.Struct, frozen=True, kw_only=True):
