@@ -8,6 +8,7 @@ pending" for ingestion and into 503 + Retry-After where nothing can be stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -98,10 +99,8 @@ class _Service:
                         raise DependencyError(self.name, response.status_code, problem)
                     return response
                 last = f"HTTP {response.status_code}"
-                try:  # the service said why (judge_svc: no LLM endpoint configured): pass its words on
+                with contextlib.suppress(msgspec.DecodeError):  # the service said why: pass its words on
                     last = _PROBLEM.decode(response.content).detail
-                except msgspec.DecodeError:
-                    pass
             if attempt + 1 < attempts:
                 await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
         self.down_until = time.monotonic() + 1.0

@@ -5,8 +5,8 @@ and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and 
 endpoint when it could not be reached): the request was served, the judge did not give a usable answer. With no
 LLM endpoint configured (`TACIT_JUDGE_BASE_URL` empty) judging answers 503 `not_configured` at once, and
 `GET /readyz` says whether an endpoint is configured and answers. `POST /admin/reload` re-reads the settings
-(environment and `TACIT_JUDGE_SETTINGS_FILE`) and swaps the backend: the endpoint changes without a restart. Errors are values (RequestError) the edge kit
-(tacit.edge) answers as every service does.
+(environment and `TACIT_JUDGE_SETTINGS_FILE`) and swaps the backend: the endpoint changes without a restart.
+Errors are values (RequestError) the edge kit (tacit.edge) answers as every service does.
 
 `POST /v1/judgments:batch` takes up to 1000 pairs and answers 202 with a job id at once; the job runs as an
 asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total, failures,
@@ -36,7 +36,7 @@ from judge_svc.backends import Backend
 from judge_svc.jobs import JobRecords, JobStore, MemoryRecords, RedisRecords
 from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import BASE_URL_SETTING, JudgeSettings, load_judge_settings
-from tacit.edge import json_response, service_app
+from tacit.edge import json_response, own_query, service_app
 from tacit.http_metrics import ServiceMetrics
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import RequestError, decode_body
@@ -220,7 +220,9 @@ async def readyz(state: JudgeState) -> Response[bytes]:
     llm = await llm_status(state)
     ready = llm["status"] != "unreachable"
     return json_response(
-        {"ready": ready, "status": llm["status"], "llm": llm}, 200 if ready else 503, None if ready else {"Retry-After": "5"}
+        {"ready": ready, "status": llm["status"], "llm": llm},
+        200 if ready else 503,
+        None if ready else {"Retry-After": "5"},
     )
 
 
@@ -292,7 +294,8 @@ def create_app(
 
     return service_app(
         "Tacit judge service",
-        [judgments, judgments_batch, judgment_jobs, judgment_job, judgment_job_plot, readyz, admin_reload],
+        # the job listing checks its own query string (and names the unknown parameter as the edge kit would)
+        [judgments, judgments_batch, own_query(judgment_jobs), judgment_job, judgment_job_plot, readyz, admin_reload],
         metrics=metrics,
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,

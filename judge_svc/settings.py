@@ -75,7 +75,6 @@ class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.job_ttl_s < 1 or self.job_lease_s <= 0 or self.max_jobs < 1:
             raise SettingsError("job_ttl_s and max_jobs must be >= 1 and job_lease_s > 0")
 
-
     @property
     def configured(self) -> bool:
         """A judge is there to ask: a local model, or an OpenAI-compatible endpoint."""

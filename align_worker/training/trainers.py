@@ -524,7 +524,9 @@ def _evaluate(
     if not params.judge:
         return msgspec.structs.replace(link, status="skipped")
     if judge is None:
-        return msgspec.structs.replace(link, status="skipped", error="the worker has no judge_svc (TACIT_WORKER_JUDGE_URL)")
+        return msgspec.structs.replace(
+            link, status="skipped", error="the worker has no judge_svc (TACIT_WORKER_JUDGE_URL)"
+        )
     try:
         job_id, url = judge(prompts, sft_answers, aligned_answers)
     except Exception as err:  # the models are trained and saved: a judge outage must not fail the job

@@ -223,7 +223,9 @@ def test_times_are_iso_8601_utc_and_epoch_records_still_read(redis_url: str) -> 
 
     prefix = f"test:{uuid.uuid4().hex}"
     # A record as the versions before ISO 8601 wrote it: epoch seconds (and `done` for `succeeded`).
-    legacy = b'{"job_id":"old","status":"done","done":1,"total":1,"created_at":1733400000.25,"finished_at":1733400001.5}'
+    legacy = (
+        b'{"job_id":"old","status":"done","done":1,"total":1,"created_at":1733400000.25,"finished_at":1733400001.5}'
+    )
 
     async def run() -> tuple[BatchJob | None, list[BatchJob]]:
         records = RedisRecords.from_url(redis_url, ttl_s=60, prefix=prefix)
@@ -241,4 +243,7 @@ def test_times_are_iso_8601_utc_and_epoch_records_still_read(redis_url: str) -> 
     assert old.finished_at == dt.datetime(2024, 12, 5, 12, 0, 1, 500000, tzinfo=dt.UTC)
     assert [j.job_id for j in listed] == ["old"]
     encoded = msgspec.json.decode(msgspec.json.encode(old))
-    assert (encoded["created_at"], encoded["finished_at"]) == ("2024-12-05T12:00:00.250000Z", "2024-12-05T12:00:01.500000Z")
+    assert (encoded["created_at"], encoded["finished_at"]) == (
+        "2024-12-05T12:00:00.250000Z",
+        "2024-12-05T12:00:01.500000Z",
+    )

@@ -62,7 +62,8 @@ def test_an_unreachable_endpoint_fails_fast_naming_it_without_the_key() -> None:
         endpoint = f"http://127.0.0.1:{port}/v1/chat/completions"
         assert endpoint in verdict["error"]
         assert "ConnectError" in verdict["error"]
-        assert "sk-secret" not in response.text and "pw@" not in response.text
+        assert "sk-secret" not in response.text
+        assert "pw@" not in response.text
         assert elapsed < 1.0, f"a refused connection was retried ({elapsed:.1f} s)"
 
         ready = client.get("/readyz")
@@ -107,7 +108,7 @@ def test_settings_file_lines_and_redaction(tmp_path: Path) -> None:
     assert redact_url("https://u:p@api.example.com:8443/v1?key=k#f") == "https://api.example.com:8443/v1"
     file = tmp_path / "judge.env"
     file.write_text("not a setting\n")
-    with pytest.raises(SettingsError, match="judge.env:1"):
+    with pytest.raises(SettingsError, match=r"judge\.env:1"):
         load_judge_settings({"TACIT_JUDGE_SETTINGS_FILE": str(file)})
     with pytest.raises(SettingsError, match="TACIT_JUDGE_SETTINGS_FILE"):
         load_judge_settings({"TACIT_JUDGE_SETTINGS_FILE": str(tmp_path / "missing.env")})
