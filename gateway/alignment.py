@@ -49,6 +49,7 @@ from tacit.schemas.align import (
     PairSelection,
     PreferencePair,
 )
+from tacit.schemas.jobs import JobStatus
 from tacit.schemas.judge import BatchJob
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
@@ -209,7 +210,7 @@ async def create_job(request: Request[Any, Any, Any], state: GatewayState) -> Re
 
 @get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **scoped("read", AlignmentJobPage))
 async def list_jobs(
-    state: GatewayState, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+    state: GatewayState, status: FromQuery[JobStatus | None] = None, limit: FromQuery[int] = 50
 ) -> Response[bytes]:
     if not 1 <= limit <= 500:
         raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
