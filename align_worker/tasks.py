@@ -89,8 +89,17 @@ def judge_handoff(judge_url: str, job_id: str, *, timeout_s: float = 30.0) -> An
             for p, a, b in zip(prompts, sft, aligned, strict=True)
         ]
         body = {"items": items, "evaluation": True, "alignment_job_id": job_id, "label": f"alignment {job_id}"}
-        response = httpx.post(f"{judge_url.rstrip('/')}/v1/judgments:batch", json=body, timeout=timeout_s)
-        response.raise_for_status()
+        url = f"{judge_url.rstrip('/')}/v1/judgments:batch"
+        try:
+            response = httpx.post(url, json=body, timeout=timeout_s)
+        except httpx.TransportError as err:
+            raise RuntimeError(f"judge_svc does not answer at {judge_url}: {type(err).__name__}: {err}") from None
+        if response.status_code != 202:  # judge_svc's Problem says why (no LLM endpoint configured, say)
+            try:
+                why = str(response.json().get("detail") or response.text[:300])
+            except ValueError:
+                why = response.text[:300]
+            raise RuntimeError(f"judge_svc answered HTTP {response.status_code}: {why}")
         accepted = response.json()
         return str(accepted["job_id"]), str(accepted.get("status_url", ""))
 

@@ -59,7 +59,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     try:
         return decoder.decode(body)
     except (msgspec.DecodeError, UnicodeError, RecursionError) as err:  # ValidationError is a DecodeError
-        raise SessionError.of(err) from None
+        raise SessionError.of(err, decoder.type) from None
 
 
 def _validate(session: Session, prefix: str) -> None:

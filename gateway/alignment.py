@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
@@ -45,20 +46,23 @@ from tacit.schemas.align import (
     AlignmentProgress,
     AlignmentResult,
     DataSummary,
+    EvaluationLink,
     PairSelection,
     PairsPreview,
     PreferencePair,
 )
+from tacit.schemas.jobs import JobStatus
 from tacit.schemas.judge import BatchJob
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.schemas.session import Session
 from tacit.tasks import QUEUE_ALIGN, TASK_ALIGN
 
-__all__ = ["EventStreams", "alignment_routes", "celery_producer", "load_observations"]
+__all__ = ["EventStreams", "alignment_routes", "celery_producer", "evaluation_outcome", "load_observations"]
 
 logger = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 _SPEC = msgspec.json.Decoder(AlignmentJobSpec)
+_JUDGE_JOB = msgspec.json.Decoder(BatchJob, strict=False)
 #: How often the event stream looks for new events (doubling up to `MAX_POLL_S` while nothing happens).
 POLL_S = 0.5
 MAX_POLL_S = 4.0
@@ -208,7 +212,7 @@ async def create_job(request: Request[Any, Any, Any], state: GatewayState) -> Re
 
 @get("/v1/alignment/jobs", summary="Alignment jobs, newest first", **scoped("read", AlignmentJobPage))
 async def list_jobs(
-    state: GatewayState, status: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+    state: GatewayState, status: FromQuery[JobStatus | None] = None, limit: FromQuery[int] = 50
 ) -> Response[bytes]:
     if not 1 <= limit <= 500:
         raise RequestError(400, "invalid", "limit", "limit must be between 1 and 500")
@@ -222,7 +226,45 @@ async def list_jobs(
     **scoped("read", AlignmentJobInfo),
 )
 async def get_job(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
-    return json_response(job_info(await _get(state, job_id)))
+    return json_response(await with_evaluation_status(state, job_info(await _get(state, job_id))))
+
+
+def evaluation_outcome(link: EvaluationLink, judge_job: BatchJob) -> EvaluationLink:
+    """The evaluation as its judge job ended: `failed` also when the judge failed on every pair."""
+    replace = msgspec.structs.replace
+    if judge_job.status in ("queued", "running"):
+        return replace(link, status="running", failures=judge_job.failures)
+    if judge_job.status != "succeeded":
+        error = f"judge job {judge_job.job_id} {judge_job.status}: {judge_job.error}"
+        return replace(link, status="failed", failures=judge_job.failures, error=error)
+    if judge_job.total and judge_job.failures >= judge_job.total:
+        why = next((v.error for v in judge_job.verdicts or () if v.error), None) or "no verdict"
+        error = f"the judge failed on all {judge_job.total} pairs: {why}"
+        return replace(link, status="failed", failures=judge_job.failures, error=error)
+    return replace(link, status="succeeded", failures=judge_job.failures)
+
+
+async def with_evaluation_status(state: GatewayState, info: AlignmentJobInfo) -> AlignmentJobInfo:
+    """`info` with its evaluation's outcome: the worker hands the judging to judge_svc and finishes the job, so
+    whether the evaluation succeeded is read from judge_svc (the job's own status covers training only)."""
+    result = info.result
+    link = result.evaluation if result is not None else None
+    if result is None or link is None or link.status in ("succeeded", "failed", "skipped"):
+        return info
+    if link.judge_job_id is None:  # recorded before `status` existed: an error means the hand-off failed
+        status = "failed" if link.error else None
+        return msgspec.structs.replace(
+            info, result=msgspec.structs.replace(result, evaluation=msgspec.structs.replace(link, status=status))
+        )
+    try:
+        response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(link.judge_job_id, safe='')}")
+        link = evaluation_outcome(link, _JUDGE_JOB.decode(response.content))
+    except RequestError as err:
+        detail = f"judge_svc could not say how judge job {link.judge_job_id} went: {err.detail}"
+        link = msgspec.structs.replace(link, status="unknown", error=detail)
+    except msgspec.DecodeError as err:
+        link = msgspec.structs.replace(link, status="unknown", error=f"judge_svc answered an unreadable job: {err}")
+    return msgspec.structs.replace(info, result=msgspec.structs.replace(result, evaluation=link))
 
 
 @post(

@@ -8,6 +8,7 @@ pending" for ingestion and into 503 + Retry-After where nothing can be stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -98,6 +99,8 @@ class _Service:
                         raise DependencyError(self.name, response.status_code, problem)
                     return response
                 last = f"HTTP {response.status_code}"
+                with contextlib.suppress(msgspec.DecodeError):  # the service said why: pass its words on
+                    last = _PROBLEM.decode(response.content).detail
             if attempt + 1 < attempts:
                 await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
         self.down_until = time.monotonic() + 1.0
@@ -185,6 +188,19 @@ class RewardClient(_Service):
 
 class JudgeClient(_Service):
     name = "judge_svc"
+
+    async def readiness(self) -> dict[str, Any]:
+        """judge_svc's `/readyz` (its LLM: `ok`, `not_configured` or `unreachable`), or `down` when it does not
+        answer at all."""
+        try:
+            response = await self.client.get("/readyz", timeout=3.0)
+            body = msgspec.json.decode(response.content)
+        except (httpx.HTTPError, msgspec.DecodeError) as err:
+            return {"status": "down", "detail": f"judge_svc does not answer at {self.client.base_url}: {err!r}"}
+        llm = body.get("llm") if isinstance(body, dict) else None
+        if response.status_code not in (200, 503) or not isinstance(llm, dict):
+            return {"status": "down", "detail": f"judge_svc /readyz answered HTTP {response.status_code}"}
+        return dict(llm)
 
     async def healthy(self) -> bool:
         try:

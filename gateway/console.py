@@ -37,6 +37,7 @@ from gateway.imports import KIND as IMPORT_KIND
 from gateway.state import GatewayState
 from gateway.wire import job_info
 from tacit.db.sessions import InvalidCursorError
+from tacit.edge import own_query
 from tacit.schemas.gateway import JobInfo
 from tacit.schemas.judge import BatchJobList
 from tacit.schemas.problem import RequestError
@@ -267,4 +268,6 @@ async def list_judgment_jobs(
 
 def console_routes() -> list[Any]:
     """The console's page and read routes, for the gateway's route list."""
-    return [console_page, console_asset, console_sessions, model_distribution, list_imports, list_judgment_jobs]
+    # Each read route checks its own query string (`_strict`): the edge kit's check leaves them alone.
+    routes = [console_page, console_asset, console_sessions, model_distribution, list_imports, list_judgment_jobs]
+    return [own_query(route) for route in routes]

@@ -36,8 +36,10 @@ async def readyz(state: GatewayState) -> Response[bytes]:
         "reward_svc": await state.reward.healthy(),
     }
     ready = all(checks.values())
+    # The judge is optional (scoring and training work without it): reported, never a gateway outage.
+    judge = await state.judge.readiness()
     return Response(
-        _ENCODER.encode({"ready": ready, "checks": checks}),
+        _ENCODER.encode({"ready": ready, "checks": checks, "judge": judge}),
         status_code=200 if ready else 503,
         media_type=JSON,
         headers={} if ready else {"Retry-After": "5"},

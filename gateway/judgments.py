@@ -52,5 +52,16 @@ async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
+@post(
+    "/v1/admin/judge/reload",
+    status_code=200,
+    summary="judge_svc re-reads its settings (TACIT_JUDGE_SETTINGS_FILE): a new LLM endpoint without a restart",
+    **scoped("admin"),
+)
+async def reload_judge(state: GatewayState) -> Response[bytes]:
+    response = await state.judge.request("POST", "/admin/reload", retry=False)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
 def judgment_routes() -> list[Any]:
-    return [post_judgment, post_judgments, get_judgments]
+    return [post_judgment, post_judgments, get_judgments, reload_judge]

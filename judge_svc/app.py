@@ -1,9 +1,12 @@
 """HTTP edge of the judge service: one pairwise judgment per request, health and Prometheus metrics.
 
 `POST /v1/judgments` decodes a `JudgeRequest` from bytes with msgspec, judges it (both orders by default)
-and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and the error recorded: the
-request was served, the judge did not give a usable answer. Errors are values (RequestError) the edge kit
-(tacit.edge) answers as every service does.
+and answers a `Verdict`. A judge failure is still a 200 with `winner: null` and the error recorded (naming the
+endpoint when it could not be reached): the request was served, the judge did not give a usable answer. With no
+LLM endpoint configured (`TACIT_JUDGE_BASE_URL` empty) judging answers 503 `not_configured` at once, and
+`GET /readyz` says whether an endpoint is configured and answers. `POST /admin/reload` re-reads the settings
+(environment and `TACIT_JUDGE_SETTINGS_FILE`) and swaps the backend: the endpoint changes without a restart.
+Errors are values (RequestError) the edge kit (tacit.edge) answers as every service does.
 
 `POST /v1/judgments:batch` takes up to 1000 pairs and answers 202 with a job id at once; the job runs as an
 asyncio task inside this process and `GET /v1/judgments/jobs/{id}` reports its progress (done/total, failures,
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -32,12 +35,13 @@ from prometheus_client import Counter, Histogram
 from judge_svc.backends import Backend
 from judge_svc.jobs import JobRecords, JobStore, MemoryRecords, RedisRecords
 from judge_svc.protocol import Judge, VerdictCache
-from judge_svc.settings import JudgeSettings, load_judge_settings
-from tacit.edge import json_response, service_app
+from judge_svc.settings import BASE_URL_SETTING, JudgeSettings, load_judge_settings
+from tacit.edge import json_response, own_query, service_app
 from tacit.http_metrics import ServiceMetrics
 from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.serving import serve as run_server
+from tacit.settings import SettingsError
 
 __all__ = ["create_app", "make_backend", "serve"]
 
@@ -102,13 +106,42 @@ class JudgeState(State):
     judge: Judge
     metrics: Metrics
     jobs: JobStore
+    reload: Callable[[], JudgeSettings]
+    """Reads the settings again (`POST /admin/reload`)."""
+    retired: list[Backend]
+    """Backends replaced by a reload: running batch jobs may still use them; closed at shutdown."""
+
+
+#: Settings a reload cannot change in a running process (the listening socket, the stores).
+RESTART_ONLY = ("host", "port", "redis_url", "cache_ttl_s", "job_ttl_s", "job_lease_s", "max_jobs", "max_body_bytes")
+
+
+class NotConfiguredError(RequestError):
+    """No LLM endpoint to ask: 503 `not_configured`, naming the setting that sets one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "not_configured",
+            "$",
+            f"judge_svc has no LLM endpoint configured: set {BASE_URL_SETTING} (an OpenAI-compatible server's URL, "
+            "e.g. http://127.0.0.1:8000/v1) with TACIT_JUDGE_MODEL and TACIT_JUDGE_API_KEY, then restart judge_svc "
+            "or POST /admin/reload (see docs/judge.md)",
+        )
+
+
+def _configured(state: JudgeState) -> Judge:
+    if not state.settings.configured:
+        raise NotConfiguredError
+    return state.judge
 
 
 @post("/v1/judgments", status_code=200, summary="Judge one pair of answers")
 async def judgments(request: Request[Any, Any, Any], state: JudgeState) -> Response[bytes]:
     body = decode_body(_REQUEST, await request.body())
+    judge = _configured(state)
     start = time.perf_counter()
-    verdict = await state.judge.judge(body)
+    verdict = await judge.judge(body)
     state.metrics.record(verdict, time.perf_counter() - start)
     return json_response(verdict, 200)
 
@@ -116,7 +149,8 @@ async def judgments(request: Request[Any, Any, Any], state: JudgeState) -> Respo
 @post("/v1/judgments:batch", status_code=202, summary="Judge up to 1000 pairs in a background job")
 async def judgments_batch(request: Request[Any, Any, Any], state: JudgeState) -> Response[bytes]:
     batch: BatchRequest = decode_body(_BATCH, await request.body())
-    job = await state.jobs.start(batch, state.judge, state.metrics.record)
+    judge = _configured(state)
+    job = await state.jobs.start(batch, judge, state.metrics.record)
     accepted = BatchAccepted(job_id=job.job_id, total=job.total, status_url=f"/v1/judgments/jobs/{job.job_id}")
     return json_response(accepted, 202)
 
@@ -168,6 +202,45 @@ async def healthz(state: JudgeState) -> dict[str, str]:
     return {"status": "ok", "backend": state.judge.backend.name, "model": state.judge.backend.model}
 
 
+async def llm_status(state: JudgeState) -> dict[str, Any]:
+    """The judge LLM as `/readyz` reports it: `ok`, `not_configured` or `unreachable`, with the endpoint."""
+    settings = state.settings
+    info: dict[str, Any] = {"configured": settings.configured, "backend": settings.backend, "model": settings.model}
+    info["endpoint"] = settings.endpoint or None
+    if not settings.configured:
+        return {"status": "not_configured", **info, "detail": NotConfiguredError().detail}
+    probe = getattr(state.judge.backend, "probe", None)  # the local backend is loaded at start-up: nothing to probe
+    error = await probe() if probe is not None else None
+    return {"status": "unreachable", **info, "detail": error} if error else {"status": "ok", **info}
+
+
+@get("/readyz", summary="Readiness: whether an LLM endpoint is configured and answers (503 when unreachable)")
+async def readyz(state: JudgeState) -> Response[bytes]:
+    """200 `ok`; 200 `not_configured` (the service runs, judging answers 503 naming the setting); 503 unreachable."""
+    llm = await llm_status(state)
+    ready = llm["status"] != "unreachable"
+    return json_response(
+        {"ready": ready, "status": llm["status"], "llm": llm},
+        200 if ready else 503,
+        None if ready else {"Retry-After": "5"},
+    )
+
+
+@post("/admin/reload", status_code=200, summary="Re-read the settings and swap the judge backend (no restart)")
+async def admin_reload(state: JudgeState) -> Response[bytes]:
+    try:
+        settings = state.reload()
+    except SettingsError as err:
+        raise RequestError(422, "invalid", "settings", f"settings not reloaded: {err}") from None
+    restart = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(state.settings, name)]
+    old = state.judge
+    state.judge = Judge(make_backend(settings), old.cache)
+    state.settings = msgspec.structs.replace(settings, **{name: getattr(state.settings, name) for name in RESTART_ONLY})
+    state.retired.append(old.backend)
+    logger.info("judge settings reloaded: %s %s at %s", settings.backend, settings.model, settings.endpoint or "-")
+    return json_response({"reloaded": True, "llm": await llm_status(state), "needs_restart": restart})
+
+
 def make_backend(settings: JudgeSettings) -> Backend:
     """The backend the settings name (the local one imports torch, lazily)."""
     sampling = Sampling(temperature=settings.temperature, max_tokens=settings.max_tokens)
@@ -189,8 +262,10 @@ def make_backend(settings: JudgeSettings) -> Backend:
     )
 
 
-def create_app(settings: JudgeSettings | None = None) -> Litestar:
-    """The judge service."""
+def create_app(
+    settings: JudgeSettings | None = None, *, reload: Callable[[], JudgeSettings] = load_judge_settings
+) -> Litestar:
+    """The judge service; `reload` reads the settings again for `POST /admin/reload`."""
     settings = settings or load_judge_settings()
     metrics = Metrics()
 
@@ -199,6 +274,7 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
         cache = VerdictCache.from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
         state = JudgeState(app.state)  # a typed view of app.state
         state.settings, state.judge, state.metrics = settings, Judge(make_backend(settings), cache), metrics
+        state.reload, state.retired = reload, []
         records: JobRecords = (
             RedisRecords.from_url(settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s)
             if settings.redis_url
@@ -211,13 +287,15 @@ def create_app(settings: JudgeSettings | None = None) -> Litestar:
             yield
         finally:
             await state.jobs.aclose()
-            await state.judge.backend.aclose()
+            for backend in [*state.retired, state.judge.backend]:
+                await backend.aclose()
             if state.judge.cache is not None:
                 await state.judge.cache.aclose()
 
     return service_app(
         "Tacit judge service",
-        [judgments, judgments_batch, judgment_jobs, judgment_job, judgment_job_plot],
+        # the job listing checks its own query string (and names the unknown parameter as the edge kit would)
+        [judgments, judgments_batch, own_query(judgment_jobs), judgment_job, judgment_job_plot, readyz, admin_reload],
         metrics=metrics,
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,

@@ -34,6 +34,8 @@ def _agreement(args: argparse.Namespace) -> int:
     if args.model is not None:
         overrides["model"] = args.model
     settings = msgspec.structs.replace(settings, **overrides)
+    if not settings.configured:
+        raise SystemExit("no judge LLM endpoint: set TACIT_JUDGE_BASE_URL (or --backend local --model DIR)")
     queries = labelled_pairwise(Dataset(args.data).queries, args.limit)
     predictions = read_predictions(args.predictions) if args.predictions is not None else None
 

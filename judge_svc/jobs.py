@@ -17,6 +17,7 @@ consistency on a `BatchJob`, and at the end attaches the verdicts and, for an ev
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
@@ -39,6 +40,8 @@ __all__ = [
     "JobStoreError",
     "MemoryRecords",
     "RedisRecords",
+    "decode_job",
+    "utc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,14 +52,20 @@ ORPHANED = (
 )
 SHUT_DOWN = "judge_svc shut down while the job was running; resubmit the batch"
 
-_JOB = msgspec.json.Decoder(BatchJob)
+#: Not strict: records written before times became ISO 8601 hold epoch seconds, which read as UTC datetimes.
+_JOB = msgspec.json.Decoder(BatchJob, strict=False)
 #: A finished job as the versions before the shared job vocabulary wrote it to Redis (`done`, now `succeeded`).
 _LEGACY_DONE = (b'"status":"done"', b'"status":"succeeded"')
 
 
 def decode_job(value: bytes) -> BatchJob:
-    """A job record from Redis, also one written before `done` became `succeeded`."""
+    """A job record from Redis, also one written before `done` became `succeeded` or times became ISO 8601."""
     return _JOB.decode(value.replace(*_LEGACY_DONE, 1))
+
+
+def utc(seconds: float) -> dt.datetime:
+    """Epoch seconds as an aware UTC datetime (encoded as ISO 8601 with `Z`)."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -164,7 +173,7 @@ class RedisRecords:
                 pipe.delete(self._lease(job.job_id))
             indexes = [self._index(None)] + ([self._index(job.alignment_job_id)] if job.alignment_job_id else [])
             for index in indexes:
-                pipe.zadd(index, {job.job_id: job.created_at})
+                pipe.zadd(index, {job.job_id: job.created_at.timestamp()})
                 pipe.zremrangebyscore(index, "-inf", self._clock() - self.ttl_s)
                 pipe.expire(index, self.ttl_s)
             await pipe.execute()
@@ -182,7 +191,7 @@ class RedisRecords:
         for job in jobs:
             if job.status == "running" and job.job_id not in alive:
                 logger.warning("batch job %s lost its owner: marked failed", job.job_id)
-                job = msgspec.structs.replace(job, status="failed", error=ORPHANED, finished_at=self._clock())
+                job = msgspec.structs.replace(job, status="failed", error=ORPHANED, finished_at=utc(self._clock()))
                 await self.save(job)
             out.append(job)
         return out
@@ -235,7 +244,7 @@ class JobStore:
             status="running",
             done=0,
             total=len(batch.items),
-            created_at=time.time(),
+            created_at=utc(time.time()),
             evaluation_requested=batch.evaluation,
             alignment_job_id=batch.alignment_job_id,
             label=batch.label,
@@ -303,7 +312,7 @@ class JobStore:
             logger.exception("batch job %s failed", job.job_id)
             job.status, job.error = "failed", f"{type(err).__name__}: {err}"
         finally:
-            job.finished_at = time.time()
+            job.finished_at = utc(time.time())
             try:
                 await self._save(job)
             except JobStoreError as err:

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
 from tacit.settings import SettingsError, load_settings
 
-__all__ = ["JudgeSettings", "load_judge_settings"]
+__all__ = ["BASE_URL_SETTING", "JudgeSettings", "load_judge_settings", "redact_url"]
+
+#: The variable that names the judge's LLM endpoint (said by every error about a missing one).
+BASE_URL_SETTING = "TACIT_JUDGE_BASE_URL"
+
+
+def redact_url(url: str) -> str:
+    """`url` without user info, query or fragment (where credentials hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """judge_svc settings (`TACIT_JUDGE_*`)."""
 
     backend: Literal["openai_compat", "local"] = "openai_compat"
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """Any OpenAI-compatible server (vLLM's default address; OpenAI: https://api.openai.com/v1)."""
+    base_url: str = ""
+    """Any OpenAI-compatible server (vLLM: http://127.0.0.1:8000/v1; OpenAI: https://api.openai.com/v1); empty =
+    no judge configured: judgments answer 503 `not_configured` and `/readyz` says so."""
     model: str = "gpt-4.1-mini"
     """Model id sent to the server; for the local backend, the model's path."""
     api_key: str = ""
@@ -43,6 +59,9 @@ class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8103
     max_body_bytes: int = 4 * 1024 * 1024
+    settings_file: str = ""
+    """A file of `TACIT_JUDGE_*=value` lines read over the environment at start-up and again on
+    `POST /admin/reload` (the LLM endpoint, model, key and sampling change without a restart)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -51,9 +70,50 @@ class JudgeSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("concurrency must be >= 1, retries >= 0 and timeout_s > 0")
         if not self.model:
             raise SettingsError("model must not be empty")
+        if self.base_url and urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise SettingsError(f"base_url must be an http(s) URL, got {redact_url(self.base_url)!r}")
         if self.job_ttl_s < 1 or self.job_lease_s <= 0 or self.max_jobs < 1:
             raise SettingsError("job_ttl_s and max_jobs must be >= 1 and job_lease_s > 0")
 
+    @property
+    def configured(self) -> bool:
+        """A judge is there to ask: a local model, or an OpenAI-compatible endpoint."""
+        return self.backend == "local" or bool(self.base_url)
 
-def load_judge_settings() -> JudgeSettings:
-    return load_settings(JudgeSettings, "TACIT_JUDGE_")
+    @property
+    def endpoint(self) -> str:
+        """Where judgments go, safe to show: the model path (local) or the chat URL without credentials."""
+        if self.backend == "local":
+            return self.model
+        if not self.base_url:
+            return ""
+        base = redact_url(self.base_url).rstrip("/")
+        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+
+
+def _file_values(path: Path) -> dict[str, str]:
+    """`KEY=value` lines of a settings file (blank lines and `#` comments skipped, quotes around a value dropped)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SettingsError(f"TACIT_JUDGE_SETTINGS_FILE {path}: {err.strerror or err}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip().startswith("TACIT_JUDGE_"):
+            raise SettingsError(f"{path}:{number}: expected TACIT_JUDGE_<NAME>=value")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_judge_settings(environ: Mapping[str, str] | None = None) -> JudgeSettings:
+    """The settings from the environment, overlaid by `TACIT_JUDGE_SETTINGS_FILE` when one is named."""
+    env = dict(os.environ if environ is None else environ)
+    path = env.get("TACIT_JUDGE_SETTINGS_FILE", "")
+    if path:
+        env.update(_file_values(Path(path).expanduser()))
+        env["TACIT_JUDGE_SETTINGS_FILE"] = path
+    return load_settings(JudgeSettings, "TACIT_JUDGE_", env)

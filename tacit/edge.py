@@ -11,10 +11,13 @@ and anything else as a logged 500 that says nothing about the request.
 `service_app` builds every service's Litestar app the same way: that handler, the shared HTTP metrics middleware,
 `/healthz` and `/metrics`, the body limit, one lifespan (the only lifecycle hook: it builds the typed state, a
 `litestar.datastructures.State` subclass handlers annotate `state` with), and no logging configuration of its own.
+It also refuses unknown query parameters on every route of the OpenAPI document: 422 `invalid` naming the first
+unknown one and listing the route's own (a handler that reads its query string itself is marked `own_query`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -25,11 +28,12 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.routes import HTTPRoute
 from litestar.types import ControllerRouterHandler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tacit.http_metrics import ServiceMetrics
-from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError
+from tacit.schemas.problem import NESTED_TOO_DEEPLY, RequestError, choices
 
 __all__ = [
     "HTTP_CODES",
@@ -38,6 +42,7 @@ __all__ = [
     "healthz",
     "json_response",
     "metrics_route",
+    "own_query",
     "problem_handler",
     "service_app",
     "to_request_error",
@@ -69,15 +74,43 @@ def _body_limit(request: Request[Any, Any, Any]) -> int | None:
     return None if limit is None else int(limit)
 
 
+#: msgspec's words for a path or query parameter of the wrong type, and what such a parameter must look like.
+_PARAMETER_FORMATS = {
+    "Invalid RFC3339 encoded datetime": "an ISO 8601 date-time such as 2025-01-31T09:00:00Z",
+    "Invalid RFC3339 encoded date": "an ISO 8601 date such as 2025-01-31",
+    "Expected `int`, got `str`": "an integer",
+    "Expected `float`, got `str`": "a number",
+    "Expected `bool`, got `str`": "true or false",
+}
+
+
+def _parameter_detail(request: Request[Any, Any, Any], key: str, message: str) -> str:
+    """What parameter `key` must be (the value given is not echoed: it may be anything a client or a scanner sent)."""
+    if message in _PARAMETER_FORMATS:
+        return f"{key} must be {_PARAMETER_FORMATS[message]}"
+    if message.startswith("Invalid enum value") and (allowed := _declared_choices(request, key)):
+        return f"{key} must be one of: {', '.join(map(str, allowed))}"
+    return message[:200]
+
+
+def _declared_choices(request: Request[Any, Any, Any], key: str) -> tuple[Any, ...]:
+    """The values a Literal or Enum parameter `key` of the request's handler allows (empty when not one)."""
+    try:
+        field = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route
+        return ()
+    return () if field is None else choices(field.annotation)
+
+
 def to_request_error(exc: Exception, request: Request[Any, Any, Any]) -> RequestError | None:
     """The errors every service meets, as a RequestError; None for any other exception."""
     if isinstance(exc, RequestError):
         return exc
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        # A path or query parameter of the wrong type: name it, without echoing the request line.
+        # A path or query parameter of the wrong type: name it and say what it takes, without the request line.
         first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
-        detail = str(first.get("message", "invalid value"))[:200]
-        return RequestError(400, "invalid", str(first.get("key", "$")), detail)
+        key = str(first.get("key", "$"))
+        return RequestError(400, "invalid", key, _parameter_detail(request, key, str(first.get("message", ""))))
     if isinstance(exc, RecursionError):
         return RequestError(400, "malformed", "$", NESTED_TOO_DEEPLY)
     if isinstance(exc, HTTPException):
@@ -124,6 +157,42 @@ def metrics_route(metrics: ServiceMetrics) -> HTTPRouteHandler:
     return metrics_endpoint
 
 
+def own_query(handler: HTTPRouteHandler) -> HTTPRouteHandler:
+    """Mark a handler that reads and checks its query string itself (the edge kit then leaves it alone)."""
+    handler.opt["own_query"] = True
+    return handler
+
+
+class _QueryCheck:
+    """`before_request`: 422 naming the first query parameter the route's handler does not declare.
+
+    The declared names are litestar's own reading of each handler's signature (its kwargs model: the query
+    parameters, aliases included, of the handler and its dependencies), collected once the app is built. Routes left
+    out of the OpenAPI document (pages, assets, `/schema`, `/metrics`) and handlers marked `own_query` are not
+    checked."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[int, tuple[str, ...]] = {}
+
+    def learn(self, app: Litestar) -> None:
+        for route in app.routes:
+            if not isinstance(route, HTTPRoute):
+                continue
+            for handler, model in route.route_handler_map.values():
+                if handler.opt.get("own_query") or not handler.resolve_include_in_schema():
+                    continue
+                self.accepted[id(handler)] = tuple(sorted(p.field_alias for p in model.expected_query_params))
+
+    def __call__(self, request: Request[Any, Any, Any]) -> None:
+        accepted = self.accepted.get(id(request.route_handler))
+        if accepted is None or not request.query_params:
+            return
+        unknown = sorted(set(request.query_params) - set(accepted))
+        if unknown:
+            takes = f"this route takes {', '.join(accepted)}" if accepted else "this route takes no query parameters"
+            raise RequestError(422, "invalid", unknown[0], f"unknown query parameter {unknown[0]!r}; {takes}")
+
+
 #: A service's one lifecycle hook: builds its state (and background tasks) on entry, releases them on exit.
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
@@ -144,8 +213,18 @@ def service_app(
 ) -> Litestar:
     """A service's app: `route_handlers` plus `health` and `metrics_endpoint` (default: `metrics_route(metrics)`),
     its own `errors` mapped before the shared ones, `middleware` then the HTTP metrics, and `options` (any other
-    Litestar argument: CORS, hooks)."""
-    return Litestar(
+    Litestar argument: CORS, hooks; a `before_request` runs after the unknown-query-parameter check)."""
+    check = _QueryCheck()
+    own_hook = options.pop("before_request", None)
+
+    async def before_request(request: Request[Any, Any, Any]) -> Any:
+        check(request)
+        if own_hook is None:
+            return None
+        answer = own_hook(request)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    app = Litestar(
         route_handlers=[*route_handlers, health, metrics_endpoint or metrics_route(metrics)],
         lifespan=[lifespan],
         middleware=[*middleware, metrics.http.middleware],
@@ -154,5 +233,8 @@ def service_app(
         request_max_body_size=max_body_bytes,
         # Logging is the server's business (uvicorn in `serve`): an app must not reconfigure the root logger.
         logging_config=None,
+        before_request=before_request,
         **options,
     )
+    check.learn(app)
+    return app

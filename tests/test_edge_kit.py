@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from litestar.params import FromQuery, QueryParameter
 from litestar.testing import TestClient
 
 #: Broken at its first byte after the brace, so no decoder has looked at any field yet.
@@ -102,3 +104,115 @@ def test_a_field_of_the_wrong_type_is_named_alike_by_every_service(
         problem = response.json()
         assert (response.status_code, problem["code"], problem["field"]) == (422, "invalid", fields[name]), problem
         assert re.fullmatch(r"Expected `\w+`, got `int`", problem["detail"]), problem
+
+
+def test_an_unknown_query_parameter_is_refused_alike_by_every_service(
+    services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
+) -> None:
+    # The POST route of each service takes no query parameter; a stray one is named, not silently ignored.
+    answers = {}
+    for name, (client, path, headers) in services.items():
+        response = client.post(f"{path}?payload=true", content=MALFORMED, headers=headers)
+        answers[name] = (response.status_code, response.json())
+    assert len({str(answer) for answer in answers.values()}) == 1, answers
+    status, problem = answers["gateway"]
+    assert (status, problem["code"], problem["field"]) == (422, "invalid", "payload")
+    assert problem["detail"] == "unknown query parameter 'payload'; this route takes no query parameters"
+
+
+def test_unknown_query_parameters_list_what_the_route_takes_and_pages_are_left_alone() -> None:
+    from litestar import Litestar, get
+
+    from tacit.edge import own_query, service_app
+    from tacit.http_metrics import ServiceMetrics
+
+    @get("/items")
+    async def items(
+        limit: FromQuery[int] = 10, since: Annotated[str | None, QueryParameter(name="from")] = None
+    ) -> dict[str, int]:
+        return {"limit": limit}
+
+    @get("/own")
+    async def own() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @get("/page", include_in_schema=False)
+    async def page() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        yield
+
+    app = service_app(
+        "t", [items, own_query(own), page], metrics=ServiceMetrics("edge_test"), lifespan=lifespan, max_body_bytes=None
+    )
+    with TestClient(app) as client:
+        assert client.get("/items?limit=2&from=x").json() == {"limit": 2}
+        refused = client.get("/items?limt=2")
+        assert refused.status_code == 422
+        assert refused.json() == {
+            "code": "invalid",
+            "field": "limt",
+            "detail": "unknown query parameter 'limt'; this route takes from, limit",
+        }
+        assert client.get("/own?anything=1").status_code == 200
+        assert client.get("/page?v=3").status_code == 200
+        assert client.get("/schema/openapi.json?x=1").status_code == 200
+
+
+def test_parameters_of_the_wrong_format_say_what_they_take() -> None:
+    from litestar import Litestar, get
+
+    from tacit.edge import service_app
+    from tacit.http_metrics import ServiceMetrics
+
+    @get("/jobs")
+    async def jobs(
+        since: FromQuery[dt.datetime | None] = None,
+        status: FromQuery[Literal["queued", "running"] | None] = None,
+        limit: FromQuery[int] = 1,
+    ) -> dict[str, str]:
+        return {}
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        yield
+
+    app = service_app("t", [jobs], metrics=ServiceMetrics("edge_test2"), lifespan=lifespan, max_body_bytes=None)
+    with TestClient(app) as client:
+        for query, field, detail in [
+            (
+                "since=yesterday",
+                "since",
+                "since must be an ISO 8601 date-time such as 2025-01-31T09:00:00Z",
+            ),
+            ("status=done", "status", "status must be one of: queued, running"),
+            ("limit=many", "limit", "limit must be an integer"),
+        ]:
+            response = client.get(f"/jobs?{query}")
+            assert (response.status_code, response.json()) == (
+                400,
+                {"code": "invalid", "field": field, "detail": detail},
+            )
+
+
+def test_an_enum_error_lists_the_allowed_values_at_any_depth() -> None:
+    import msgspec
+
+    from tacit.schemas.judge import BatchRequest, JudgeRequest
+    from tacit.schemas.problem import RequestError, choices, decode_body
+
+    item = {"prompt": "q", "answer_a": "a", "answer_b": "b"}
+    cases = [
+        (JudgeRequest, {**item, "winner_rule": "x"}, "winner_rule", "from_scores, from_winner_line"),
+        (BatchRequest, {"items": [{**item, "rubric": ["overall", "nope"]}]}, "items[0].rubric[1]", "factuality, "),
+    ]
+    for target, body, field, allowed in cases:
+        with pytest.raises(RequestError) as caught:
+            decode_body(msgspec.json.Decoder(target), msgspec.json.encode(body))
+        assert (caught.value.status, caught.value.field) == (422, field)
+        assert caught.value.detail.startswith("Invalid enum value ")
+        assert f"expected one of: {allowed}" in caught.value.detail
+    assert choices(Literal["a", "b"] | None) == ("a", "b")
+    assert choices(int) == ()

@@ -158,7 +158,7 @@ def test_job_trains_and_generates(demo_model: Path, tmp_path: Path) -> None:
     assert result.aligned_model
     assert (Path(result.aligned_model) / "config.json").is_file()
     assert result.evaluation is not None
-    assert result.evaluation.judge_job_id == "j1"
+    assert (result.evaluation.judge_job_id, result.evaluation.status) == ("j1", "running")
     [(prompts, sft_answers, aligned_answers)] = judged
     assert prompts
     assert len(sft_answers) == len(aligned_answers) == len(prompts)
@@ -170,6 +170,15 @@ def test_job_trains_and_generates(demo_model: Path, tmp_path: Path) -> None:
     # A finished job run again does no training: its stages are reported from what they left.
     again = run_job(_spec(demo_model), pairs, tmp_path / "job", Recorder(), judge=judge)
     assert [s.steps for s in again.stages] == [s.steps for s in result.stages]
+
+    # judge_svc refusing the hand-off (no LLM configured): the job's result says its evaluation failed, and why.
+    def refused(prompts: Any, sft: Any, aligned: Any) -> tuple[str, str]:
+        raise RuntimeError("judge_svc answered HTTP 503: judge_svc has no LLM endpoint configured")
+
+    failed = run_job(_spec(demo_model), pairs, tmp_path / "job", Recorder(), judge=refused).evaluation
+    assert failed is not None
+    assert failed.status == "failed"
+    assert "no LLM endpoint configured" in (failed.error or "")
 
 
 def test_cancel_stops_within_a_step_and_the_job_resumes(demo_model: Path, tmp_path: Path) -> None:

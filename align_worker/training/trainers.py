@@ -504,7 +504,7 @@ def _evaluate(
     prompts = list(dict.fromkeys(p.prompt for p in test_pairs))[: params.prompts]
     path = workdir / "evaluation" / "answers.jsonl"
     if not prompts:
-        return EvaluationLink(prompts=0, answers_path=str(path), error="no held-out prompts to answer")
+        return EvaluationLink(prompts=0, answers_path=str(path), error="no held-out prompts to answer", status="failed")
     control.progress(AlignmentProgress(stage="generate", step=0, total=2 * len(prompts)))
     kwargs = {
         "temperature": params.temperature,
@@ -521,15 +521,19 @@ def _evaluate(
         for prompt, a, b in zip(prompts, sft_answers, aligned_answers, strict=True):
             f.write(msgspec.json.encode({"prompt": prompt, "sft": a, "aligned": b}) + b"\n")
     link = EvaluationLink(prompts=len(prompts), answers_path=str(path))
-    if not params.judge or judge is None:
-        return link
+    if not params.judge:
+        return msgspec.structs.replace(link, status="skipped")
+    if judge is None:
+        return msgspec.structs.replace(
+            link, status="skipped", error="the worker has no judge_svc (TACIT_WORKER_JUDGE_URL)"
+        )
     try:
         job_id, url = judge(prompts, sft_answers, aligned_answers)
     except Exception as err:  # the models are trained and saved: a judge outage must not fail the job
-        control.event("evaluation", {"error": str(err)})
-        return msgspec.structs.replace(link, error=f"judge request failed: {err}")
-    control.event("evaluation", {"judge_job_id": job_id, "status_url": url})
-    return msgspec.structs.replace(link, judge_job_id=job_id, status_url=url)
+        control.event("evaluation", {"error": str(err), "status": "failed"})
+        return msgspec.structs.replace(link, error=f"judge request failed: {err}", status="failed")
+    control.event("evaluation", {"judge_job_id": job_id, "status_url": url, "status": "running"})
+    return msgspec.structs.replace(link, judge_job_id=job_id, status_url=url, status="running")
 
 
 def run_job(

@@ -2,7 +2,9 @@
 
 At most `concurrency` requests are in flight; 429 (honouring Retry-After), 5xx, timeouts and connection
 errors are retried with exponential backoff and jitter; a reply the parser rejects is retried too, then
-recorded as a failure. Tokens are summed from `usage` over every attempt (they were all paid for).
+recorded as a failure. A connection that cannot be made (nothing listens at the endpoint, its name does not
+resolve) fails at once, naming the endpoint and the cause: a server that is not there will not be within the
+seconds a retry waits. Tokens are summed from `usage` over every attempt (they were all paid for).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 
 from judge_svc.backends import BackendResult, Parser
 from judge_svc.prompts import ParseError
+from judge_svc.settings import redact_url
 from tacit.schemas.judge import Sampling
 
 __all__ = ["OpenAICompatBackend"]
@@ -34,6 +37,15 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:  # an HTTP date: rare from these servers, fall back to backoff
         return None
+
+
+def _cause(err: Exception) -> str:
+    """The exception's type and its innermost message (`ConnectError: [Errno 111] Connection refused`)."""
+    inner: BaseException = err
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    message = str(inner) or str(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 class OpenAICompatBackend:
@@ -59,6 +71,9 @@ class OpenAICompatBackend:
         self.model = model
         self.sampling = sampling or Sampling()
         self.url = _chat_url(base_url)
+        self.endpoint = redact_url(self.url)
+        """The URL said in errors (no credentials)."""
+        self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self._sleep = sleep
@@ -68,6 +83,17 @@ class OpenAICompatBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the endpoint answers HTTP at all (any status: it is there), else why it cannot be reached."""
+        models = self.url.removesuffix("/chat/completions") + "/models"
+        try:
+            await self._client.get(models, timeout=timeout_s)
+        except httpx.TimeoutException as err:
+            return f"timeout: no answer from {self.endpoint} within {timeout_s:g} s ({type(err).__name__})"
+        except httpx.TransportError as err:
+            return f"unreachable: cannot connect to the judge LLM at {self.endpoint}: {_cause(err)}"
+        return None
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
@@ -89,10 +115,13 @@ class OpenAICompatBackend:
             try:
                 async with self._semaphore:
                     response = await self._client.post(self.url, json=body)
-            except httpx.TimeoutException:
-                error = "timeout"
+            except httpx.ConnectError as err:
+                error = f"unreachable: cannot connect to the judge LLM at {self.endpoint}: {_cause(err)}"
+                return BackendResult(None, raw, attempt + 1, tokens_in, tokens_out, error)
+            except httpx.TimeoutException as err:
+                error = f"timeout: no answer from {self.endpoint} within {self.timeout_s:g} s ({type(err).__name__})"
             except httpx.TransportError as err:
-                error = f"transport: {type(err).__name__}"
+                error = f"transport: {self.endpoint}: {_cause(err)}"
             else:
                 if response.status_code == 429:
                     error, delay = "http_429", _retry_after(response)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from judge_svc.app import create_app
-from judge_svc.jobs import ORPHANED, SHUT_DOWN, RedisRecords
+from judge_svc.jobs import ORPHANED, SHUT_DOWN, RedisRecords, utc
 from judge_svc.settings import JudgeSettings
 from judge_svc.testing import FakeOpenAIServer, Reply, judgment_text, prefer_longer
 from tacit.schemas.judge import BatchJob, BatchJobList
@@ -201,7 +202,7 @@ def test_records_round_trip_with_a_lease(redis_url: str) -> None:
     async def run() -> tuple[BatchJob | None, BatchJob | None, list[BatchJob]]:
         records = RedisRecords.from_url(redis_url, ttl_s=60, lease_s=0.2, prefix=f"test:{uuid.uuid4().hex}")
         try:
-            job = BatchJob(job_id="j1", status="running", done=1, total=3, created_at=time.time())
+            job = BatchJob(job_id="j1", status="running", done=1, total=3, created_at=utc(time.time()))
             await records.save(job)
             fresh = await records.get("j1")
             await asyncio.sleep(0.4)  # nobody renews the lease
@@ -215,3 +216,34 @@ def test_records_round_trip_with_a_lease(redis_url: str) -> None:
     assert stale is not None
     assert (stale.status, stale.error, stale.done) == ("failed", ORPHANED, 1)
     assert [(j.job_id, j.status) for j in listed] == [("j1", "failed")]
+
+
+def test_times_are_iso_8601_utc_and_epoch_records_still_read(redis_url: str) -> None:
+    import asyncio
+
+    prefix = f"test:{uuid.uuid4().hex}"
+    # A record as the versions before ISO 8601 wrote it: epoch seconds (and `done` for `succeeded`).
+    legacy = (
+        b'{"job_id":"old","status":"done","done":1,"total":1,"created_at":1733400000.25,"finished_at":1733400001.5}'
+    )
+
+    async def run() -> tuple[BatchJob | None, list[BatchJob]]:
+        records = RedisRecords.from_url(redis_url, ttl_s=60, prefix=prefix)
+        try:
+            await records.client.set(records._job("old"), legacy)
+            await records.client.zadd(records._index(None), {"old": time.time()})
+            return await records.get("old"), await records.list(alignment_job_id=None, limit=10)
+        finally:
+            await records.aclose()
+
+    old, listed = asyncio.run(run())
+    assert old is not None
+    assert old.status == "succeeded"
+    assert old.created_at == dt.datetime(2024, 12, 5, 12, 0, 0, 250000, tzinfo=dt.UTC)
+    assert old.finished_at == dt.datetime(2024, 12, 5, 12, 0, 1, 500000, tzinfo=dt.UTC)
+    assert [j.job_id for j in listed] == ["old"]
+    encoded = msgspec.json.decode(msgspec.json.encode(old))
+    assert (encoded["created_at"], encoded["finished_at"]) == (
+        "2024-12-05T12:00:00.250000Z",
+        "2024-12-05T12:00:01.500000Z",
+    )

@@ -252,6 +252,13 @@ class EvaluationLink(msgspec.Struct, frozen=True, kw_only=True):
     judge_job_id: str | None = None
     status_url: str | None = None
     error: str | None = None
+    """Why the evaluation failed or was skipped (the hand-off, the judge job, or the judge on every pair)."""
+    status: Literal["skipped", "running", "succeeded", "failed", "unknown"] | None = None
+    """The evaluation's own outcome (the job may have succeeded while its evaluation failed): `running` while the
+    judge job runs, `failed` when the hand-off or the judge job failed or the judge failed on every pair,
+    `unknown` when judge_svc could not be asked. Read from judge_svc when one job is fetched."""
+    failures: int | None = None
+    """Pairs the judge failed on (left out of the figures), once the judge job ended."""
 
 
 class AlignmentResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 import msgspec
@@ -210,8 +211,9 @@ class BatchJob(msgspec.Struct, kw_only=True):
     """Of those, the verdicts whose two orders named the same winner."""
     consistency_rate: float | None = None
     """`consistent / judged_both_orders`; None until a pair was judged in both orders."""
-    created_at: float = 0.0
-    finished_at: float | None = None
+    created_at: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    """When the job was accepted (ISO 8601, UTC, as every Tacit time; records stored as epoch seconds still read)."""
+    finished_at: dt.datetime | None = None
     verdicts: list[Verdict] | None = None
     """The verdicts in request order once the job is done; always None in a job listing."""
     evaluation: EvaluationSummary | None = None

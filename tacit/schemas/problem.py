@@ -15,6 +15,7 @@ __all__ = [
     "NESTED_TOO_DEEPLY",
     "Problem",
     "RequestError",
+    "choices",
     "decode_body",
     "decode_error",
     "readable",
@@ -108,10 +109,69 @@ _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field 
 _WRONG_KIND = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 
 
-def decode_error(err: Exception) -> RequestError:
+#: msgspec's message for a value outside a Literal or an Enum.
+_ENUM = re.compile(r"^Invalid enum value (?P<value>.*)$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|'[^']*'|\"[^\"]*\")\]")
+
+
+def choices(annotation: Any) -> tuple[Any, ...]:
+    """The values a Literal or Enum type (optional or not) allows, in declared order; empty for any other type."""
+    try:
+        info = msgspec.inspect.type_info(annotation)
+    except (TypeError, ValueError):
+        return ()
+    return _choices(info)
+
+
+def _choices(info: msgspec.inspect.Type) -> tuple[Any, ...]:
+    kinds = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    for kind in kinds:
+        if isinstance(kind, msgspec.inspect.LiteralType):
+            return tuple(kind.values)
+        if isinstance(kind, msgspec.inspect.EnumType):
+            return tuple(member.value for member in kind.cls)
+    return ()
+
+
+def _at(info: msgspec.inspect.Type, path: str) -> msgspec.inspect.Type | None:
+    """The type found at JSON path `path` (`.a[0].b`) of `info`, walking structs, containers and unions."""
+    for match in _STEP.finditer(path):
+        name = match.group(1)
+        candidates = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+        found: msgspec.inspect.Type | None = None
+        for kind in candidates:
+            if name is not None and isinstance(kind, msgspec.inspect.StructType | msgspec.inspect.DataclassType):
+                found = next((f.type for f in kind.fields if f.encode_name == name), None)
+            elif isinstance(kind, msgspec.inspect.DictType):
+                found = kind.value_type
+            elif name is None and isinstance(kind, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+                found = kind.item_type
+            elif name is None and isinstance(kind, msgspec.inspect.TupleType):
+                index = int(match.group(2)) if match.group(2).isdigit() else -1
+                found = kind.item_types[index] if 0 <= index < len(kind.item_types) else None
+            if found is not None:
+                break
+        if found is None:
+            return None
+        info = found
+    return info
+
+
+def _allowed(target: Any, path: str) -> tuple[Any, ...]:
+    if target is None:
+        return ()
+    try:
+        info = _at(msgspec.inspect.type_info(target), f".{path}" if path and not path.startswith("[") else path)
+    except (TypeError, ValueError):
+        return ()
+    return () if info is None else _choices(info)
+
+
+def decode_error(err: Exception, target: Any = None) -> RequestError:
     """A failure to decode a body as the error every service answers: 422 `invalid` naming the field msgspec
     rejected (a JSON path such as `responses[0].mouse.x`), else 400 `malformed` at `$` (not JSON, or not even the
-    kind of JSON value the route reads)."""
+    kind of JSON value the route reads). With the decoded `target` type, a value outside a Literal or Enum is
+    answered with the values the field allows."""
     if isinstance(err, msgspec.ValidationError):
         message = str(err)
         if _WRONG_KIND.match(message):
@@ -122,6 +182,8 @@ def decode_error(err: Exception) -> RequestError:
         named = _NAMED_FIELD.match(detail)
         if named is not None:
             path = f"{path}.{named.group('name')}" if path else named.group("name")
+        if _ENUM.match(detail) and (allowed := _allowed(target, path)):
+            detail = f"{detail}: expected one of: {', '.join(map(str, allowed))}"
         return RequestError(422, "invalid", path or "$", readable(detail))
     if isinstance(err, UnicodeError):  # a str holding lone surrogates (invalid UTF-8 bytes are a DecodeError)
         return RequestError(400, "malformed", "$", f"body is not valid UTF-8 text: {err}")
@@ -136,7 +198,7 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     try:
         value = decoder.decode(body)
     except (msgspec.DecodeError, UnicodeError, RecursionError) as err:  # a ValidationError is a DecodeError
-        raise decode_error(err) from None
+        raise decode_error(err, decoder.type) from None
     if len(body) <= UNIQUE_KEYS_MAX_BYTES:
         refuse_duplicate_keys(body)
     return value

@@ -22,9 +22,10 @@ class SessionError(RequestError, ValueError):
         super().__init__(400 if code == "malformed" else 422, code, field, detail, message=f"{field}: {detail}")
 
     @classmethod
-    def of(cls, err: Exception) -> SessionError:
-        """A decoding failure (tacit.schemas.problem.decode_error reads it) as a SessionError."""
-        error = decode_error(err)
+    def of(cls, err: Exception, target: Any = None) -> SessionError:
+        """A decoding failure (tacit.schemas.problem.decode_error reads it, `target` the type decoded) as a
+        SessionError."""
+        error = decode_error(err, target)
         return cls(error.field, error.detail, error.code)
 
     def as_dict(self) -> dict[str, str]:
@@ -40,7 +41,7 @@ def decode_session(body: bytes | str) -> Session:
     try:
         session = _DECODER.decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeError) as err:  # a ValidationError is a DecodeError
-        raise SessionError.of(err) from None
+        raise SessionError.of(err, Session) from None
     validate_session(session)
     return session
 
@@ -50,7 +51,7 @@ def decode_sessions(body: bytes | str) -> list[Session]:
     try:
         sessions = _LIST_DECODER.decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeError) as err:
-        raise SessionError.of(err) from None
+        raise SessionError.of(err, list[Session]) from None
     for i, session in enumerate(sessions):
         try:
             validate_session(session)

@@ -219,6 +219,10 @@ def test_a_job_trains_sft_then_robust_dpo_and_hands_off_to_the_judge(
         assert evaluation["evaluation"]["pairs"] == result.evaluation.prompts
         typed = client.alignment_evaluation(job.id)
         assert (typed.status, typed.alignment_job_id) == ("succeeded", job.id)
+        # The job itself says how its evaluation went (read from judge_svc), not only how training went.
+        info = httpx.get(f"{stack.gateway.url}/v1/alignment/jobs/{job.id}", headers=stack.headers("read")).json()
+        assert (info["status"], info["result"]["evaluation"]["status"]) == ("succeeded", "succeeded")
+        assert info["result"]["evaluation"]["failures"] == evaluation["failures"]
 
 
 def test_a_killed_worker_is_replaced_and_the_job_resumes_with_one_result(

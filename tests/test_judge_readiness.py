@@ -1,0 +1,100 @@
+"""The gateway's `/readyz` reports the judge (configured, reachable) without making it a gateway outage, and a
+judgment through the gateway with no judge LLM configured is a 503 that says which setting sets one."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from litestar.testing import TestClient
+
+from gateway.app import create_app
+from gateway.keys import create_key
+from gateway.settings import GatewaySettings
+from judge_svc.app import create_app as judge_app
+from judge_svc.settings import JudgeSettings
+from tacit.db import Store
+
+DOWN = "http://127.0.0.1:9"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def judge_url() -> Iterator[str]:
+    """judge_svc with no LLM endpoint, served on loopback."""
+    port = _free_port()
+    app = judge_app(JudgeSettings(redis_url=""))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _settings(tmp_path: Path, judge_url: str) -> GatewaySettings:
+    return GatewaySettings(
+        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+        feature_url=DOWN,
+        reward_url=DOWN,
+        judge_url=judge_url,
+        retries=0,
+        timeout_s=1,
+        rescore_interval_s=3600,
+    )
+
+
+def test_readyz_says_the_judge_has_no_endpoint_and_judging_says_which_setting(tmp_path: Path, judge_url: str) -> None:
+    settings = _settings(tmp_path, judge_url)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["judge"]["status"] == "not_configured"
+        assert ready["judge"]["configured"] is False
+        assert "TACIT_JUDGE_BASE_URL" in ready["judge"]["detail"]
+        assert "judge" not in ready["checks"]  # the judge is reported, not one of the checks that make it unready
+
+        store = Store(settings.database_url)
+        try:
+            token, _ = create_key(store, ["train"])
+        finally:
+            store.close()
+        body = {"prompt": "Q", "answer_a": "a", "answer_b": "b"}
+        response = client.post("/v1/judgments", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 503, response.text
+        assert "no LLM endpoint configured" in response.json()["detail"]
+        assert "TACIT_JUDGE_BASE_URL" in response.json()["detail"]
+
+
+def test_readyz_says_judge_svc_is_down(tmp_path: Path) -> None:
+    with TestClient(create_app(_settings(tmp_path, DOWN))) as client:
+        judge = client.get("/readyz").json()["judge"]
+        assert judge["status"] == "down"
+        assert DOWN in judge["detail"]
+
+
+def test_an_admin_key_reloads_the_judge_through_the_gateway(tmp_path: Path, judge_url: str) -> None:
+    settings = _settings(tmp_path, judge_url)
+    with TestClient(create_app(settings)) as client:
+        store = Store(settings.database_url)
+        try:
+            admin, _ = create_key(store, ["admin"])
+            reader, _ = create_key(store, ["read"])
+        finally:
+            store.close()
+        assert client.post("/v1/admin/judge/reload", headers={"Authorization": f"Bearer {reader}"}).status_code == 403
+        answer = client.post("/v1/admin/judge/reload", headers={"Authorization": f"Bearer {admin}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["llm"]["status"] == "not_configured"  # the test's judge reads no file: nothing changed
