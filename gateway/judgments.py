@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from gateway import examples
 from gateway.access import scoped
 from gateway.state import GatewayState
-from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeRequest, Verdict
+from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeReloaded, JudgeRequest, Verdict
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -56,7 +56,7 @@ async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[
     "/v1/admin/judge/reload",
     status_code=200,
     summary="judge_svc re-reads its settings (TACIT_JUDGE_SETTINGS_FILE): a new LLM endpoint without a restart",
-    **scoped("admin"),
+    **scoped("admin", JudgeReloaded),
 )
 async def reload_judge(state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/admin/reload", retry=False)

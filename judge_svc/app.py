@@ -38,7 +38,17 @@ from judge_svc.protocol import Judge, VerdictCache
 from judge_svc.settings import BASE_URL_SETTING, JudgeSettings, load_judge_settings
 from tacit.edge import json_response, own_query, service_app
 from tacit.http_metrics import ServiceMetrics
-from tacit.schemas.judge import BatchAccepted, BatchJob, BatchJobList, BatchRequest, JudgeRequest, Sampling, Verdict
+from tacit.schemas.judge import (
+    BatchAccepted,
+    BatchJob,
+    BatchJobList,
+    BatchRequest,
+    JudgeLlmStatus,
+    JudgeReloaded,
+    JudgeRequest,
+    Sampling,
+    Verdict,
+)
 from tacit.schemas.problem import RequestError, decode_body
 from tacit.serving import serve as run_server
 from tacit.settings import SettingsError
@@ -238,7 +248,11 @@ async def admin_reload(state: JudgeState) -> Response[bytes]:
     state.settings = msgspec.structs.replace(settings, **{name: getattr(state.settings, name) for name in RESTART_ONLY})
     state.retired.append(old.backend)
     logger.info("judge settings reloaded: %s %s at %s", settings.backend, settings.model, settings.endpoint or "-")
-    return json_response({"reloaded": True, "llm": await llm_status(state), "needs_restart": restart})
+    return json_response(
+        JudgeReloaded(
+            reloaded=True, llm=msgspec.convert(await llm_status(state), JudgeLlmStatus), needs_restart=restart
+        )
+    )
 
 
 def make_backend(settings: JudgeSettings) -> Backend:

@@ -26,7 +26,7 @@ from tacit.schemas.validate import decode_session
 DOWN = "http://127.0.0.1:9"
 METHODS = ("get", "post", "put", "patch", "delete")
 #: POST routes that act on the resource their path names and read no body.
-BODYLESS = ("/cancel", "/activate")
+BODYLESS = ("/cancel", "/activate", "/reload")
 
 
 @pytest.fixture(scope="module")

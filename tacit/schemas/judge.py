@@ -18,6 +18,8 @@ __all__ = [
     "BatchRequest",
     "EvaluationSlice",
     "EvaluationSummary",
+    "JudgeLlmStatus",
+    "JudgeReloaded",
     "JudgeRequest",
     "MeanSE",
     "OrderOutcome",
@@ -34,6 +36,29 @@ RUBRIC_DIMS = ("factuality", "informativeness", "relevance", "overall")
 Winner = Literal["A", "B", "tie"]
 RubricDim = Literal["factuality", "informativeness", "relevance", "overall"]
 Text = Annotated[str, msgspec.Meta(max_length=200_000)]
+
+
+class JudgeLlmStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The judge's LLM as judge_svc's `/readyz` reports it (and the gateway's `/readyz` under `judge`)."""
+
+    status: Literal["ok", "not_configured", "unreachable"]
+    configured: bool
+    backend: str
+    model: str
+    endpoint: str | None = None
+    """The endpoint URL without user, password or query string; None when none is configured."""
+    detail: str | None = None
+    """Why it is not usable (which settings to set, or the connection error)."""
+
+
+class JudgeReloaded(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /admin/reload (judge_svc) and POST /v1/admin/judge/reload (gateway): the settings were read again."""
+
+    reloaded: bool
+    llm: JudgeLlmStatus
+    """The LLM after the reload."""
+    needs_restart: list[str] = []
+    """Settings that changed but take effect only after a restart of judge_svc (they kept their old values)."""
 
 
 class JudgeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
