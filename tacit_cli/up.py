@@ -1013,11 +1013,11 @@ def judge_status(env: Mapping[str, str]) -> str:
         return f"misconfigured: {err} (fix the TACIT_JUDGE_* variables and restart tacit up)"
     if settings.backend == "local":
         return f"local model {settings.model} (TACIT_JUDGE_BACKEND=local)"
-    if not env.get("TACIT_JUDGE_BASE_URL"):
+    if not settings.configured:
         return (
-            f"no LLM endpoint configured: judgments go to the default {settings.base_url} and fail unless a server "
-            "answers there; set TACIT_JUDGE_BASE_URL (an OpenAI-compatible /v1 URL), TACIT_JUDGE_MODEL and "
-            "TACIT_JUDGE_API_KEY, then restart tacit up"
+            "no LLM endpoint configured: judgments answer 503 not_configured; set TACIT_JUDGE_BASE_URL (an "
+            "OpenAI-compatible /v1 URL), TACIT_JUDGE_MODEL and TACIT_JUDGE_API_KEY, then restart tacit up (or name "
+            "a file of them in TACIT_JUDGE_SETTINGS_FILE and POST /v1/admin/judge/reload: docs/judge.md)"
         )
     keyed = "with an API key" if settings.api_key else "no API key (TACIT_JUDGE_API_KEY)"
     return f"LLM endpoint {settings.base_url}, model {settings.model}, {keyed}"

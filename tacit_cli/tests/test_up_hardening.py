@@ -292,9 +292,8 @@ def test_the_banner_names_the_pages_and_the_judge(tmp_path: Path) -> None:
 
 
 def test_judge_status_reads_the_judge_settings() -> None:
-    assert judge_status({}).startswith(
-        "no LLM endpoint configured: judgments go to the default http://127.0.0.1:8000/v1"
-    )
+    assert judge_status({}).startswith("no LLM endpoint configured: judgments answer 503 not_configured")
+    assert "TACIT_JUDGE_SETTINGS_FILE" in judge_status({})
     env = {"TACIT_JUDGE_BASE_URL": "https://api.openai.com/v1", "TACIT_JUDGE_MODEL": "gpt-4.1"}
     assert (
         judge_status(env) == "LLM endpoint https://api.openai.com/v1, model gpt-4.1, no API key (TACIT_JUDGE_API_KEY)"
