@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,10 +35,11 @@ from gateway.imports import import_routes
 from gateway.ingest import Pipeline
 from gateway.judgments import judgment_routes
 from gateway.limits import RateLimiter
+from gateway.loops import rescore_loop, retention_loop
 from gateway.metrics import Metrics
 from gateway.model_scores import model_score_routes
 from gateway.openapi import openapi_config
-from gateway.reward_routes import _apply_active_training_sets, reward_routes
+from gateway.reward_routes import reward_routes
 from gateway.sessions import session_routes
 from gateway.settings import CollectorSettings, GatewaySettings
 from gateway.state import GatewayState
@@ -113,9 +112,9 @@ def create_app(
         state.celery = producer(settings.redis_url)  # sends jobs by task name; connects on the first send
         state.alignment_jobs = db.alignment
         state.alignment_streams = EventStreams()
-        loops = [asyncio.create_task(_rescore_loop(pipeline, settings.rescore_interval_s))]
+        loops = [asyncio.create_task(rescore_loop(pipeline, settings.rescore_interval_s))]
         if settings.retention_days > 0:
-            loops.append(asyncio.create_task(_retention_loop(db, settings)))
+            loops.append(asyncio.create_task(retention_loop(db, settings)))
         try:
             yield
         finally:
@@ -162,39 +161,6 @@ def create_app(
             else None
         ),
     )
-
-
-#: How often (in rescoring intervals, at least a second) the rescoring loop looks for a newly active model whose
-#: training sessions need their out-of-fold scores.
-_ACTIVE_CHECK_INTERVALS = 5
-
-
-async def _rescore_loop(pipeline: Pipeline, interval: float) -> None:
-    """Score sessions stored while a dependency was down, once it is back."""
-    checked = 0.0
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            if time.monotonic() - checked >= max(interval * _ACTIVE_CHECK_INTERVALS, 1.0):
-                checked = time.monotonic()
-                await _apply_active_training_sets(pipeline)
-            while await pipeline.rescore_pending() > 0:  # drain a backlog (e.g. after an import) before sleeping
-                pass
-        except Exception:  # keep the loop alive whatever one pass hits
-            logger.exception("rescoring pass failed")
-
-
-async def _retention_loop(store: Store, settings: GatewaySettings) -> None:
-    """Drop raw trajectories older than `retention_days` (features and scores stay): at start-up, then periodically."""
-    older_than = dt.timedelta(days=settings.retention_days)
-    while True:
-        try:
-            purged = await anyio.to_thread.run_sync(store.users.purge_payloads, older_than)
-            if purged:
-                logger.info("retention: purged the raw data of %d sessions", purged)
-        except Exception:  # keep the loop alive whatever one pass hits
-            logger.exception("retention pass failed")
-        await asyncio.sleep(settings.retention_interval_s)
 
 
 def serve(settings: GatewaySettings | None = None) -> None:

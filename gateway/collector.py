@@ -12,7 +12,6 @@ demo's LLM relay are rate-limited per token user and per client address.
 
 from __future__ import annotations
 
-import base64
 import collections
 import hashlib
 import hmac
@@ -36,6 +35,7 @@ from gateway.access import bearer, client_address, json_response, require_scope
 from gateway.openapi import documented, request_body
 from gateway.settings import CollectorSettings
 from gateway.state import GatewayState
+from tacit.encoding import b64url, unb64url
 from tacit.schemas import FeatureVector
 from tacit.schemas.gateway import SessionRecord, SessionScore
 from tacit.schemas.problem import RequestError, decode_body
@@ -94,17 +94,9 @@ class TokenError(RequestError, ValueError):
         super().__init__(401, "unauthorized", "authorization", f"browser token refused: {reason}", message=reason)
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _sign(secret: bytes, body: str) -> str:
     # Domain-separated so the key signs nothing but browser tokens.
-    return _b64(hmac.new(secret, b"tacit-browser-token\x00" + body.encode(), hashlib.sha256).digest())
+    return b64url(hmac.new(secret, b"tacit-browser-token\x00" + body.encode(), hashlib.sha256).digest())
 
 
 def mint_token(
@@ -112,7 +104,7 @@ def mint_token(
 ) -> tuple[str, TokenClaims]:
     """A signed browser token and its claims."""
     claims = TokenClaims(sub=user_id, sid=session_prefix, iat=int(now), exp=int(now) + ttl_s, demo=demo)
-    body = BROWSER_PREFIX + _b64(_ENCODER.encode(claims))
+    body = BROWSER_PREFIX + b64url(_ENCODER.encode(claims))
     return f"{body}.{_sign(secret, body)}", claims
 
 
@@ -127,7 +119,7 @@ def verify_token(secret: bytes, token: str, *, now: float) -> TokenClaims:
     if not hmac.compare_digest(_sign(secret, body), signature):
         raise TokenError("bad signature")
     try:
-        claims = _CLAIMS.decode(_unb64(body[len(BROWSER_PREFIX) :]))
+        claims = _CLAIMS.decode(unb64url(body[len(BROWSER_PREFIX) :]))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
         raise TokenError(f"malformed claims: {err}") from None
     if now >= claims.exp:

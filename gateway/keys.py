@@ -9,7 +9,6 @@ request still reads the key row, so a revocation takes effect at once, in every 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from tacit.db import SCOPES, KeyRow, Store
 from tacit.db.models import utcnow
+from tacit.encoding import b64url, unb64url
 
 __all__ = [
     "PREFIX_CHARS",
@@ -45,19 +45,11 @@ _CACHE_SECONDS = 600.0
 _CACHE_SIZE = 1024
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def hash_token(token: str, *, salt: bytes | None = None) -> str:
     """`scrypt$n$r$p$salt$hash` of a token with a fresh (or the given) 16-byte salt."""
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.scrypt(token.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN)
-    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+    return f"scrypt${_N}${_R}${_P}${b64url(salt)}${b64url(digest)}"
 
 
 def verify_token(token: str, stored: str) -> bool:
@@ -66,8 +58,8 @@ def verify_token(token: str, stored: str) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        expected = _unb64(digest)
-        actual = hashlib.scrypt(token.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
+        expected = unb64url(digest)
+        actual = hashlib.scrypt(token.encode(), salt=unb64url(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)

@@ -4,7 +4,6 @@ pair builder reads of them. A session and its score are stored in one write (`pu
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import hashlib
@@ -22,6 +21,7 @@ from tacit.db.models import SessionRow, utcnow
 from tacit.db.payload import Prepared, canonical_json, decode_payload, decode_text, prepare, strip_unconsented
 from tacit.db.scores import LAZY_PAYLOAD, Scores, apply_reward_score, keep_scores, score_values
 from tacit.db.uow import UnitOfWork
+from tacit.encoding import b64url, unb64url
 from tacit.schemas.features import FeatureVector
 from tacit.schemas.reward import Score
 from tacit.schemas.session import Session
@@ -80,14 +80,13 @@ class PayloadPurgedError(LookupError):
 def encode_cursor(received_at: dt.datetime, session_id: str) -> str:
     """The keyset cursor after a session ordered by (received_at, session_id): every session listing uses it."""
     at = received_at.astimezone(dt.UTC) if received_at.tzinfo is not None else received_at.replace(tzinfo=dt.UTC)
-    raw = msgspec.json.encode([at.isoformat(), session_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return b64url(msgspec.json.encode([at.isoformat(), session_id]))
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     """(received_at, session_id) of a cursor `encode_cursor` made; InvalidCursorError for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = unb64url(cursor)
         at, session_id = msgspec.json.decode(raw, type=tuple[str, str])
         when = dt.datetime.fromisoformat(at)
     except (binascii.Error, msgspec.DecodeError, ValueError):
