@@ -8,12 +8,21 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 
 from gateway import examples
 from gateway.access import scoped
 from gateway.state import GatewayState
-from tacit.schemas.judge import BatchAccepted, BatchJob, BatchRequest, JudgeReloaded, JudgeRequest, Verdict
+from tacit.schemas.judge import (
+    BatchAccepted,
+    BatchJob,
+    BatchJobList,
+    BatchRequest,
+    JudgeReloaded,
+    JudgeRequest,
+    Verdict,
+)
+from tacit.schemas.problem import RequestError
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -52,6 +61,33 @@ async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[
     return Response(response.content, status_code=response.status_code, media_type=JSON)
 
 
+@get(
+    "/v1/judgments/jobs", summary="Judgment batch jobs, newest first, without verdicts", **scoped("read", BatchJobList)
+)
+async def list_judgments(
+    state: GatewayState, alignment_job_id: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+) -> Response[bytes]:
+    """`alignment_job_id` keeps the evaluation batches of one alignment job; `limit` 1 to 500."""
+    if not 1 <= limit <= 500:
+        raise RequestError(422, "invalid", "limit", "limit must be between 1 and 500")
+    params: dict[str, Any] = {"limit": limit}
+    if alignment_job_id:
+        params["alignment_job_id"] = alignment_job_id
+    response = await state.judge.request("GET", "/v1/judgments/jobs", params=params)
+    return Response(response.content, status_code=response.status_code, media_type=JSON)
+
+
+@get(
+    "/v1/judgments/jobs/{job_id:str}/plot.png",
+    summary="An evaluation batch's plot (win / tie / loss and score difference)",
+    **scoped("read", bytes, media_type="image/png"),
+)
+async def judgment_plot(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
+    response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}/plot.png")
+    media = "image/png" if response.status_code == 200 else JSON
+    return Response(response.content, status_code=response.status_code, media_type=media)
+
+
 @post(
     "/v1/admin/judge/reload",
     status_code=200,
@@ -64,4 +100,4 @@ async def reload_judge(state: GatewayState) -> Response[bytes]:
 
 
 def judgment_routes() -> list[Any]:
-    return [post_judgment, post_judgments, get_judgments, reload_judge]
+    return [post_judgment, post_judgments, list_judgments, get_judgments, judgment_plot, reload_judge]

@@ -98,3 +98,22 @@ def test_an_admin_key_reloads_the_judge_through_the_gateway(tmp_path: Path, judg
         answer = client.post("/v1/admin/judge/reload", headers={"Authorization": f"Bearer {admin}"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["llm"]["status"] == "not_configured"  # the test's judge reads no file: nothing changed
+
+
+def test_judgment_jobs_are_listed_and_their_plots_reached_through_the_gateway(tmp_path: Path, judge_url: str) -> None:
+    settings = _settings(tmp_path, judge_url)
+    with TestClient(create_app(settings)) as client:
+        store = Store(settings.database_url)
+        try:
+            reader, _ = create_key(store, ["read"])
+        finally:
+            store.close()
+        auth = {"Authorization": f"Bearer {reader}"}
+        listed = client.get("/v1/judgments/jobs", headers=auth)
+        assert listed.status_code == 200, listed.text  # judge_svc's listing, not the job route with id "jobs"
+        assert listed.json()["jobs"] == []
+        assert client.get("/v1/judgments/jobs?limit=0", headers=auth).json()["field"] == "limit"
+        missing = client.get("/v1/judgments/jobs/nope/plot.png", headers=auth)
+        assert missing.status_code == 404, missing.text  # judge_svc's answer, passed on as a Problem
+        assert missing.headers["content-type"].startswith("application/json")
+        assert client.get("/v1/judgments/jobs").status_code == 401

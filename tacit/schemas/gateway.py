@@ -29,6 +29,8 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     status: Literal["scored", "pending", "failed"]
     preferred: Literal["left", "right", "current", "previous"] | None = None
+    """The side the probability favours (`right` when `p_right` >= 0.5, `current` when `p_current` >= 0.5). When
+    `abstained` is true it is only the model's lean, not a prediction to act on. None until scored."""
     p_right: float | None = None
     """Pairwise: P(right preferred)."""
     p_current: float | None = None
@@ -41,11 +43,16 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     """How many of this user's earlier explicit labels (scored by the same model) adapted `p_right`/`p_current`:
     0 means the answer is the population probability."""
     confidence: float | None = None
+    """max(p, 1 - p) of the answered probability: 0.5 is a coin flip, 1.0 certain. It is the model's calibrated
+    confidence, not the session's data quality (`quality`)."""
     model_version: str | None = None
     """Reward model id that produced the score."""
     demo_model: bool = False
     """The score comes from a demo model trained on simulated readers."""
     quality: float | None = None
+    """The session's data quality in [0, 1]: the mean percentile, among the model's training sessions, of the gaze
+    samples' share inside the answer boxes, head-in-box share, reading coverage and samples per answer
+    (reward_svc/model/quality.py). Low quality makes the model abstain only when its gate passed its grouped check."""
     abstained: bool | None = None
     """True: do not act on this score. `preferred` and the probabilities are still given (what the model would
     say), and `abstain_reason` says why the model abstains."""
@@ -54,7 +61,8 @@ class SessionScore(msgspec.Struct, frozen=True, kw_only=True):
     `quality_below_gate`: its data quality is below the model's gate (only for models whose gate passed its
     grouped check). None when the model does not abstain."""
     created: bool = True
-    """False when this session id was already stored (idempotent re-post)."""
+    """Whether this request stored the session: False when its id was already stored (an idempotent re-post).
+    Meaningful in the answer to a POST only; scores read back later (GET, `include=scores`) carry False."""
     pending_reason: str | None = None
     """Why the score is still pending (a service down, or the reward service's refusal, e.g. no active model for
     the session's mode); None once scored."""
