@@ -93,6 +93,19 @@ def test_one_body_of_the_wrong_kind_gets_the_same_problem_from_every_service(
     )
 
 
+def test_an_empty_body_is_said_to_be_empty_by_every_service(
+    services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
+) -> None:
+    answers = {}
+    for name, (client, path, headers) in services.items():
+        response = client.post(path, content=b"", headers={**headers, "content-type": "application/json"})
+        answers[name] = (response.status_code, response.json())
+    assert len({str(answer) for answer in answers.values()}) == 1, answers
+    status, body = answers["judge_svc"]
+    assert (status, body["code"], body["field"]) == (400, "malformed", "$")
+    assert "the body is empty" in body["detail"]  # not msgspec's "Input data was truncated"
+
+
 def test_a_field_of_the_wrong_type_is_named_alike_by_every_service(
     services: dict[str, tuple[TestClient[Any], str, dict[str, str]]],
 ) -> None:

@@ -189,6 +189,10 @@ def decode_error(err: Exception, target: Any = None) -> RequestError:
         return RequestError(400, "malformed", "$", f"body is not valid UTF-8 text: {err}")
     if isinstance(err, RecursionError):
         return RequestError(400, "malformed", "$", NESTED_TOO_DEEPLY)
+    if str(err) == "Input data was truncated":  # msgspec's words for an empty body, or one cut short
+        return RequestError(
+            400, "malformed", "$", "malformed JSON: the body is empty or ends early (a JSON body expected)"
+        )
     return RequestError(400, "malformed", "$", f"malformed JSON: {err}")
 
 
