@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,20 +114,51 @@ def module_postgres_url() -> Iterator[str]:
     yield from _fresh_postgres()
 
 
+#: Redis databases test sessions may claim (Redis has 16; 0-9 are left to stacks people run by hand).
+_TEST_DATABASES = range(10, 16)
+_CLAIM_KEY = "tacit:test-session"
+_CLAIM_TTL_S = 3 * 3600  # a crashed session's claim lapses; no session runs this long
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """A Redis database for tests (flushed first); skips when no server answers."""
+def redis_url() -> Iterator[str]:
+    """A Redis database of this test session's own (flushed first); skips when no server answers.
+
+    Each session (and each xdist worker) claims a free database with a key set only if absent, so two suites
+    running at once on one machine never flush each other's Celery queues. `TACIT_TEST_REDIS` names one instead.
+    """
     redis = pytest.importorskip("redis")
-    # One database per xdist worker, so one worker's flush never hits another's queue.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    url = os.environ.get("TACIT_TEST_REDIS", f"redis://127.0.0.1:6379/{10 + int(worker or 0) % 6}")
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except Exception as err:
-        pytest.skip(f"Redis not available: {type(err).__name__}")
-    client.flushdb()
-    return url
+    if explicit := os.environ.get("TACIT_TEST_REDIS"):
+        client = redis.Redis.from_url(explicit)
+        try:
+            client.ping()
+        except Exception as err:
+            pytest.skip(f"Redis not available: {type(err).__name__}")
+        client.flushdb()
+        yield explicit
+        return
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    token = f"{os.getpid()}@{socket.gethostname()}"
+    # start at this worker's usual database, so an idle machine keeps the old mapping (gw0 -> 10, gw1 -> 11)
+    order = [_TEST_DATABASES[(worker + i) % len(_TEST_DATABASES)] for i in range(len(_TEST_DATABASES))]
+    for number in order:
+        url = f"redis://127.0.0.1:6379/{number}"
+        client = redis.Redis.from_url(url)
+        try:
+            claimed = client.set(_CLAIM_KEY, token, nx=True, ex=_CLAIM_TTL_S)
+        except Exception as err:
+            pytest.skip(f"Redis not available: {type(err).__name__}")
+        if not claimed:
+            continue  # another test session's database
+        client.flushdb()
+        client.set(_CLAIM_KEY, token, ex=_CLAIM_TTL_S)  # the flush took the claim with it
+        try:
+            yield url
+        finally:
+            if client.get(_CLAIM_KEY) == token.encode():
+                client.delete(_CLAIM_KEY)
+        return
+    pytest.skip(f"every test Redis database ({_TEST_DATABASES.start}-{_TEST_DATABASES.stop - 1}) is claimed")
 
 
 @pytest.fixture(scope="session")
