@@ -12,12 +12,16 @@ the request that would go over).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ServerLimits", "fast_server_options", "guarded_protocol", "serve"]
+__all__ = ["ServerLimits", "background_server", "fast_server_options", "guarded_protocol", "serve"]
 
 logger = logging.getLogger("tacit.serving")
 
@@ -221,3 +225,28 @@ def serve(app: Any, host: str, port: int, *, log_level: str = "info", **override
     import uvicorn  # only a server process needs it
 
     uvicorn.run(app, host=host, port=port, log_level=log_level, **{**fast_server_options(), **overrides})
+
+
+@contextlib.contextmanager
+def background_server(app: Any, host: str = "127.0.0.1", *, start_timeout_s: float = 20.0) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a daemon thread, for tests that need real HTTP between
+    services in one process; yields the base URL and stops the server on exit."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise RuntimeError(f"the server did not start on {host}:{port} within {start_timeout_s} s")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

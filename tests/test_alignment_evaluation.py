@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +9,6 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar.testing import TestClient
 
 from gateway.alignment import evaluation_outcome
@@ -24,30 +21,17 @@ from judge_svc.settings import JudgeSettings
 from tacit.db import Store
 from tacit.schemas.align import EvaluationLink
 from tacit.schemas.judge import BatchJob
+from tacit.serving import background_server
 
 DOWN = "http://127.0.0.1:9"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def judge_url() -> Iterator[str]:
-    """judge_svc whose LLM endpoint nothing listens on: every pair fails."""
-    port = _free_port()
-    settings = JudgeSettings(base_url=f"http://127.0.0.1:{_free_port()}/v1", redis_url="", retries=0)
-    server = uvicorn.Server(uvicorn.Config(judge_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    """judge_svc whose LLM endpoint nothing listens on (port 9): every pair fails."""
+    settings = JudgeSettings(base_url="http://127.0.0.1:9/v1", redis_url="", retries=0)
+    with background_server(judge_app(settings)) as url:
+        yield url
 
 
 def _finished_job(store: Store, evaluation: dict[str, object]) -> str:

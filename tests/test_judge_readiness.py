@@ -3,14 +3,10 @@ judgment through the gateway with no judge LLM configured is a 503 that says whi
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from litestar.testing import TestClient
 
 from gateway.app import create_app
@@ -19,30 +15,16 @@ from gateway.settings import GatewaySettings
 from judge_svc.app import create_app as judge_app
 from judge_svc.settings import JudgeSettings
 from tacit.db import Store
+from tacit.serving import background_server
 
 DOWN = "http://127.0.0.1:9"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def judge_url() -> Iterator[str]:
     """judge_svc with no LLM endpoint, served on loopback."""
-    port = _free_port()
-    app = judge_app(JudgeSettings(redis_url=""))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with background_server(judge_app(JudgeSettings(redis_url=""))) as url:
+        yield url
 
 
 def _settings(tmp_path: Path, judge_url: str) -> GatewaySettings:

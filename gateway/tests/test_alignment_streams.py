@@ -3,7 +3,6 @@ orphaned job never ended; 300 of them took ingest p50 from 17 to 149 ms). Time l
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +20,7 @@ from gateway.settings import GatewaySettings
 from gateway.tests.test_alignment_store import SUMMARY, _pair
 from tacit.db import Store
 from tacit.schemas.align import SftJob
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tacit.serving import background_server
 
 
 class Gateway:
@@ -47,7 +41,6 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
-    import uvicorn
 
     monkeypatch.setattr(alignment, "POLL_S", 0.05)
     monkeypatch.setattr(alignment, "MAX_POLL_S", 0.2)
@@ -60,21 +53,13 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway
         timeout_s=1,
         rescore_interval_s=3600,
     )
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    store = Store(database)
-    store.migrate()
-    try:
-        yield Gateway(f"http://127.0.0.1:{port}", store)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        store.close()
+    with background_server(create_app(settings)) as url:
+        store = Store(database)
+        store.migrate()
+        try:
+            yield Gateway(url, store)
+        finally:
+            store.close()
 
 
 def _read_stream(url: str, headers: dict[str, str], timeout: float) -> tuple[list[str], float]:
