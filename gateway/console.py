@@ -39,7 +39,6 @@ from gateway.wire import job_info
 from tacit.db.sessions import InvalidCursorError
 from tacit.edge import own_query
 from tacit.schemas.gateway import JobInfo
-from tacit.schemas.judge import BatchJobList
 from tacit.schemas.problem import RequestError
 
 __all__ = ["console_routes"]
@@ -250,24 +249,8 @@ async def list_imports(
     return json_response([job_info(row) for row in rows])
 
 
-@get(
-    "/v1/console/judgment-jobs",
-    summary="Judgment batch jobs, newest first, without verdicts (from judge_svc)",
-    **scoped("read", BatchJobList),
-)
-async def list_judgment_jobs(
-    request: Request[Any, Any, Any],
-    state: GatewayState,
-    limit: Annotated[str | None, _doc("Jobs, 1 to 500 (default 50)")] = None,
-) -> Response[bytes]:
-    _strict(request, ("limit",))
-    size = _integer("limit", limit, 50, 1, 500)
-    response = await state.judge.request("GET", "/v1/judgments/jobs", params={"limit": size})
-    return Response(response.content, status_code=response.status_code, media_type="application/json")
-
-
 def console_routes() -> list[Any]:
     """The console's page and read routes, for the gateway's route list."""
     # Each read route checks its own query string (`_strict`): the edge kit's check leaves them alone.
-    routes = [console_page, console_asset, console_sessions, model_distribution, list_imports, list_judgment_jobs]
+    routes = [console_page, console_asset, console_sessions, model_distribution, list_imports]
     return [own_query(route) for route in routes]

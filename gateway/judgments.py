@@ -6,7 +6,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
+import httpx
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 
@@ -26,7 +26,11 @@ from tacit.schemas.problem import RequestError
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
-_ENCODER = msgspec.json.Encoder()
+
+
+def _passed_on(response: httpx.Response, media_type: str = JSON) -> Response[bytes]:
+    """judge_svc's answer as the gateway's: judge_svc speaks the same Problem bodies, so nothing is re-encoded."""
+    return Response(response.content, status_code=response.status_code, media_type=media_type)
 
 
 @post(
@@ -37,7 +41,7 @@ _ENCODER = msgspec.json.Encoder()
 )
 async def post_judgment(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments", content=await request.body(), retry=False)
-    return Response(response.content, status_code=response.status_code, media_type=JSON)
+    return _passed_on(response)
 
 
 @post(
@@ -48,7 +52,7 @@ async def post_judgment(request: Request[Any, Any, Any], state: GatewayState) ->
 )
 async def post_judgments(request: Request[Any, Any, Any], state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/v1/judgments:batch", content=await request.body(), retry=False)
-    return Response(response.content, status_code=response.status_code, media_type=JSON)
+    return _passed_on(response)
 
 
 @get(
@@ -58,7 +62,7 @@ async def post_judgments(request: Request[Any, Any, Any], state: GatewayState) -
 )
 async def get_judgments(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}")
-    return Response(response.content, status_code=response.status_code, media_type=JSON)
+    return _passed_on(response)
 
 
 @get(
@@ -74,7 +78,7 @@ async def list_judgments(
     if alignment_job_id:
         params["alignment_job_id"] = alignment_job_id
     response = await state.judge.request("GET", "/v1/judgments/jobs", params=params)
-    return Response(response.content, status_code=response.status_code, media_type=JSON)
+    return _passed_on(response)
 
 
 @get(
@@ -85,7 +89,7 @@ async def list_judgments(
 async def judgment_plot(state: GatewayState, job_id: FromPath[str]) -> Response[bytes]:
     response = await state.judge.request("GET", f"/v1/judgments/jobs/{quote(job_id, safe='')}/plot.png")
     media = "image/png" if response.status_code == 200 else JSON
-    return Response(response.content, status_code=response.status_code, media_type=media)
+    return _passed_on(response, media)
 
 
 @post(
@@ -96,7 +100,7 @@ async def judgment_plot(state: GatewayState, job_id: FromPath[str]) -> Response[
 )
 async def reload_judge(state: GatewayState) -> Response[bytes]:
     response = await state.judge.request("POST", "/admin/reload", retry=False)
-    return Response(response.content, status_code=response.status_code, media_type=JSON)
+    return _passed_on(response)
 
 
 def judgment_routes() -> list[Any]:

@@ -561,7 +561,7 @@
       soft(api("/v1/reward/models")),
       soft(api("/v1/reward/rescores")),
       soft(api("/v1/alignment/jobs", { limit: 50 }).then(function (p) { return p.items; })),
-      soft(api("/v1/console/judgment-jobs", { limit: 50 }).then(function (p) { return p.jobs; })),
+      soft(api("/v1/judgments/jobs", { limit: 50 }).then(function (p) { return p.jobs; })),
     ]).then(function (all) {
       var box = $("jobs");
       clear(box);
