@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["database_text", "postgres_schema"]
+__all__ = ["database_text", "postgres_schema", "rows_mentioning"]
 
 
 @contextmanager
@@ -53,5 +53,23 @@ def database_text(url: str) -> str:
             for table in meta.sorted_tables:
                 parts.extend(_as_text(value) for row in conn.execute(select(table)) for value in row)
         return "\n".join(parts)
+    finally:
+        engine.dispose()
+
+
+def rows_mentioning(url: str, needle: str) -> dict[str, int]:
+    """Per table at `url` (reflected, not a list kept by hand), how many rows hold `needle` in some value."""
+    engine = create_engine(url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                table.name: sum(
+                    any(needle in _as_text(value) for value in row if value is not None)
+                    for row in conn.execute(select(table))
+                )
+                for table in meta.sorted_tables
+            }
     finally:
         engine.dispose()

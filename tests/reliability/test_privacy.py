@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-import zlib
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +18,13 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import MetaData, create_engine, select, text
+from sqlalchemy import create_engine, text
 
 from gateway.app import create_app
 from gateway.keys import create_key
 from gateway.settings import GatewaySettings
 from tacit.db import Store
+from tacit.db.testing import rows_mentioning
 from tacit.schemas import FeatureVector, Score
 from tacit.simulate import simulate_session
 from tests.e2e.conftest import Stack
@@ -106,33 +105,6 @@ def _settings(database: str, redis_url: str = "redis://127.0.0.1:6379/0", **kw: 
         rescore_interval_s=3600,
         **kw,
     )
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        with suppress(zlib.error):
-            raw = zlib.decompress(raw)
-        return raw.decode("utf-8", "replace")
-    return str(value)
-
-
-def rows_mentioning(url: str, needle: str) -> dict[str, int]:
-    """Rows of every table of the database (reflected, not a list kept by hand) whose values contain `needle`."""
-    engine = create_engine(url)
-    try:
-        meta = MetaData()
-        meta.reflect(engine)
-        with engine.connect() as conn:
-            return {
-                table.name: sum(
-                    any(needle in _text(value) for value in row if value is not None)
-                    for row in conn.execute(select(table))
-                )
-                for table in meta.sorted_tables
-            }
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
