@@ -27,6 +27,13 @@ The protocol, fixed before any of its numbers were looked at (changing it means 
    must beat per-user-prior-only at the same k, or the report says it does not.
 7. Injected preference (a robustness check): the same, with a share of each test worker's labels relabelled
    towards one side drawn per worker; training labels (and so the prior) stay untouched.
+
+Added after the second report (the rows and the rule above are unchanged): a third injected variant, "mixed
+habits", where each test worker independently has a side habit with probability 1/2 (share relabelled drawn
+uniformly from [0.5, 1], side 50/50) and the others keep their own labels. The homogeneous variants give every
+worker a habit, and there the per-user prior alone is already the best decision rule; a population where some
+people have habits and some do not is the case the adaptation is for. The warm-start tables now pool 10 seeds of
+nested runs (3 before) and give the spread of micro and macro accuracy over seeds beside each mean.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,8 +62,10 @@ __all__ = [
     "NestedRuns",
     "choose",
     "compare_candidates",
+    "inject_mixed_preference",
     "nested_runs",
     "warm_start_table",
+    "warm_variants",
 ]
 
 #: Candidates per task, simplest first (the order the one-SE rule prefers).
@@ -66,6 +76,8 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 FEATURES: dict[str, str] = {"pairwise": "all", "pointwise": "paper_if"}
 WARM_KS = (0, 3, 5, 10)
 INJECT_SHARES = (0.5, 0.8)
+#: Seeds of nested runs behind the calibration, gate and warm-start tables (each costs about 4 s on the dev subset).
+NESTED_SEEDS = 10
 N_SPLITS = 5
 
 
@@ -153,6 +165,42 @@ def inject_preference(
         side = int(rng.integers(2))
         out[idx[rng.random(idx.size) < share]] = side
     return out
+
+
+def inject_mixed_preference(y: npt.NDArray[np.int64], users: npt.NDArray[Any], seed: int) -> npt.NDArray[np.int64]:
+    """Half the workers (a seeded draw each) get a side habit of a random strength; the others keep their labels.
+
+    A worker with a habit has a share drawn uniformly from [0.5, 1] of their questions relabelled towards one side
+    (50/50). The draw is stable per (worker, seed) and independent of `inject_preference`'s.
+    """
+    out = y.copy()
+    for user in np.unique(users):
+        rng = np.random.default_rng(_user_seed(f"mixed:{user}", seed))
+        if rng.random() >= 0.5:
+            continue
+        idx = np.flatnonzero(users == user)
+        side = int(rng.integers(2))
+        share = rng.uniform(0.5, 1.0)
+        out[idx[rng.random(idx.size) < share]] = side
+    return out
+
+
+Relabel = Callable[[npt.NDArray[np.int64], npt.NDArray[Any], int], npt.NDArray[np.int64]]
+
+
+def _inject_share(
+    y: npt.NDArray[np.int64], users: npt.NDArray[Any], seed: int, *, share: float
+) -> npt.NDArray[np.int64]:
+    return inject_preference(y, users, share, seed)
+
+
+def warm_variants() -> dict[str, Relabel | None]:
+    """The label worlds of the warm-start tables: the dev labels, then each robustness check (protocol item 7)."""
+    variants: dict[str, Relabel | None] = {"dev folds": None}
+    for share in INJECT_SHARES:
+        variants[f"injected preference, share {share}"] = partial(_inject_share, share=share)
+    variants["injected preference, mixed habits"] = inject_mixed_preference
+    return variants
 
 
 @dataclass
@@ -292,8 +340,19 @@ def warm_start_table(
     ks: Sequence[int] = WARM_KS,
     *,
     inject_share: float | None = None,
+    relabel: Relabel | None = None,
 ) -> list[dict[str, Any]]:
-    """Micro and macro accuracy (and ECE of the probabilistic ones) per k and method, every method on the same rows."""
+    """Micro and macro accuracy (and ECE of the probabilistic ones) per k and method, every method on the same rows.
+
+    Labels come from `relabel(y, users, seed)` when given, else from `inject_preference` at `inject_share`, else
+    the data's own. Micro and macro are means over seeds (each seed scores every row once), with their spread.
+    """
+    if relabel is None and inject_share is not None:
+        share = inject_share
+
+        def relabel(y: npt.NDArray[np.int64], users: npt.NDArray[Any], seed: int) -> npt.NDArray[np.int64]:
+            return inject_preference(y, users, share, seed)
+
     data = runs.data
     assert data.y is not None
     qid = data.meta["query_id"].to_numpy()
@@ -302,7 +361,7 @@ def warm_start_table(
     for k in ks:
         per_method: dict[str, list[tuple[Any, bool, float]]] = {}
         for f in runs.folds:
-            y = data.y if inject_share is None else inject_preference(data.y, users, inject_share, f["seed"])
+            y = data.y if relabel is None else relabel(data.y, users, f["seed"])
             test = f["test"]
             prior: UserPrior = f["prior"]
             if k:
@@ -352,12 +411,19 @@ def warm_start_table(
             hits = np.array([hit for _, hit, _ in entries])
             probs = np.array([prob for _, _, prob in entries])
             n_seeds = len({f["seed"] for f in runs.folds})
+            seed_of = np.array([key.split(":", 1)[0] for key in keys])
+            micro = pd.Series(hits).groupby(seed_of).mean()
+            macro = pd.Series(hits).groupby(keys).mean().groupby(lambda key: str(key).split(":", 1)[0]).mean()
             rows.append(
                 {
                     "k": k,
                     "method": name,
-                    "micro": float(hits.mean()),
-                    "macro": float(pd.Series(hits).groupby(keys).mean().mean()),
+                    "micro": float(micro.mean()),
+                    "macro": float(macro.mean()),
+                    "micro_seed_std": float(micro.std(ddof=1)) if micro.size > 1 else 0.0,
+                    "micro_by_seed": [float(v) for v in micro.sort_index().to_numpy()],
+                    "macro_by_seed": [float(v) for v in macro.sort_index().to_numpy()],
+                    "macro_seed_std": float(macro.std(ddof=1)) if macro.size > 1 else 0.0,
                     "ece": expected_calibration_error(probs, labels)
                     if name in ("adapted", "adapted (training prior)", "population", "length only", "text only")
                     else float("nan"),

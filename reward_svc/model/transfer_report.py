@@ -31,6 +31,19 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
+def _by_seed(rows: list[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]]]]:
+    seeds: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        seeds.setdefault(int(row["seed"]), []).append(row)
+    return sorted(seeds.items())
+
+
+def _gate_cell(fold: dict[str, Any]) -> str:
+    cell = f"{_fmt(fold['kept'])} / {_fmt(fold['abstained'])} ({fold['coverage']:.2f})"
+    judged = not (np.isnan(fold["kept"]) or np.isnan(fold["abstained"]))
+    return f"**{cell}**" if judged and fold["kept"] <= fold["abstained"] else cell
+
+
 def _reliability_per_fold(runs: transfer.NestedRuns, out: Path) -> Path:
     plt = _pyplot()
     y = runs.data.y
@@ -100,10 +113,13 @@ def _per_worker(runs: transfer.NestedRuns, out: Path) -> tuple[Path, pd.DataFram
 
 
 def _warm_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| k | method | micro | macro | ECE | rows | workers |", "|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| k | method | micro | ± seeds | macro | ± seeds | ECE | rows | workers |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     lines += [
-        f"| {r['k']} | {r['method']} | {r['micro']:.3f} | {r['macro']:.3f} | {_fmt(r['ece'])} | {r['rows']} | "
-        f"{r['workers']} |"
+        f"| {r['k']} | {r['method']} | {r['micro']:.3f} | {r['micro_seed_std']:.3f} | {r['macro']:.3f} | "
+        f"{r['macro_seed_std']:.3f} | {_fmt(r['ece'])} | {r['rows']} | {r['workers']} |"
         for r in rows
     ]
     return lines
@@ -115,15 +131,30 @@ def _beats_prior(rows: list[dict[str, Any]]) -> list[str]:
         at = {r["method"]: r for r in rows if r["k"] == k}
         a, b = at["adapted"], at["per-user prior only"]
         verdict = "beats" if a["micro"] > b["micro"] and a["macro"] > b["macro"] else "does **not** beat"
+        # the paired difference per seed (same rows, same labels): is the gap larger than its own spread?
+        d_micro = np.subtract(a["micro_by_seed"], b["micro_by_seed"])
+        d_macro = np.subtract(a["macro_by_seed"], b["macro_by_seed"])
+        spread = (
+            f"; difference per seed {d_micro.mean():+.3f} ± {d_micro.std(ddof=1):.3f} micro, "
+            f"{d_macro.mean():+.3f} ± {d_macro.std(ddof=1):.3f} macro, adapted ahead in "
+            f"{int((d_micro > 0).sum())}/{d_micro.size} seeds (micro)"
+            if d_micro.size > 1
+            else ""
+        )
         out.append(
             f"k = {k}: adapted {a['micro']:.3f} micro / {a['macro']:.3f} macro {verdict} per-user prior only "
-            f"({b['micro']:.3f} / {b['macro']:.3f}) on the same {a['rows']} rows"
+            f"({b['micro']:.3f} / {b['macro']:.3f}) on the same {a['rows']} rows{spread}"
         )
     return out
 
 
 def transfer_section(
-    frame: pd.DataFrame, out: Path, *, seeds: int = 10, nested_seeds: int = 3, data_dir: Path | None = None
+    frame: pd.DataFrame,
+    out: Path,
+    *,
+    seeds: int = 10,
+    nested_seeds: int = transfer.NESTED_SEEDS,
+    data_dir: Path | None = None,
 ) -> str:
     """Run the transfer protocol on the pairwise rows of `frame` and return its markdown (plots written to `out`).
 
@@ -138,9 +169,8 @@ def transfer_section(
     runs = transfer.nested_runs(data, calibrated, nested_seeds, length_data=lengths, texts=texts)
     cal_rows, pooled = transfer.calibration_rows(runs)
     gate = transfer.gate_check(runs)
-    warm = {"dev folds": transfer.warm_start_table(runs)}
-    for share in transfer.INJECT_SHARES:
-        warm[f"injected preference, share {share}"] = transfer.warm_start_table(runs, inject_share=share)
+    variants = transfer.warm_variants()
+    warm = {name: transfer.warm_start_table(runs, relabel=relabel) for name, relabel in variants.items()}
     plots = [_reliability_per_fold(runs, out), _accuracy_vs_k(warm, out)]
     worker_plot, worker_table = _per_worker(runs, out)
     plots.append(worker_plot)
@@ -187,12 +217,19 @@ def transfer_section(
         f"{pooled['ece_fold_max']:.4f} (a fold of 50-250 rows has an ECE floor of several points from sampling "
         "alone).",
         "",
-        "| seed | fold | rows | accuracy | ECE | Brier |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "Each cell: ECE / Brier / accuracy (rows) of one outer fold.",
+        "",
+        "| seed | " + " | ".join(f"fold {i}" for i in range(transfer.N_SPLITS)) + " |",
+        "|---:|" + "---|" * transfer.N_SPLITS,
     ]
     lines += [
-        f"| {r['seed']} | {r['fold']} | {r['n']} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['brier']:.4f} |"
-        for r in cal_rows
+        f"| {seed} | "
+        + " | ".join(
+            f"{r['ece']:.3f} / {r['brier']:.3f} / {r['accuracy']:.3f} ({r['n']})"
+            for r in sorted(group, key=lambda r: r["fold"])
+        )
+        + " |"
+        for seed, group in _by_seed(cal_rows)
     ]
     lines += [
         "",
@@ -204,12 +241,15 @@ def transfer_section(
         f"folds (coverage {gate['coverage']:.3f}): the gate is **{'on' if gate['passes'] else 'off'}** by default "
         "(`tacit reward train` repeats this check on its own data and records it in the artifact).",
         "",
-        "| seed | fold | coverage | accuracy kept | accuracy abstained |",
-        "|---:|---:|---:|---:|---:|",
+        "Each cell: accuracy on kept rows / on abstained rows (coverage) of one outer fold; **bold** where kept rows "
+        "are not the more accurate ones.",
+        "",
+        "| seed | " + " | ".join(f"fold {i}" for i in range(transfer.N_SPLITS)) + " |",
+        "|---:|" + "---|" * transfer.N_SPLITS,
     ]
     lines += [
-        f"| {f['seed']} | {f['fold']} | {f['coverage']:.3f} | {_fmt(f['kept'])} | {_fmt(f['abstained'])} |"
-        for f in gate["folds"]
+        f"| {seed} | " + " | ".join(_gate_cell(f) for f in sorted(group, key=lambda f: f["fold"])) + " |"
+        for seed, group in _by_seed(gate["folds"])
     ]
     lines += ["", "### Warm start: a worker's first k labels adapt, the rest are scored", ""]
     for variant, table in warm.items():
@@ -242,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--nested-seeds", type=int, default=3)
+    parser.add_argument("--nested-seeds", type=int, default=transfer.NESTED_SEEDS)
     args = parser.parse_args(argv)
     data_dir = resolve_data(args.data)
     frame = load_frame(data_dir, workers=2)
