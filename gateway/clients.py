@@ -20,6 +20,7 @@ import msgspec
 from tacit.schemas import FeatureVector, FeatureVectors, Score, ScoreResponse, Session, UserLabel
 from tacit.schemas.gateway import Problem
 from tacit.schemas.problem import RequestError
+from tacit.schemas.reward import PopulationPrior, PopulationRequest
 
 __all__ = ["DependencyDownError", "DependencyError", "FeatureClient", "JudgeClient", "RewardClient"]
 
@@ -150,17 +151,34 @@ class FeatureClient(_Service):
 class RewardClient(_Service):
     name = "reward_svc"
     _SCORES = msgspec.json.Decoder(ScoreResponse)
+    _POPULATION = msgspec.json.Decoder(PopulationPrior)
 
     async def score(
-        self, vectors: list[FeatureVector], mode: str, user_history: Sequence[UserLabel] = ()
+        self,
+        vectors: list[FeatureVector],
+        mode: str,
+        user_history: Sequence[UserLabel] = (),
+        population: PopulationPrior | None = None,
     ) -> list[Score]:
-        """Scores of `vectors` (one user's when `user_history` is given: their earlier labels adapt the scores)."""
+        """Scores of `vectors` (one user's when `user_history` is given: their earlier labels adapt the scores).
+
+        `population`: the active model's prior re-estimated on the people it scores (`population_prior`).
+        """
         request: dict[str, Any] = {"vectors": vectors, "mode": mode}
         if user_history:
             request["user_history"] = list(user_history)
+        if population is not None:
+            request["population"] = population
         body = msgspec.json.encode(request)
         response = await self.request("POST", "/v1/score", content=body)
         return self._SCORES.decode(response.content).scores
+
+    async def population_prior(self, model_id: str, labels: PopulationRequest) -> PopulationPrior:
+        """The model's adaptation prior re-estimated on these labels (reward_svc computes; nothing is stored)."""
+        response = await self.request(
+            "POST", f"/v1/reward/models/{model_id}/population-prior", content=msgspec.json.encode(labels)
+        )
+        return self._POPULATION.decode(response.content)
 
     async def _active(self, mode: str) -> dict[str, Any] | None:
         response = await self.request("GET", "/v1/reward/models", params={"task": mode})

@@ -17,7 +17,8 @@ import anyio.to_thread
 import msgspec
 
 from gateway.clients import DependencyDownError, DependencyError, FeatureClient, RewardClient
-from gateway.metrics import Metrics
+from gateway.metrics import MODES, Metrics
+from gateway.population import population_request
 from gateway.settings import GatewaySettings
 from gateway.wire import record_score
 from tacit.db import PayloadPurgedError, Store
@@ -25,6 +26,7 @@ from tacit.schemas import FeatureVector, Score, Session, SessionError, UserLabel
 from tacit.schemas.gateway import (
     SessionScore,
 )
+from tacit.schemas.reward import PopulationPrior
 from tacit.schemas.session import label_of
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ class Pipeline:
         self.store, self.features, self.reward = store, features, reward
         self.settings, self.metrics = settings, metrics
         self._sets: dict[str, tuple[float, str]] = {}
+        #: Per mode: the active model's adaptation prior re-estimated on the people it scores, with the signature
+        #: (count, newest) of the labels it came from (refresh_population; cleared by an erasure).
+        self.population: dict[str, tuple[tuple[int, str], PopulationPrior]] = {}
         #: Models whose training sessions this process gave their out-of-fold scores (gateway._score_training_set).
         self.out_of_fold_applied: set[str] = set()
 
@@ -79,8 +84,36 @@ class Pipeline:
             lambda: self.store.scores.label_history(session.user_id, session.mode, exclude=session.session_id)
         )
         labels = [UserLabel(p_population=p, label=1 if label else 0, model_id=model) for p, label, model in history]
-        [score] = await self.reward.score([vector], session.mode, labels)
+        population = self.population.get(session.mode)
+        [score] = await self.reward.score([vector], session.mode, labels, population[1] if population else None)
         return vector, score
+
+    async def refresh_population(self) -> None:
+        """Re-estimate each active model's adaptation prior on the people it scores, when their labels changed.
+
+        Raises DependencyDownError / DependencyError when reward_svc does not answer (the loop tries again).
+        """
+        for mode in MODES:
+            model_id = await self.reward.active_model_id(mode)
+            if model_id is None:
+                self.population.pop(mode, None)
+                continue
+            signature = await anyio.to_thread.run_sync(self.store.scores.population_signature, model_id, mode)
+            cached = self.population.get(mode)
+            if cached is not None and cached[1].model_id == model_id and cached[0] == signature:
+                continue
+            rows = await anyio.to_thread.run_sync(self.store.scores.population_labels, model_id, mode)
+            prior = await self.reward.population_prior(model_id, population_request(rows))
+            self.population[mode] = (signature, prior)
+            if cached is None or cached[1].habit_weight != prior.habit_weight:
+                logger.info(
+                    "adaptation prior of %s: habit weight %.3f (training %.3f) from %d labels of %d users",
+                    model_id,
+                    prior.habit_weight,
+                    prior.training_habit_weight,
+                    prior.labels,
+                    prior.users,
+                )
 
     def _observe(self, session: Session, score: Score) -> None:
         self.metrics.scored.labels(session.mode, str(score.abstained).lower()).inc()

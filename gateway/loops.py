@@ -33,6 +33,7 @@ async def rescore_loop(pipeline: Pipeline, interval: float) -> None:
             if time.monotonic() - checked >= max(interval * _ACTIVE_CHECK_INTERVALS, 1.0):
                 checked = time.monotonic()
                 await _apply_active_training_sets(pipeline)
+                await pipeline.refresh_population()
             while await pipeline.rescore_pending() > 0:  # drain a backlog (e.g. after an import) before sleeping
                 pass
         except Exception:  # keep the loop alive whatever one pass hits

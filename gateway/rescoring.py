@@ -26,9 +26,10 @@ import httpx
 import msgspec
 from celery import shared_task
 
+from gateway.population import population_request
 from tacit.db import PayloadPurgedError, SessionRow, Store
 from tacit.schemas.features import FeatureVector, FeatureVectors
-from tacit.schemas.reward import Score, ScoreResponse, UserLabel
+from tacit.schemas.reward import PopulationPrior, Score, ScoreResponse, UserLabel
 from tacit.schemas.session import Session
 from tacit.settings import WorkerSettings, load_settings
 from tacit.tasks import QUEUE_CPU, TASK_RESCORE
@@ -81,6 +82,19 @@ def _model(reward: httpx.Client, model_id: str) -> dict[str, Any]:
     if response.status_code != 200:
         raise LookupError(f"reward model {model_id}: {_problem(response)}")
     return dict(msgspec.json.decode(response.content))
+
+
+def _population(store: Store, reward: httpx.Client, model_id: str, mode: str) -> PopulationPrior | None:
+    """The model's adaptation prior re-estimated on the people it has scored (None: reward_svc refused; the batch
+    then scores with the model's training prior, as a gateway that has not estimated it yet does)."""
+    body = msgspec.json.encode(population_request(store.scores.population_labels(model_id, mode)))
+    response = _call(reward, "POST", f"/v1/reward/models/{model_id}/population-prior", content=body)
+    if response.status_code >= 500:
+        raise ServiceDownError(f"reward_svc: HTTP {response.status_code}")
+    if response.status_code != 200:
+        logger.warning("population prior of %s: %s", model_id, _problem(response))
+        return None
+    return msgspec.json.decode(response.content, type=PopulationPrior)
 
 
 def _vectors(
@@ -139,10 +153,18 @@ def _vectors(
 
 
 def _score(
-    reward: httpx.Client, vectors: Sequence[FeatureVector], mode: str, model_id: str, history: list[UserLabel]
+    reward: httpx.Client,
+    vectors: Sequence[FeatureVector],
+    mode: str,
+    model_id: str,
+    history: list[UserLabel],
+    population: PopulationPrior | None = None,
 ) -> tuple[list[Score], dict[str, str]]:
     """Scores of one user's vectors; a refused request is split so that only the refused vectors fail."""
-    body = msgspec.json.encode({"vectors": vectors, "mode": mode, "model_id": model_id, "user_history": history})
+    request: dict[str, Any] = {"vectors": vectors, "mode": mode, "model_id": model_id, "user_history": history}
+    if population is not None:
+        request["population"] = population
+    body = msgspec.json.encode(request)
     response = _call(reward, "POST", "/v1/score", content=body)
     if response.status_code >= 500 or response.status_code == 503:
         raise ServiceDownError(f"reward_svc: HTTP {response.status_code}")
@@ -151,8 +173,8 @@ def _score(
     if len(vectors) == 1:
         return [], {vectors[0].session_id: f"reward_svc: {_problem(response)}"}
     half = len(vectors) // 2
-    left, left_failed = _score(reward, vectors[:half], mode, model_id, history)
-    right, right_failed = _score(reward, vectors[half:], mode, model_id, history)
+    left, left_failed = _score(reward, vectors[:half], mode, model_id, history, population)
+    right, right_failed = _score(reward, vectors[half:], mode, model_id, history, population)
     return left + right, left_failed | right_failed
 
 
@@ -178,12 +200,13 @@ def run_batch(store: Store, reward: httpx.Client, features: httpx.Client, job_id
         if row.session_id in vectors:
             by_user[user_of[row.session_id]].append(vectors[row.session_id])
     scores: list[Score] = []
+    population = _population(store, reward, model_id, mode) if by_user else None
     for user, user_vectors in by_user.items():
         history = [
             UserLabel(p_population=p, label=1 if label else 0, model_id=model_id)
             for p, label in store.scores.model_label_history(user, mode, model_id, HISTORY)
         ]
-        got, refused = _score(reward, user_vectors, mode, model_id, history)
+        got, refused = _score(reward, user_vectors, mode, model_id, history, population)
         scores.extend(got)
         failed.update(refused)
     # the sessions' current score follows the active model only (checked now: another may have been activated since)

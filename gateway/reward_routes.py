@@ -18,6 +18,7 @@ from gateway.clients import DependencyDownError, DependencyError, RewardClient
 from gateway.data_roots import allowed_path
 from gateway.ingest import Pipeline
 from gateway.model_scores import start_rescore
+from gateway.population import population_request
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.training import training_set
@@ -25,7 +26,14 @@ from tacit.db import OutOfFold, Store
 from tacit.schemas.gateway import (
     RescoreRequest,
 )
-from tacit.schemas.reward import RewardModelInfo, StoredSessions, TrainingMembers, TrainRewardModel, decode_train
+from tacit.schemas.reward import (
+    PopulationPrior,
+    RewardModelInfo,
+    StoredSessions,
+    TrainingMembers,
+    TrainRewardModel,
+    decode_train,
+)
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -52,6 +60,25 @@ async def list_models(state: GatewayState, task: FromQuery[str | None] = None) -
 @get("/v1/reward/models/{model_id:str}", summary="One reward model", **scoped("read", RewardModelInfo))
 async def get_model(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
     return await _proxy(state, "GET", f"/v1/reward/models/{_segment(model_id)}")
+
+
+@get(
+    "/v1/reward/models/{model_id:str}/adaptation",
+    summary="How a reward model adapts to the people it scores",
+    **scoped("read", PopulationPrior),
+)
+async def model_adaptation(state: GatewayState, model_id: FromPath[str]) -> Response[bytes]:
+    """The model's per-user adaptation prior re-estimated now on the labelled sessions it scored.
+
+    `habit_weight` above `training_habit_weight` means many of the people scored label one side whatever the
+    answers say, so each user's own labels count for more than the training users suggested. Scores use the
+    active model's estimate, refreshed by the gateway whenever those labels change.
+    """
+    response = await state.reward.request("GET", f"/v1/reward/models/{_segment(model_id)}")
+    task = str(msgspec.json.decode(response.content)["task"])
+    rows = await anyio.to_thread.run_sync(state.store.scores.population_labels, model_id, task)
+    prior = await state.reward.population_prior(_segment(model_id), population_request(rows))
+    return Response(_ENCODER.encode(prior), media_type=JSON)
 
 
 @post(
@@ -161,4 +188,4 @@ async def delete_model(state: GatewayState, model_id: FromPath[str]) -> Response
 
 
 def reward_routes() -> list[Any]:
-    return [list_models, get_model, train_model, activate_model, cancel_model, delete_model]
+    return [list_models, get_model, model_adaptation, train_model, activate_model, cancel_model, delete_model]

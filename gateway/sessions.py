@@ -187,6 +187,8 @@ async def _erase(state: GatewayState, user_id: str) -> Response[bytes]:
     erasure = await anyio.to_thread.run_sync(
         lambda: state.store.users.erase_user(user_id, also_models=also, extra_counts=counts)
     )
+    # the adaptation priors were estimated with the user's labels: drop them (the loop re-estimates without them)
+    state.pipeline.population.clear()
     return json_response(
         Erasure(
             user_id=user_id,

@@ -36,6 +36,7 @@ from tacit.schemas.problem import Problem, RequestError, decode_body
 from tacit.schemas.reward import (
     MIN_TRAINING_SESSIONS,
     MIN_TRAINING_USERS,
+    PopulationRequest,
     SessionTrainingSet,
     StoredSessions,
     TrainingMember,
@@ -52,6 +53,7 @@ __all__ = ["Problem", "create_app", "serve"]
 logger = logging.getLogger(__name__)
 
 _SCORE = msgspec.json.Decoder(ScoreRequest)
+_POPULATION = msgspec.json.Decoder(PopulationRequest)
 _SESSIONS = msgspec.json.Decoder(SessionTrainingSet)
 
 
@@ -122,7 +124,7 @@ class RewardState(State):
 async def score(request: Request[Any, Any, Any], state: RewardState) -> Response[bytes]:
     body: ScoreRequest = decode_body(_SCORE, await request.body())
     start = time.perf_counter()
-    scores = state.scorer.score(body.vectors, body.mode, body.model_id, body.user_history)
+    scores = state.scorer.score(body.vectors, body.mode, body.model_id, body.user_history, body.population)
     metrics = state.metrics
     metrics.latency.labels(str(len(scores) > 1)).observe(time.perf_counter() - start)
     for item in scores:
@@ -130,6 +132,23 @@ async def score(request: Request[Any, Any, Any], state: RewardState) -> Response
         if item.abstained:
             metrics.abstained.labels(body.mode).inc()
     return json_response(ScoreResponse(scores=scores))
+
+
+@post(
+    "/v1/reward/models/{model_id:str}/population-prior",
+    status_code=200,
+    summary="Re-estimate a model's adaptation prior on the labels of the people it scores",
+)
+async def population_prior(
+    request: Request[Any, Any, Any], state: RewardState, model_id: FromPath[str]
+) -> Response[bytes]:
+    """Empirical Bayes over the people scored: the answer goes with later score requests (`population`).
+
+    Nothing is stored here: the labels belong to the gateway's users, and it sends them again when they change.
+    """
+    body: PopulationRequest = decode_body(_POPULATION, await request.body())
+    prior = await anyio.to_thread.run_sync(state.scorer.population_prior, model_id, body.labels)
+    return json_response(prior)
 
 
 @get("/v1/reward/models", summary="List reward models")
@@ -391,6 +410,7 @@ def create_app(settings: RewardSettings | None = None, *, celery: Any = None) ->
         "Tacit reward service",
         [
             score,
+            population_prior,
             list_models,
             get_model,
             get_training_set,

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from reward_svc.model.adapt import user_log_likelihood
+from reward_svc.model.adapt import UserPrior, user_log_likelihood
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
 from reward_svc.model.data import frame_from_vectors, load_frame
 from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
 from tacit.schemas import FeatureVector, RewardModelInfo, Score, TrainRewardModel, UserLabel
 from tacit.schemas.jobs import Progress as JobProgress
 from tacit.schemas.problem import RequestError
-from tacit.schemas.reward import StoredSessions, TrainingSetSummary
+from tacit.schemas.reward import PopulationLabel, PopulationPrior, StoredSessions, TrainingSetSummary
 from tacit.schemas.session import preferred_side
 
 __all__ = ["ScoreError", "Scorer", "Stopped", "delete_model", "model_info", "run_training"]
@@ -353,14 +353,44 @@ class Scorer:
                 self._models[row.id] = model
         return row, model
 
+    def population_prior(self, model_id: str, labels: Sequence[PopulationLabel]) -> PopulationPrior:
+        """The model's adaptation prior re-estimated on the labels of the people it scores (empirical Bayes).
+
+        The same step as `tacit reward predict --adapt-first-k` over its users: the habit weight may rise above the
+        training users' one when many of these people label one side, and never falls below it.
+        """
+        row = self.registry.get(model_id)
+        if row is None:
+            raise ScoreError("model_id", f"no reward model {model_id}", "not_found", 404)
+        _, model = self.model(row.task, model_id)
+        prior = model.prior
+        if labels:
+            prior = prior.updated_with(
+                np.array([item.p_population for item in labels], dtype=np.float64),
+                np.array([item.label for item in labels], dtype=np.int64),
+                np.array([item.user for item in labels]),
+            )
+        return PopulationPrior(
+            model_id=row.id,
+            habit_weight=prior.habit_weight,
+            training_habit_weight=model.prior.habit_weight,
+            estimated_weight=prior.estimated_weight if labels else None,
+            users=len({item.user for item in labels}),
+            labels=len(labels),
+        )
+
     def score(
         self,
         vectors: Sequence[FeatureVector],
         mode: str,
         model_id: str | None = None,
         user_history: Sequence[UserLabel] = (),
+        population: PopulationPrior | None = None,
     ) -> list[Score]:
         """Population probabilities, adapted to the user by their earlier labels that this model scored.
+
+        `population`: the model's prior re-estimated on the people it scores (`population_prior`); it is used
+        only when it names the model that scores, and never below that model's own habit weight.
 
         A session of the model's own training set gets its out-of-fold probability instead (never an in-sample
         one), unadapted, with `kind="out_of_fold"`.
@@ -394,7 +424,10 @@ class Scorer:
         if own:
             history_p = np.array([h.p_population for h in own], dtype=np.float64)
             history_y = np.array([h.label for h in own], dtype=np.int64)
-            adapted = np.asarray(model.prior.predict(p, user_log_likelihood(history_p, history_y)), dtype=np.float64)
+            prior = model.prior
+            if population is not None and population.model_id == row.id:
+                prior = _with_weight(prior, population.habit_weight)
+            adapted = np.asarray(prior.predict(p, user_log_likelihood(history_p, history_y)), dtype=np.float64)
         oof = self.out_of_fold(row.id)
         held_out = np.array([v.session_id in oof for v in vectors], dtype=np.bool_)
         if held_out.any():
@@ -458,3 +491,11 @@ class Scorer:
         score = np.mean(parts, axis=0) if parts else np.ones(len(vectors))
         above = score >= gate.threshold_ if gate.active else np.ones(len(vectors), dtype=np.bool_)
         return score, above & (samples > 0)
+
+
+def _with_weight(prior: UserPrior, habit_weight: float) -> UserPrior:
+    """`prior` with a population's habit weight, never below its own (the floor of reward_svc.model.adapt)."""
+    weight = min(max(habit_weight, prior.habit_weight), 0.999)
+    if weight == prior.habit_weight:
+        return prior
+    return UserPrior(habit_weight=weight, n_users=prior.n_users, n_labels=prior.n_labels)

@@ -124,6 +124,38 @@ def test_train_activate_and_score_through_the_queue(stack: tuple[TestClient[Any]
     mismatch = client.post("/v1/score", content=msgspec.json.encode({"vectors": [other]}))
     assert (mismatch.status_code, mismatch.json()["code"]) == (409, "feature_set_mismatch")
 
+    # The population prior route (the arithmetic is reward_svc/tests/test_population_prior.py's): it answers the
+    # model's re-estimated prior, never below the training one, and refuses a bad body naming the field.
+    model_id = queued["id"]
+    labels = [{"user": f"u{u}", "p_population": 0.5, "label": 0} for u in range(20) for _ in range(6)]
+    answer = client.post(
+        f"/v1/reward/models/{model_id}/population-prior", content=msgspec.json.encode({"labels": labels})
+    )
+    assert answer.status_code == 200, answer.text
+    prior = answer.json()
+    assert (prior["model_id"], prior["users"], prior["labels"]) == (model_id, 20, 120)
+    assert prior["habit_weight"] >= prior["training_habit_weight"]
+    with_population = client.post(
+        "/v1/score",
+        content=msgspec.json.encode(
+            {
+                "vectors": vectors[:1],
+                "user_history": [{"p_population": 0.6, "label": 0, "model_id": model_id}] * 3,
+                "population": prior,
+            }
+        ),
+    )
+    assert with_population.status_code == 200, with_population.text
+    assert with_population.json()["scores"][0]["user_labels_used"] == 3
+    bad = client.post(
+        f"/v1/reward/models/{model_id}/population-prior",
+        content=msgspec.json.encode({"labels": [{"user": "", "p_population": 0.5, "label": 1}]}),
+    )
+    assert bad.status_code in (400, 422)
+    assert bad.json()["field"] == "labels[0].user"
+    unknown = client.post("/v1/reward/models/nope/population-prior", content=b'{"labels": []}')
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
+
 
 def test_a_failed_training_is_recorded(stack: tuple[TestClient[Any], Path]) -> None:
     client, tmp = stack

@@ -167,3 +167,56 @@ async def test_the_ingest_counter_says_how_each_new_session_came(make: Callable[
     await pending.ingest(simulate_session(seed=7, samples=20, session_id="s-7", gaze=True), source="collector")
     labels = {"mode": "pairwise", "gaze_consent": "true", "source": "collector"}
     assert pending.metrics.registry.get_sample_value("tacit_sessions_ingested_total", labels) == 1.0
+
+
+async def test_the_population_prior_is_estimated_on_stored_labels_and_sent_with_scores(
+    make: Callable[..., Pipeline],
+) -> None:
+    """refresh_population sends the active model's labelled sessions (users pseudonymised) to reward_svc when they
+    changed, and later score requests carry the answer."""
+    estimates: list[dict[str, object]] = []
+    score_bodies: list[dict[str, object]] = []
+    scoring = reward_double()
+
+    def reward(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/reward/models":
+            active = request.url.params.get("task") == "pairwise"
+            return httpx.Response(200, json=[{"id": "m1", "active": active, "feature_set": "all"}])
+        if request.url.path == "/v1/reward/models/m1/population-prior":
+            body = msgspec.json.decode(request.content)
+            estimates.append(body)
+            users = {label["user"] for label in body["labels"]}
+            prior = {
+                "model_id": "m1",
+                "habit_weight": 0.8,
+                "training_habit_weight": 0.5,
+                "estimated_weight": 0.8,
+                "users": len(users),
+                "labels": len(body["labels"]),
+            }
+            return httpx.Response(200, json=prior)
+        score_bodies.append(msgspec.json.decode(request.content))
+        return scoring(request)
+
+    pipeline = make(features_double, reward)
+    for i in range(3):
+        await pipeline.ingest(simulate_session(seed=10 + i, samples=20, session_id=f"l-{i}", user_id="alice"))
+    assert all("population" not in body for body in score_bodies)  # nothing estimated yet: the training prior
+
+    await pipeline.refresh_population()
+    assert len(estimates) == 1
+    labels = estimates[0]["labels"]
+    assert isinstance(labels, list)
+    assert len(labels) == 3
+    assert {label["user"] for label in labels} == {"u0"}  # a pseudonym: user ids stay in the gateway
+    assert "alice" not in str(estimates[0])
+    await pipeline.refresh_population()
+    assert len(estimates) == 1  # the labels did not change: nothing asked
+
+    await pipeline.ingest(simulate_session(seed=20, samples=20, session_id="l-3", user_id="bob"))
+    population = score_bodies[-1]["population"]
+    assert isinstance(population, dict)
+    assert (population["model_id"], population["habit_weight"]) == ("m1", 0.8)
+    await pipeline.refresh_population()  # bob's label arrived: estimated again, with both users
+    assert len(estimates) == 2
+    assert {label["user"] for label in estimates[1]["labels"]} == {"u0", "u1"}  # type: ignore[index,union-attr]

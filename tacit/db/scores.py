@@ -21,7 +21,7 @@ from tacit.db.features import FeatureNames, checked_values
 from tacit.db.models import SessionRow, SessionScoreRow, utcnow
 from tacit.db.uow import UnitOfWork
 from tacit.schemas.features import FeatureVector
-from tacit.schemas.reward import Score
+from tacit.schemas.reward import POPULATION_LABELS, Score
 from tacit.schemas.session import preferred_side
 
 __all__ = [
@@ -457,6 +457,37 @@ class Scores:
         """Two models on the sessions both scored (see `compare_models` in this module)."""
         with self._uow.read() as s:
             return compare_models(s, a, b)
+
+    def _population_query(self, model_id: str, mode: str) -> Any:
+        return (
+            select(SessionScoreRow.user_id, SessionScoreRow.p_population, SessionRow.label, SessionRow.received_at)
+            .join(SessionRow, col(SessionRow.session_id) == col(SessionScoreRow.session_id))
+            .where(
+                col(SessionScoreRow.model_id) == model_id,
+                col(SessionScoreRow.mode) == mode,
+                col(SessionRow.label).is_not(None),
+            )
+        )
+
+    def population_labels(
+        self, model_id: str, mode: str, limit: int = POPULATION_LABELS
+    ) -> list[tuple[str, float, int]]:
+        """(user id, population probability by `model_id`, label) of the newest labelled sessions that model scored.
+
+        The people the model scores, for re-estimating its adaptation prior over them (reward_svc.model.adapt's
+        empirical Bayes step). Erasing a user removes their rows, so the next estimate goes without them.
+        """
+        query = self._population_query(model_id, mode).order_by(col(SessionRow.received_at).desc()).limit(limit)
+        with self._uow.read() as s:
+            return [(str(user), float(p), int(label or 0)) for user, p, label, _ in s.exec(query).all()]
+
+    def population_signature(self, model_id: str, mode: str) -> tuple[int, str]:
+        """(count, newest arrival) of those labels: it changes when a label arrives, is rescored or is erased."""
+        inner = self._population_query(model_id, mode).subquery()
+        query = sa_select(func.count(), func.max(inner.c.received_at))
+        with self._uow.read() as s:
+            count, newest = s.execute(query).one()
+        return int(count or 0), "" if newest is None else str(newest)
 
     def model_label_history(self, user_id: str, mode: str, model_id: str, limit: int = 100) -> list[tuple[float, int]]:
         """(population probability by `model_id`, label) of the user's newest labelled sessions that model scored."""

@@ -14,7 +14,11 @@ from tacit.schemas.problem import RequestError, decode_body
 __all__ = [
     "MIN_TRAINING_SESSIONS",
     "MIN_TRAINING_USERS",
+    "POPULATION_LABELS",
     "IfllmSource",
+    "PopulationLabel",
+    "PopulationPrior",
+    "PopulationRequest",
     "RewardModelInfo",
     "Score",
     "ScoreKind",
@@ -225,6 +229,44 @@ class UserLabel(msgspec.Struct, frozen=True, kw_only=True):
     with the model)."""
 
 
+#: At most this many labels estimate a population's adaptation prior (the newest ones; the estimate is one number).
+POPULATION_LABELS = 20_000
+
+
+class PopulationLabel(msgspec.Struct, frozen=True, kw_only=True):
+    """One explicit label of the people a model scores, with the model's population probability of that session."""
+
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    """Who gave it, as a pseudonym that only has to be the same for one person within the request."""
+    p_population: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    label: Literal[0, 1]
+
+
+class PopulationRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/reward/models/{id}/population-prior: the labels of the people the model scores.
+
+    Service to service (gateway -> reward_svc): unknown fields are ignored, for rolling upgrades."""
+
+    labels: Annotated[list[PopulationLabel], msgspec.Meta(max_length=POPULATION_LABELS)]
+
+
+class PopulationPrior(msgspec.Struct, frozen=True, kw_only=True):
+    """A model's per-user adaptation prior re-estimated on the people it scores (empirical Bayes over them).
+
+    The same step `tacit reward predict --adapt-first-k` takes over the users of its data: when many of the people
+    scored turn out to have side habits, each user's few labels count for more (reward_svc.model.adapt)."""
+
+    model_id: str
+    habit_weight: float
+    """The prior probability that a user has a side habit, as scoring uses it: never below the training one."""
+    training_habit_weight: float
+    """The model's own prior weight, from its training users (the floor)."""
+    estimated_weight: float | None
+    """The maximum-likelihood weight on these labels before the floor (None: no labels)."""
+    users: int
+    labels: int
+
+
 class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
     """POST /v1/score: one or many feature vectors; the active model of their mode unless `model_id`.
 
@@ -237,6 +279,9 @@ class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
     user_history: Annotated[list[UserLabel], msgspec.Meta(max_length=1000)] = []
     """Earlier explicit labels of the one user every vector belongs to: the score is adapted to them
     (reward_svc.model.adapt) and the population probability is answered beside it."""
+    population: PopulationPrior | None = None
+    """The scoring model's prior re-estimated on the people it scores (POST .../population-prior); used only by
+    the model it names, and never below that model's own weight. None: the model's training prior."""
 
 
 class Score(msgspec.Struct, frozen=True, kw_only=True):

@@ -84,3 +84,30 @@ def test_an_abstaining_score_says_why(stack: Stack) -> None:
     with stack.client("read") as client:
         stored = client.get(f"/v1/sessions/{user}-empty").json()["score"]
     assert stored["abstain_reason"] == "no_behaviour_samples"
+
+
+def test_the_adaptation_prior_follows_the_people_scored_and_forgets_the_erased(stack: Stack) -> None:
+    with stack.client("read") as client:
+        models = client.get("/v1/reward/models", params={"task": "pairwise"}).json()
+        [active] = [m for m in models if m["active"]]
+
+        def adaptation() -> dict[str, Any]:
+            answer = client.get(f"/v1/reward/models/{active['id']}/adaptation")
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json())
+
+        before = adaptation()
+        users = [f"pop-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        with stack.client("ingest") as ingest:
+            for user in users:
+                for i in range(4):
+                    assert ingest.post("/v1/sessions", json=_labelled_left(user, i)).status_code == 200
+        after = adaptation()
+        assert after["model_id"] == active["id"]
+        assert (after["labels"], after["users"]) == (before["labels"] + 12, before["users"] + 3)
+        assert after["habit_weight"] >= after["training_habit_weight"]  # never below the training users' weight
+        with stack.client("admin") as admin:
+            assert admin.delete(f"/v1/users/{users[0]}").status_code == 200
+        erased = adaptation()
+        assert (erased["labels"], erased["users"]) == (after["labels"] - 4, after["users"] - 1)
+        assert client.get("/v1/reward/models/nope/adaptation").status_code == 404
