@@ -10,6 +10,7 @@ import time
 
 import anyio.to_thread
 
+from gateway.clients import DependencyDownError, DependencyError
 from gateway.ingest import Pipeline
 from gateway.reward_routes import _apply_active_training_sets
 from gateway.settings import GatewaySettings
@@ -33,7 +34,10 @@ async def rescore_loop(pipeline: Pipeline, interval: float) -> None:
             if time.monotonic() - checked >= max(interval * _ACTIVE_CHECK_INTERVALS, 1.0):
                 checked = time.monotonic()
                 await _apply_active_training_sets(pipeline)
-                await pipeline.refresh_population()
+                try:
+                    await pipeline.refresh_population()
+                except (DependencyDownError, DependencyError) as err:  # scores keep the last estimate meanwhile
+                    logger.warning("adaptation prior not re-estimated: %s", err)
             while await pipeline.rescore_pending() > 0:  # drain a backlog (e.g. after an import) before sleeping
                 pass
         except Exception:  # keep the loop alive whatever one pass hits
