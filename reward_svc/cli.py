@@ -98,15 +98,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_transfer(args: argparse.Namespace) -> int:
     """The transfer protocol as text tables (the same tables `make results` writes into docs/results/reward.md)."""
+    from reward_svc.model.transfer import task_rows
     from reward_svc.model.transfer_report import transfer_section
 
-    if args.task != "pairwise":
-        print("tacit: the transfer protocol covers the pairwise task", file=sys.stderr)
-        return 2
     frame = _frame(args, args.feature_mode)
+    try:
+        rows, _ = task_rows(frame, args.task)
+    except KeyError as err:  # a table of the other task lacks this task's feature columns
+        print(f"tacit: no {args.task} rows to evaluate in {args.data}: {err.args[0]}", file=sys.stderr)
+        return 2
+    if rows.n == 0:
+        print(f"tacit: no labelled {args.task} rows in {args.data}", file=sys.stderr)
+        return 2
     out = args.plots if args.plots is not None else Path(tempfile.mkdtemp(prefix="tacit-transfer-"))
     out.mkdir(parents=True, exist_ok=True)
-    text = transfer_section(frame, out, seeds=max(args.seeds, 2), nested_seeds=min(args.seeds, 3))
+    text = transfer_section(frame, out, seeds=max(args.seeds, 2), nested_seeds=min(args.seeds, 3), task=args.task)
     if args.json:
         print(json.dumps({"markdown": text, "plots": str(out)}))
     else:
@@ -177,6 +183,10 @@ def _predict(args: argparse.Namespace) -> int:
     positive_rate = float((model.metadata.get("scores") or {}).get("positive_rate", 0.5))
     summary = prediction_summary(preds, model.output_column, args.adapt_first_k, majority=int(positive_rate > 0.5))
     summary = {"out": str(out), **summary}
+    if args.plots is not None:
+        from reward_svc.model.plots import prediction_plots
+
+        summary["plots"] = [str(path) for path in prediction_plots(preds, model.output_column, args.plots)]
     print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
@@ -279,6 +289,13 @@ def add_reward_commands(sub: Any) -> None:
         metavar="K",
         help="adapt to each user with their first K labelled questions (query-id order); those rows are flagged "
         "used_for_adaptation and left out of the accuracy",
+    )
+    pr.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the reliability of the scored rows (adapted and population) and accuracy per worker as PNGs",
     )
     _common(pr)
     pr.set_defaults(func=_predict)

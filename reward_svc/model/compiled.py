@@ -202,12 +202,13 @@ class _CalibratedScorer:
     slope: float | None
     x_thresholds: F64 | None
     y_thresholds: F64 | None
+    intercept: float = 0.0
 
     def p1(self, X: F64) -> F64:
         p = self.inner.p1(X)
         if self.slope is not None:
             q = np.clip(p, 1e-6, 1 - 1e-6)
-            return np.asarray(expit(self.slope * (np.log(q) - np.log1p(-q))))
+            return np.asarray(expit(self.slope * (np.log(q) - np.log1p(-q)) + self.intercept))
         assert self.x_thresholds is not None
         assert self.y_thresholds is not None
         p = np.clip(p, self.x_thresholds[0], self.x_thresholds[-1])
@@ -274,7 +275,7 @@ def _compile(estimator: Any) -> _Scorer:
     if isinstance(estimator, SymmetricCalibrated):
         inner = _compile(estimator.estimator_)
         if estimator.method == "sigmoid":
-            return _CalibratedScorer(inner, estimator.slope_, None, None)
+            return _CalibratedScorer(inner, estimator.slope_, None, None, getattr(estimator, "intercept_", 0.0))
         iso = estimator.isotonic_
         return _CalibratedScorer(
             inner, None, np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64)

@@ -7,12 +7,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from reward_svc.model.evaluate import ECE_BINS, CVResult, expected_calibration_error, reliability
 
 MIN_BIN_ROWS = 20
 
-__all__ = ["feature_importance_plot", "length_tercile_accuracy", "length_tercile_plot", "reliability_plot"]
+__all__ = [
+    "feature_importance_plot",
+    "length_tercile_accuracy",
+    "length_tercile_plot",
+    "prediction_plots",
+    "reliability_plot",
+]
 
 
 def _pyplot() -> Any:
@@ -139,3 +146,61 @@ def write_plots(
     if terciles:
         paths.append(length_tercile_plot(terciles, out_dir / f"{prefix}_length_terciles.png", tercile_title))
     return paths
+
+
+def prediction_plots(preds: Any, column: str, out_dir: Path | str) -> list[Path]:
+    """`tacit reward predict --plots`: reliability of the scored labelled rows (the probability answered and the
+    population one, on the same rows) and accuracy per worker, sorted. Adaptation rows are left out, as in the
+    summary's accuracy."""
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labelled = preds[preds["label"].notna()]
+    scored = labelled[~labelled["used_for_adaptation"].to_numpy(dtype=bool)]
+    if not len(scored):
+        return []
+    y = scored["label"].to_numpy(dtype=np.int64)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    for name, colour in ((column, "#C44E52"), (f"{column}_population", "#4C72B0")):
+        p = scored[name].to_numpy(dtype=np.float64)
+        bins = reliability(p, y, bins=10)
+        ece = expected_calibration_error(p, y)
+        counts = np.asarray(bins["count"])
+        ax.plot(bins["predicted"], bins["observed"], marker="o", color=colour, label=f"{name} (ECE {ece:.3f})")
+        ax.scatter(bins["predicted"], bins["observed"], s=counts * 4, color=colour, alpha=0.3)
+        hist.hist(p, bins=np.linspace(0, 1, 21), color=colour, alpha=0.5, label=name)
+    ax.set_ylabel("observed frequency of class 1")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"reliability on {len(scored)} scored labelled rows (marker area: rows)", fontsize=10)
+    hist.set_xlabel("predicted probability of class 1")
+    hist.set_ylabel("rows")
+    fig.tight_layout()
+    reliability_path = out / "predict_reliability.png"
+    fig.savefig(reliability_path, dpi=110)
+    plt.close(fig)
+
+    hit = (scored[column].to_numpy(dtype=np.float64) > 0.5) == y
+    per_worker = (
+        pd.DataFrame({"worker": scored["user_id"].to_numpy(), "hit": hit})
+        .groupby("worker")["hit"]
+        .agg(["mean", "size"])
+        .sort_values("mean")
+    )
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(per_worker) + 2), 3.6))
+    colours = ["#c44" if a < 0.5 else "#48a" for a in per_worker["mean"]]
+    ax.bar(range(len(per_worker)), per_worker["mean"], color=colours)
+    for i, n in enumerate(per_worker["size"]):
+        ax.text(i, 0.02, str(int(n)), ha="center", fontsize=7, color="white")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("worker (sorted by accuracy; the number is their scored questions)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"accuracy per worker ({column})", fontsize=10)
+    fig.tight_layout()
+    worker_path = out / "predict_per_worker.png"
+    fig.savefig(worker_path, dpi=110)
+    plt.close(fig)
+    return [reliability_path, worker_path]

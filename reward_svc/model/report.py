@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from reward_svc.model.transfer_report import transfer_section
 
     transfer_text = transfer_section(frames["default"], out, seeds=max(args.seeds, 10), data_dir=data_dir)
+    transfer_text += "\n" + transfer_section(frames["default"], out, seeds=max(args.seeds, 10), task="pointwise")
     text = _document(sections, results, cand_report, gates, facts, data_dir, time.perf_counter() - started)
     # the transfer protocol chooses the model: it comes first, the Table-2-shaped comparisons after it
     marker = "\n## Summary\n"

@@ -44,6 +44,15 @@ def _gate_cell(fold: dict[str, Any]) -> str:
     return f"**{cell}**" if judged and fold["kept"] <= fold["abstained"] else cell
 
 
+def _stem(task: str) -> str:
+    """Plot file stem: the pairwise ones keep the names the docs have linked since the first report."""
+    return "reward_transfer" if task == PAIRWISE else f"reward_transfer_{task}"
+
+
+def _class1(task: str) -> str:
+    return "right" if task == PAIRWISE else "current"
+
+
 def _reliability_per_fold(runs: transfer.NestedRuns, out: Path) -> Path:
     plt = _pyplot()
     y = runs.data.y
@@ -55,17 +64,17 @@ def _reliability_per_fold(runs: transfer.NestedRuns, out: Path) -> Path:
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.scatter(rel["predicted"], rel["observed"], s=np.asarray(rel["count"]) * 3, alpha=0.7)
         ax.set_title(f"fold {f['fold']} (n={len(f['test'])})", fontsize=9)
-        ax.set_xlabel("predicted P(right)")
-    np.atleast_1d(axes)[0].set_ylabel("observed share right")
+        ax.set_xlabel(f"predicted P({_class1(runs.data.task)})")
+    np.atleast_1d(axes)[0].set_ylabel(f"observed share {_class1(runs.data.task)}")
     fig.suptitle(f"{runs.model}: reliability per outer fold (grouped by worker, seed {first_seed[0]['seed']})")
     fig.tight_layout()
-    path = out / "reward_transfer_reliability_per_fold.png"
+    path = out / f"{_stem(runs.data.task)}_reliability_per_fold.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _accuracy_vs_k(tables: dict[str, list[dict[str, Any]]], out: Path) -> Path:
+def _accuracy_vs_k(tables: dict[str, list[dict[str, Any]]], out: Path, task: str = PAIRWISE) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.8), sharey=True)
     for ax, (variant, rows) in zip(np.atleast_1d(axes), tables.items(), strict=True):
@@ -78,7 +87,7 @@ def _accuracy_vs_k(tables: dict[str, list[dict[str, Any]]], out: Path) -> Path:
     np.atleast_1d(axes)[0].set_ylabel("macro accuracy over workers")
     np.atleast_1d(axes)[-1].legend(fontsize=8)
     fig.tight_layout()
-    path = out / "reward_transfer_accuracy_vs_k.png"
+    path = out / f"{_stem(task)}_accuracy_vs_k.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -106,7 +115,7 @@ def _per_worker(runs: transfer.NestedRuns, out: Path) -> tuple[Path, pd.DataFram
     ax.set_ylabel("out-of-fold accuracy")
     ax.set_title(f"{runs.model}: accuracy per worker, grouped out-of-fold (mean over seeds)")
     fig.tight_layout()
-    path = out / "reward_transfer_per_worker.png"
+    path = out / f"{_stem(runs.data.task)}_per_worker.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path, table
@@ -155,15 +164,18 @@ def transfer_section(
     seeds: int = 10,
     nested_seeds: int = transfer.NESTED_SEEDS,
     data_dir: Path | None = None,
+    task: str = PAIRWISE,
 ) -> str:
-    """Run the transfer protocol on the pairwise rows of `frame` and return its markdown (plots written to `out`).
+    """Run the transfer protocol on the `task` rows of `frame` and return its markdown (plots written to `out`).
 
-    `data_dir` (the IFLLM folder `frame` was extracted from) adds the text-only baseline, which needs the answers.
+    `data_dir` (the IFLLM folder `frame` was extracted from) adds the text-only baseline, which needs the answers
+    (pairwise only: a pointwise row's two answers belong to two questions). The pairwise section states the
+    protocol; the pointwise one refers to it.
     """
     started = time.perf_counter()
-    data, lengths = transfer.task_rows(frame, PAIRWISE)
-    texts = None if data_dir is None else text_pairs(data_dir, data.meta["query_id"].tolist())
-    rows = transfer.compare_candidates(data, transfer.CANDIDATES[PAIRWISE], seeds, n_jobs=2)
+    data, lengths = transfer.task_rows(frame, task)
+    texts = None if data_dir is None or task != PAIRWISE else text_pairs(data_dir, data.meta["query_id"].tolist())
+    rows = transfer.compare_candidates(data, transfer.CANDIDATES[task], seeds, n_jobs=2)
     choice = transfer.choose(rows)
     calibrated = f"{choice['chosen']}_sigmoid"
     runs = transfer.nested_runs(data, calibrated, nested_seeds, length_data=lengths, texts=texts)
@@ -171,25 +183,38 @@ def transfer_section(
     gate = transfer.gate_check(runs)
     variants = transfer.warm_variants()
     warm = {name: transfer.warm_start_table(runs, relabel=relabel) for name, relabel in variants.items()}
-    plots = [_reliability_per_fold(runs, out), _accuracy_vs_k(warm, out)]
+    plots = [_reliability_per_fold(runs, out), _accuracy_vs_k(warm, out, task)]
     worker_plot, worker_table = _per_worker(runs, out)
     plots.append(worker_plot)
     doc = transfer.__doc__ or ""
     protocol_text = doc.split("\n\n", 1)[1] if "\n\n" in doc else doc
-    lines = [
-        "## Transfer to people never seen (the protocol that chooses the model)",
-        "",
-        f"Rows: {data.n} labelled pairwise questions of {len(np.unique(data.groups))} workers, feature set "
+    rows_line = (
+        f"Rows: {data.n} labelled {task} questions of {len(np.unique(data.groups))} workers, feature set "
         f"`{data.feature_set}` ({len(data.names)} features). Generated by `reward_svc.model.transfer_report` "
-        f"in {time.perf_counter() - started:.0f} s. The protocol, as written in `reward_svc/model/transfer.py` "
-        "before the numbers:",
-        "",
-        protocol_text.strip(),
-        "",
+        f"in {time.perf_counter() - started:.0f} s."
+    )
+    if task == PAIRWISE:
+        lines = [
+            "## Transfer to people never seen (the protocol that chooses the model)",
+            "",
+            f"{rows_line} The protocol, as written in `reward_svc/model/transfer.py` before the numbers:",
+            "",
+            protocol_text.strip(),
+            "",
+        ]
+    else:
+        lines = [
+            f"## Transfer to people never seen: the {task} task",
+            "",
+            f"{rows_line} The same protocol as the pairwise section's, with this task's candidates; class 1 is "
+            '"the current answer is better than the previous one".',
+            "",
+        ]
+    lines += [
         f"### Candidates ({seeds} seeds x 5 grouped folds)",
         "",
         "| candidate (simplest first) | macro accuracy | ± seeds | ± folds | SE | micro accuracy | ± seeds | "
-        "worst worker decile | best in seeds | predicts right |",
+        f"worst worker decile | best in seeds | predicts {_class1(task)} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
@@ -207,8 +232,8 @@ def transfer_section(
         "",
         f"**Choice by the rule:** best `{choice['best']}` at {choice['best_macro']:.4f}, SE {choice['se']:.4f}, bar "
         f"{choice['bar']:.4f}: the simplest candidate at or above it is **`{choice['chosen']}`**, served calibrated "
-        f"as `{calibrated}` (the default `BEST` is `{BEST[PAIRWISE][0]}`"
-        f"{'' if BEST[PAIRWISE][0] == calibrated else ': **the rule now disagrees, update BEST**'}).",
+        f"as `{calibrated}` (the default `BEST` is `{BEST[task][0]}`"
+        f"{'' if BEST[task][0] == calibrated else ': **the rule now disagrees, update BEST**'}).",
         "",
         f"### Calibration of `{calibrated}` per outer fold ({nested_seeds} seeds)",
         "",
@@ -251,6 +276,23 @@ def transfer_section(
         f"| {seed} | " + " | ".join(_gate_cell(f) for f in sorted(group, key=lambda f: f["fold"])) + " |"
         for seed, group in _by_seed(gate["folds"])
     ]
+    cold = {r["method"]: r for r in warm["dev folds"] if r["k"] == 0}
+    model_row, floor = cold["population"], cold["majority class"]
+    gap = np.subtract(model_row["micro_by_seed"], floor["micro_by_seed"])
+    # ahead only when it is ahead in every seed by a visible margin: a tie within rounding is not a win
+    ahead = bool((gap > 0.005).all()) and model_row["macro"] > floor["macro"]
+    lines += [
+        "",
+        f"**Against the majority class** (the dev folds at k = 0, the same {model_row['rows']} rows): "
+        f"`{calibrated}` {model_row['micro']:.3f} micro / {model_row['macro']:.3f} macro, majority class "
+        f"{floor['micro']:.3f} / {floor['macro']:.3f} (micro difference per seed {gap.mean():+.3f}, from "
+        f"{gap.min():+.3f} to {gap.max():+.3f}): the model "
+        + (
+            "beats it in every seed."
+            if ahead
+            else "**does not beat it**: its decisions add nothing a constant answer would not."
+        ),
+    ]
     lines += ["", "### Warm start: a worker's first k labels adapt, the rest are scored", ""]
     for variant, table in warm.items():
         lines += [f"**{variant}**", "", *_warm_table(table), "", *(f"- {s}" for s in _beats_prior(table)), ""]
@@ -260,7 +302,9 @@ def transfer_section(
         "Text only: TF-IDF of the two answers' words, learned on the training folds (no pretrained embedding model "
         "is in the lock: none ships its weights in a PyPI package and nothing is downloaded at run time)."
         if texts is not None
-        else "Not in these tables: the text-only baseline (run with the IFLLM folder to add it).",
+        else "Not in these tables: the text-only baseline (run with the IFLLM folder to add it)."
+        if task == PAIRWISE
+        else "No text-only baseline here: a pointwise row's two answers belong to two questions.",
         "",
         "### Accuracy per worker",
         "",

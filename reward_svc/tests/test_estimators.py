@@ -15,6 +15,7 @@ from reward_svc.model.estimators import (
     ReferenceForest,
     SwapAugmented,
     SymmetricCalibrated,
+    _fit_platt,
     make_model,
 )
 
@@ -86,6 +87,22 @@ def test_calibration_is_symmetric() -> None:
         model.fit(X, y, groups=groups)
         p = np.linspace(0.01, 0.99, 21)
         np.testing.assert_allclose(model.calibrate(p) + model.calibrate(1 - p), 1.0, atol=1e-9)
+
+
+def test_platt_scaling_with_an_intercept_follows_the_base_rate() -> None:
+    """symmetric=False (pointwise): p' = sigmoid(a logit(p) + b), fitted on the inner grouped scores as they are."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 1.5, 4000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-(0.7 * z + 0.8)))).astype(np.float64)
+    a, b = _fit_platt(z, y)
+    assert a == pytest.approx(0.7, abs=0.08)
+    assert b == pytest.approx(0.8, abs=0.1)
+    X, labels, groups = _data()
+    model = SymmetricCalibrated(ExtraForest(n_estimators=10), cv=3, symmetric=False).fit(X, labels, groups=groups)
+    p = np.linspace(0.01, 0.99, 21)
+    expected = 1 / (1 + np.exp(-(model.slope_ * np.log(p / (1 - p)) + model.intercept_)))
+    np.testing.assert_allclose(model.calibrate(p), expected, atol=1e-6)
+    assert model.oof_.mean() == pytest.approx(labels.mean(), abs=0.05)  # the intercept matches the base rate
 
 
 def test_registry_builds_every_model() -> None:

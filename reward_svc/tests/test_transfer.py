@@ -97,6 +97,7 @@ def test_transfer_section_writes_its_tables_and_plots(frame: pd.DataFrame, tmp_p
         assert heading in text
     assert "injected preference, share 0.8" in text
     assert "injected preference, mixed habits" in text
+    assert "**Against the majority class**" in text
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "reward_transfer_reliability_per_fold.png",
         "reward_transfer_accuracy_vs_k.png",

@@ -101,6 +101,13 @@ def test_predict_adapts_to_each_users_first_k_labels(
     for key in ("accuracy", "accuracy_population_same_rows", "accuracy_per_user_prior_only_same_rows", "ece"):
         assert 0.0 <= summary[key] <= 1.0
     assert main([*argv, "--adapt-first-k", "-1", "--quiet"]) == 2
+    capsys.readouterr()
+    plots = tmp_path / "plots"
+    assert main([*argv, "--adapt-first-k", "3", "--plots", str(plots), "--quiet"]) == 0
+    written = json.loads(capsys.readouterr().out)["plots"]
+    assert sorted(Path(p).name for p in written) == ["predict_per_worker.png", "predict_reliability.png"]
+    for path in written:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_transfer_prints_the_protocol_tables(
@@ -112,4 +119,5 @@ def test_evaluate_transfer_prints_the_protocol_tables(
     assert "**Choice by the rule:**" in out
     assert "per-user prior only" in out
     assert (tmp_path / "reward_transfer_accuracy_vs_k.png").is_file()
-    assert main([*argv, "--task", "pointwise"]) == 2
+    assert main([*argv, "--task", "pointwise"]) == 2  # a pairwise table: no pointwise rows, said so
+    assert "no pointwise rows" in capsys.readouterr().err
