@@ -171,7 +171,13 @@ def _predict(args: argparse.Namespace) -> int:
     except ArtifactError as err:
         print(f"tacit: {err}", file=sys.stderr)
         return 2
-    frame = _frame(args, model.metadata["feature_mode"])
+    from reward_svc.model.data import with_unrecorded_questions
+
+    extracted = _frame(args, model.metadata["feature_mode"])
+    # every question gets a row, those without a behaviour recording too (they abstain, and can still be adapted)
+    frame = with_unrecorded_questions(extracted, args.data)
+    task = model.metadata["task"]
+    unrecorded = int((frame["mode"] == task).sum() - (extracted["mode"] == task).sum()) if len(frame) else 0
     try:
         preds = model.score(frame, adapt_first_k=args.adapt_first_k)
     except (ArtifactError, KeyError) as err:
@@ -182,7 +188,7 @@ def _predict(args: argparse.Namespace) -> int:
     preds.to_csv(out, index=False)
     positive_rate = float((model.metadata.get("scores") or {}).get("positive_rate", 0.5))
     summary = prediction_summary(preds, model.output_column, args.adapt_first_k, majority=int(positive_rate > 0.5))
-    summary = {"out": str(out), **summary}
+    summary = {"out": str(out), **summary, "questions_without_behaviour": unrecorded}
     if args.plots is not None:
         from reward_svc.model.plots import prediction_plots
 

@@ -22,6 +22,7 @@ __all__ = [
     "frame_from_vectors",
     "load_frame",
     "task_data",
+    "with_unrecorded_questions",
 ]
 
 META_COLUMNS = ("query_id", "user_id", "task_id", "mode", "label", "turn", "samples")
@@ -53,6 +54,47 @@ def load_frame(
     frame = result.table.to_pandas()
     frame.attrs["feature_mode"] = feature_mode  # what made the table, so a model can refuse the other mode
     return frame
+
+
+def with_unrecorded_questions(frame: pd.DataFrame, data: Path | str) -> pd.DataFrame:
+    """`frame` plus a row for every question of the IFLLM folder `data` that has none (its task has no behaviour
+    folder, or none could be matched to it): ids, mode, label and turn from the query log, `samples` 0 and every
+    feature missing. Scoring such a row abstains (`no_behaviour_samples`), yet it still gets the population
+    probability of a session without behaviour and, when the user gave labels, their adaptation: one row per
+    question, as `tacit reward predict` promises. A feature table (a file) is returned unchanged.
+    """
+    path = Path(data)
+    if path.is_file():
+        return frame
+    from tacit.ifllm.reader import Dataset
+
+    dataset = Dataset(path)
+    have = set(frame["query_id"].astype(np.int64).tolist()) if len(frame) else set()
+    rows = []
+    for (user, task), queries in dataset.by_task.items():
+        for turn, q in enumerate(queries):
+            if q.query_id in have:
+                continue
+            rows.append(
+                {
+                    "query_id": q.query_id,
+                    "user_id": user,
+                    "task_id": task,
+                    "mode": q.mode,
+                    "label": q.label,
+                    "turn": turn,
+                    "samples": 0,
+                }
+            )
+    if not rows:
+        return frame
+    extra = pd.DataFrame(rows)
+    for column in ("label", "turn", "samples", "query_id"):
+        if column in frame:
+            extra[column] = extra[column].astype(frame[column].dtype if column != "label" else "float64")
+    out = pd.concat([frame, extra], ignore_index=True, sort=False)
+    out.attrs = dict(frame.attrs)
+    return out
 
 
 def frame_from_vectors(
