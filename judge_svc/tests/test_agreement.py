@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,22 +17,8 @@ from judge_svc.cli import add_judge_commands
 from judge_svc.protocol import Judge
 from judge_svc.testing import FakeOpenAIServer, Reply, prefer_longer
 from tacit.ifllm.reader import Dataset
+from tacit.ifllm.testing import write_query_log
 
-HEADER = [
-    "query_ID",
-    "user_id",
-    "task_id",
-    "user_query",
-    "llm_response_1",
-    "llm_response_2",
-    "llm_name_1",
-    "llm_name_2",
-    "likert_1",
-    "likert_2",
-    "preference",
-    "adjustment",
-    "query_timestamp",
-]
 SHORT, LONG = "Paris.", "The capital of France is Paris, on the Seine."
 # (id, response 1, response 2, preference): 1 = left preferred, 2 = right, "" = none; no response 2 = pointwise
 ROWS = [
@@ -48,17 +33,13 @@ ROWS = [
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    root = tmp_path / "ifllm"
-    root.mkdir()
-    with open(root / "query_logs_table.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(HEADER)
-        for query_id, r1, r2, pref in ROWS:
-            model_2 = "gpt-4o-mini" if r2 else ""
-            task = "1" if r2 else "2"
-            ids = [query_id, "worker_0a1b2c3d", task, "What is the capital of France?", r1, r2, "m1", model_2]
-            writer.writerow([*ids, "4", "3" if r2 else "", pref, "0", "2025-01-01 10:00:00"])
-    return root
+    rows = []
+    for query_id, r1, r2, pref in ROWS:
+        model_2 = "gpt-4o-mini" if r2 else ""
+        task = "1" if r2 else "2"
+        ids = [query_id, "worker_0a1b2c3d", task, "What is the capital of France?", r1, r2, "m1", model_2]
+        rows.append([*ids, "4", "3" if r2 else "", pref, "0", "2025-01-01 10:00:00"])
+    return write_query_log(tmp_path / "ifllm", rows)
 
 
 @pytest.fixture

@@ -3,41 +3,22 @@ they abstain, carry the population probability of a session without behaviour, a
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pandas as pd
 
 from reward_svc.model.artifact import train
 from reward_svc.model.data import with_unrecorded_questions
-
-COLUMNS = [
-    "query_ID",
-    "user_id",
-    "task_id",
-    "user_query",
-    "llm_response_1",
-    "llm_response_2",
-    "llm_name_1",
-    "llm_name_2",
-    "likert_1",
-    "likert_2",
-    "preference",
-    "adjustment",
-    "query_timestamp",
-]
+from tacit.ifllm.testing import write_query_log
 
 
 def _folder(tmp_path: Path, preferences: list[int | None]) -> Path:
-    root = tmp_path / "ifllm"
-    (root / "user_behavior").mkdir(parents=True)
-    with (root / "query_logs_table.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for i, preference in enumerate(preferences):
-            writer.writerow(
-                [9000 + i, "w-new", "7", "q", "left answer", "right answer", "a", "b", 3, 4, preference, "", ""]
-            )
+    rows = [
+        [9000 + i, "w-new", "7", "q", "left answer", "right answer", "a", "b", 3, 4, preference, "", ""]
+        for i, preference in enumerate(preferences)
+    ]
+    root = write_query_log(tmp_path / "ifllm", rows)
+    (root / "user_behavior").mkdir()
     return root
 
 

@@ -8,7 +8,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Query", "TaskRow", "read_queries", "read_tasks"]
+__all__ = ["QUERY_LOG_COLUMNS", "Query", "TaskRow", "read_queries", "read_tasks"]
+
+#: The header of `query_logs_table.csv` in the release (spec 1.2), in file order: the columns `read_queries` reads.
+QUERY_LOG_COLUMNS = (
+    "query_ID",
+    "user_id",
+    "task_id",
+    "user_query",
+    "llm_response_1",
+    "llm_response_2",
+    "llm_name_1",
+    "llm_name_2",
+    "likert_1",
+    "likert_2",
+    "preference",
+    "adjustment",
+    "query_timestamp",
+)
 
 PLACEHOLDER = (
     "After you type your question, please wait patiently. It might take up to 1 minute for AI to finish "

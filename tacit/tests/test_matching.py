@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from tacit.ifllm.matching import (
 from tacit.ifllm.reader import Recording
 from tacit.ifllm.rel import RelFile
 from tacit.ifllm.tables import PLACEHOLDER, Query, read_queries
+from tacit.ifllm.testing import write_query_log
 
 OFF = None  # a sample outside the box: (x, y) = (-1, -1), no window, no index
 
@@ -382,30 +382,6 @@ def test_recording_segments_are_contiguous_tick_ranges() -> None:
 
 # --- labels from the query log (spec 1.6) -------------------------------------------------------------------
 
-_HEADER = [
-    "query_ID",
-    "user_id",
-    "task_id",
-    "user_query",
-    "llm_response_1",
-    "llm_response_2",
-    "llm_name_1",
-    "llm_name_2",
-    "likert_1",
-    "likert_2",
-    "preference",
-    "adjustment",
-    "query_timestamp",
-]
-
-
-def _query_log(tmp_path: Path, rows: list[list[str]]) -> Path:
-    with (tmp_path / "query_logs_table.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(_HEADER)
-        writer.writerows(rows)
-    return tmp_path
-
 
 def _row(query_id: int, right: str, preference: str, *, left: str = "left answer") -> list[str]:
     pairwise = right not in ("", "NULL")
@@ -429,7 +405,7 @@ def _row(query_id: int, right: str, preference: str, *, left: str = "left answer
 
 
 def test_query_log_preferences_become_labels(tmp_path: Path) -> None:
-    root = _query_log(
+    root = write_query_log(
         tmp_path,
         [
             _row(1, "right answer", "2.0"),
@@ -455,7 +431,7 @@ def test_query_log_preferences_become_labels(tmp_path: Path) -> None:
 def test_query_log_normalises_crlf_and_bad_timestamps(tmp_path: Path) -> None:
     rows = [_row(1, "right\r\nside", "2.0", left="line one\r\nline two"), _row(2, "", "")]
     rows[1][-1] = "0000-00-00 00:00:00"
-    queries = read_queries(_query_log(tmp_path, rows))
+    queries = read_queries(write_query_log(tmp_path, rows))
     assert queries[0].response_1 == "line one\nline two"
     assert queries[0].response_2 == "right\nside"
     assert queries[0].timestamp_ms == 1735787045000  # 2025-01-02 03:04:05 UTC
