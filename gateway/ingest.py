@@ -83,7 +83,10 @@ class Pipeline:
         history = await anyio.to_thread.run_sync(
             lambda: self.store.scores.label_history(session.user_id, session.mode, exclude=session.session_id)
         )
-        labels = [UserLabel(p_population=p, label=1 if label else 0, model_id=model) for p, label, model in history]
+        labels = [
+            UserLabel(p_population=p, label=1 if label else 0, model_id=model, task_id=task)
+            for p, label, model, task in history
+        ]
         population = self.population.get(session.mode)
         [score] = await self.reward.score([vector], session.mode, labels, population[1] if population else None)
         return vector, score

@@ -15,15 +15,18 @@ from tacit.schemas.reward import PopulationLabel, PopulationRequest
 __all__ = ["population_request"]
 
 
-def population_request(rows: Sequence[tuple[str, float, int]]) -> PopulationRequest:
-    """The request body for (user id, population probability, label) rows, users replaced by request pseudonyms."""
-    pseudonyms: dict[str, str] = {}
+def population_request(rows: Sequence[tuple[str, float, int, str]]) -> PopulationRequest:
+    """The request body for (user id, population probability, label, task id) rows, users and tasks replaced by
+    request pseudonyms."""
+    users: dict[str, str] = {}
+    tasks: dict[tuple[str, str], str] = {}
     labels = [
         PopulationLabel(
-            user=pseudonyms.setdefault(user, f"u{len(pseudonyms)}"),
+            user=users.setdefault(user, f"u{len(users)}"),
             p_population=min(max(p, 0.0), 1.0),
             label=1 if label else 0,
+            task=tasks.setdefault((user, task), f"t{len(tasks)}"),
         )
-        for user, p, label in rows
+        for user, p, label, task in rows
     ]
     return PopulationRequest(labels=labels)

@@ -203,8 +203,8 @@ def run_batch(store: Store, reward: httpx.Client, features: httpx.Client, job_id
     population = _population(store, reward, model_id, mode) if by_user else None
     for user, user_vectors in by_user.items():
         history = [
-            UserLabel(p_population=p, label=1 if label else 0, model_id=model_id)
-            for p, label in store.scores.model_label_history(user, mode, model_id, HISTORY)
+            UserLabel(p_population=p, label=1 if label else 0, model_id=model_id, task_id=task)
+            for p, label, task in store.scores.model_label_history(user, mode, model_id, HISTORY)
         ]
         got, refused = _score(reward, user_vectors, mode, model_id, history, population)
         scores.extend(got)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reward_svc.model.adapt import UserPrior, user_log_likelihood
+from reward_svc.model.adapt import UserPrior
 from reward_svc.model.artifact import ArtifactError, RewardModel, load_artifact, train
 from reward_svc.model.data import frame_from_vectors, load_frame
 from reward_svc.registry import ModelRow, Registry, TrainingRowRow, TrainingSetRow
@@ -369,6 +369,13 @@ class Scorer:
                 np.array([item.p_population for item in labels], dtype=np.float64),
                 np.array([item.label for item in labels], dtype=np.int64),
                 np.array([item.user for item in labels]),
+                # a label without a task counts alone: a name no other label has
+                np.array(
+                    [
+                        f"{item.user}/{item.task}" if item.task is not None else f"\x00{i}"
+                        for i, item in enumerate(labels)
+                    ]
+                ),
             )
         return PopulationPrior(
             model_id=row.id,
@@ -427,7 +434,10 @@ class Scorer:
             prior = model.prior
             if population is not None and population.model_id == row.id:
                 prior = _with_weight(prior, population.habit_weight)
-            adapted = np.asarray(prior.predict(p, user_log_likelihood(history_p, history_y)), dtype=np.float64)
+            history_tasks = [h.task_id for h in own]
+            adapted = np.asarray(
+                prior.predict(p, prior.log_likelihood(history_p, history_y, history_tasks)), dtype=np.float64
+            )
         oof = self.out_of_fold(row.id)
         held_out = np.array([v.session_id in oof for v in vectors], dtype=np.bool_)
         if held_out.any():
@@ -498,4 +508,9 @@ def _with_weight(prior: UserPrior, habit_weight: float) -> UserPrior:
     weight = min(max(habit_weight, prior.habit_weight), 0.999)
     if weight == prior.habit_weight:
         return prior
-    return UserPrior(habit_weight=weight, n_users=prior.n_users, n_labels=prior.n_labels)
+    return UserPrior(
+        habit_weight=weight,
+        n_users=prior.n_users,
+        n_labels=prior.n_labels,
+        task_correlation=prior.task_correlation,
+    )

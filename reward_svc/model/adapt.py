@@ -21,17 +21,35 @@ more likely than content-driven choices that happen to agree; a 3/2 split leaves
 
 The state kept per user is the log-likelihood on the state grid (2 x HABITS + 1 floats), updated by adding one
 term per labelled question: cheap to store beside the user's data and to erase with them.
+
+Labels of one task are not independent evidence of a habit. Within an IFLLM task the same two LLMs keep their sides,
+and a user's labels within a task agree more often than their labels across tasks: 0.60 against 0.49 in the dev
+subset, where a user's preferred LLM does not carry over to other tasks either. A streak inside one task is mostly
+about that task. Each label's log-likelihood term is therefore weighted by the design effect of its task,
+1 / (1 + (n - 1) rho), where n is how many of the user's labels come from that task. rho
+(`task_correlation`) is the within-task label correlation beyond the across-task one, estimated on the training
+users (`estimate_task_correlation`). A habit that holds across tasks still adds up, one task at a time. Labels
+without a task count alone, as rho = 0 would count them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HABITS", "MIN_HABIT_WEIGHT", "UserPrior", "fit_prior", "user_log_likelihood"]
+__all__ = [
+    "HABITS",
+    "MIN_HABIT_WEIGHT",
+    "UserPrior",
+    "estimate_task_correlation",
+    "fit_prior",
+    "task_weights",
+    "user_log_likelihood",
+]
 
 #: Habit strengths h of the biased states (the unbiased state h = 0 is separate): a uniform grid on (0, 1).
 HABITS: npt.NDArray[np.float64] = (np.arange(40) + 0.5) / 40
@@ -61,12 +79,60 @@ def _p_class1(p_population: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray((1.0 - _H) * p + _H * _S)
 
 
-def user_log_likelihood(p_population: npt.ArrayLike, labels: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """log P(labels | state) for one user's labelled questions (population P(class 1) of each question)."""
+def task_weights(tasks: Sequence[Any] | None, n: int, task_correlation: float) -> npt.NDArray[np.float64]:
+    """Each of one user's n labels weighted by its task's design effect, 1 / (1 + (n_task - 1) rho).
+
+    A task of None (unknown) counts alone."""
+    if tasks is None or task_correlation <= 0.0:
+        return np.ones(n)
+    keys = [f"\x00{i}" if task is None else str(task) for i, task in enumerate(tasks)]
+    _, inverse, counts = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True, return_counts=True)
+    return np.asarray(1.0 / (1.0 + (counts[inverse] - 1) * task_correlation), dtype=np.float64)
+
+
+def user_log_likelihood(
+    p_population: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    tasks: Sequence[Any] | None = None,
+    task_correlation: float = 0.0,
+) -> npt.NDArray[np.float64]:
+    """log P(labels | state) for one user's labelled questions (population P(class 1) of each question).
+
+    With `tasks` and `task_correlation` > 0, each label's term is weighted by its task's design effect
+    (`task_weights`); without them every label counts fully."""
     p = np.atleast_1d(np.asarray(p_population, dtype=np.float64))
     y = np.atleast_1d(np.asarray(labels, dtype=np.float64))[:, None]
+    w = task_weights(tasks, y.shape[0], task_correlation)[:, None]
     q = np.clip(_p_class1(p), _EPS, 1 - _EPS)
-    return np.asarray(np.sum(y * np.log(q) + (1.0 - y) * np.log1p(-q), axis=0))
+    return np.asarray(np.sum(w * (y * np.log(q) + (1.0 - y) * np.log1p(-q)), axis=0))
+
+
+def estimate_task_correlation(labels: npt.ArrayLike, users: npt.ArrayLike, tasks: npt.ArrayLike) -> float:
+    """The within-task label correlation beyond the across-task one, pooled over users, in [0, 1].
+
+    Over all pairs of one user's labels: agreement within a task minus agreement across tasks, times 2 (for
+    labels near 50/50, agreement a means correlation 2a - 1). 0 when there are no pairs of both kinds.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    u = np.asarray(users).astype(str)
+    t = np.asarray(tasks).astype(str)
+    same = [0, 0]  # agreeing pairs, pairs
+    across = [0, 0]
+    for user in np.unique(u):
+        mine = u == user
+        yu, tu = y[mine], t[mine]
+        if yu.size < 2:
+            continue
+        agree = yu[:, None] == yu[None, :]
+        in_task = tu[:, None] == tu[None, :]
+        upper = np.triu(np.ones_like(agree, dtype=np.bool_), k=1)
+        same[0] += int((agree & in_task & upper).sum())
+        same[1] += int((in_task & upper).sum())
+        across[0] += int((agree & ~in_task & upper).sum())
+        across[1] += int((~in_task & upper).sum())
+    if not same[1] or not across[1]:
+        return 0.0
+    return float(min(max(2.0 * (same[0] / same[1] - across[0] / across[1]), 0.0), 1.0))
 
 
 @dataclass(frozen=True)
@@ -77,6 +143,7 @@ class UserPrior:
     n_users: int = 0
     n_labels: int = 0
     estimated_weight: float | None = None  # the maximum-likelihood weight before the floor (None: not fitted)
+    task_correlation: float = 0.0  # rho of the task design effect (module docstring); 0: every label counts fully
     log_prior: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +151,12 @@ class UserPrior:
             raise ValueError(f"habit_weight must be in (0, 1), got {self.habit_weight}")
         prior = np.concatenate([[np.log1p(-self.habit_weight)], np.log(self.habit_weight) + _LOG_HABIT_SHAPE])
         object.__setattr__(self, "log_prior", prior)
+
+    def log_likelihood(
+        self, p_population: npt.ArrayLike, labels: npt.ArrayLike, tasks: Sequence[Any] | None = None
+    ) -> npt.NDArray[np.float64]:
+        """One user's accumulated log-likelihood under this prior's task design effect (`user_log_likelihood`)."""
+        return user_log_likelihood(p_population, labels, tasks, self.task_correlation)
 
     def posterior(self, log_likelihood: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Normalised posterior weights of the states given a user's accumulated log-likelihood."""
@@ -111,14 +184,27 @@ class UserPrior:
             "p_towards_class1": float(post[_S == 1].sum() / biased) if biased > 0 else 0.5,
         }
 
-    def updated_with(self, p_population: npt.ArrayLike, labels: npt.ArrayLike, users: npt.ArrayLike) -> UserPrior:
+    def updated_with(
+        self,
+        p_population: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        users: npt.ArrayLike,
+        tasks: npt.ArrayLike | None = None,
+    ) -> UserPrior:
         """This prior with its habit weight re-estimated on the labels new users gave, never below its own weight.
 
         Empirical Bayes across the people being scored: when many of them turn out to have side habits (populations
         differ: the dev workers chose right 52% of the time, a held-out group 35%), the prior says so and each
         user's few labels count for more; when they look like the training users, nothing changes.
         """
-        fitted = fit_prior(p_population, labels, users, min_habit_weight=self.habit_weight)
+        fitted = fit_prior(
+            p_population,
+            labels,
+            users,
+            tasks,
+            min_habit_weight=self.habit_weight,
+            task_correlation=self.task_correlation,
+        )
         if fitted.n_users == 0:
             return self
         return UserPrior(
@@ -126,6 +212,7 @@ class UserPrior:
             n_users=self.n_users + fitted.n_users,
             n_labels=self.n_labels + fitted.n_labels,
             estimated_weight=fitted.estimated_weight,
+            task_correlation=self.task_correlation,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -137,6 +224,8 @@ class UserPrior:
             "min_habit_weight": MIN_HABIT_WEIGHT,
             "fitted_on_users": self.n_users,
             "fitted_on_labels": self.n_labels,
+            "task_correlation": round(self.task_correlation, 4),
+            "label_weight": "1 / (1 + (labels of the user in the same task - 1) * task_correlation)",
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +234,7 @@ class UserPrior:
             "n_users": self.n_users,
             "n_labels": self.n_labels,
             "estimated_weight": self.estimated_weight,
+            "task_correlation": self.task_correlation,
         }
 
     @classmethod
@@ -154,6 +244,7 @@ class UserPrior:
             n_users=int(data.get("n_users", 0)),
             n_labels=int(data.get("n_labels", 0)),
             estimated_weight=data.get("estimated_weight"),
+            task_correlation=float(data.get("task_correlation", 0.0)),  # artifacts before it: every label counts
         )
 
 
@@ -161,16 +252,30 @@ def fit_prior(
     p_population: npt.ArrayLike,
     labels: npt.ArrayLike,
     users: npt.ArrayLike,
+    tasks: npt.ArrayLike | None = None,
     *,
     min_habit_weight: float = MIN_HABIT_WEIGHT,
+    task_correlation: float | None = None,
 ) -> UserPrior:
-    """Maximum marginal likelihood habit weight over the training users (on a grid), floored at `min_habit_weight`."""
+    """Maximum marginal likelihood habit weight over the training users (on a grid), floored at `min_habit_weight`.
+
+    `tasks` (the task of each label) weight labels by their task's design effect. `task_correlation` gives rho;
+    None estimates it from these labels (`estimate_task_correlation`), which the training users' fit does.
+    """
     p = np.asarray(p_population, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     u = np.asarray(users)
+    t = None if tasks is None else np.asarray(tasks).astype(str)
+    if task_correlation is None:
+        task_correlation = 0.0 if t is None or y.size == 0 else estimate_task_correlation(y, u, t)
     if y.size == 0:
-        return UserPrior(habit_weight=max(min_habit_weight, MIN_HABIT_WEIGHT))
-    stacked = np.vstack([user_log_likelihood(p[u == user], y[u == user]) for user in np.unique(u)])
+        return UserPrior(habit_weight=max(min_habit_weight, MIN_HABIT_WEIGHT), task_correlation=task_correlation)
+    stacked = np.vstack(
+        [
+            user_log_likelihood(p[u == user], y[u == user], None if t is None else t[u == user], task_correlation)
+            for user in np.unique(u)
+        ]
+    )
     unbiased = stacked[:, 0]
     biased = np.logaddexp.reduce(stacked[:, 1:] + _LOG_HABIT_SHAPE, axis=1)
     grid = np.linspace(0.01, 0.99, 99)
@@ -181,4 +286,5 @@ def fit_prior(
         n_users=int(stacked.shape[0]),
         n_labels=int(y.size),
         estimated_weight=estimated,
+        task_correlation=task_correlation,
     )

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from reward_svc.model.adapt import UserPrior, fit_prior, user_log_likelihood
+from reward_svc.model.adapt import UserPrior, fit_prior
 from reward_svc.model.compiled import CompiledModel, compile_model
 from reward_svc.model.data import TaskData, task_data
 from reward_svc.model.estimators import BEST, MODELS, make_model
@@ -169,13 +169,16 @@ class RewardModel:
             y_all = labels.iloc[first_all].to_numpy(dtype=np.int64)
             # empirical Bayes across the people scored: their adaptation labels (never the scored ones) may raise
             # the prior's habit weight above the training users', never lower it
-            prior = self.prior.updated_with(p[first_all], y_all, meta["user_id"].to_numpy()[first_all])
+            tasks = meta["task_id"].astype(str).to_numpy()
+            prior = self.prior.updated_with(
+                p[first_all], y_all, meta["user_id"].to_numpy()[first_all], tasks[first_all]
+            )
             for user, first in firsts.items():
                 rows = order[users == user]
                 used[first] = True
                 rest = np.setdiff1d(rows, first)
                 y_first = labels.iloc[first].to_numpy(dtype=np.int64)
-                adapted[rest] = prior.predict(p[rest], user_log_likelihood(p[first], y_first))
+                adapted[rest] = prior.predict(p[rest], prior.log_likelihood(p[first], y_first, tasks[first]))
                 n_used[rest] = first.size
         column = self.output_column
         return pd.DataFrame(
@@ -298,7 +301,8 @@ def train(
     estimator.fit(data.X, data.y, **fit_params)
     if oof is None and hasattr(estimator, "oof_"):
         oof = estimator.oof_
-    prior = fit_prior(oof, data.y, data.groups) if oof is not None else UserPrior()
+    tasks = data.meta["task_id"].astype(str).to_numpy()
+    prior = fit_prior(oof, data.y, data.groups, tasks) if oof is not None else UserPrior()
     quality = SessionQuality(enabled=bool(gate_check["passes"])).fit(data.frame)
     meta = {
         "format_version": FORMAT_VERSION,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reward_svc.model.adapt import MIN_HABIT_WEIGHT, UserPrior, fit_prior, user_log_likelihood
+from reward_svc.model.adapt import (
+    MIN_HABIT_WEIGHT,
+    UserPrior,
+    estimate_task_correlation,
+    fit_prior,
+    task_weights,
+    user_log_likelihood,
+)
 
 
 def test_no_labels_means_the_population_probability() -> None:
@@ -69,3 +76,37 @@ def test_new_users_labels_raise_the_habit_weight_but_never_lower_it() -> None:
     content_driven = (rng.random(users.size) < p).astype(int)
     assert trained.updated_with(p, content_driven, users).habit_weight == trained.habit_weight
     assert trained.updated_with(np.zeros(0), np.zeros(0), np.zeros(0)) is trained
+
+
+def test_labels_of_one_task_count_as_correlated_evidence() -> None:
+    """Five "left" labels from one task are weaker evidence of a side habit than five from five tasks."""
+    assert task_weights(["a", "a", "a", "b", None], 5, 0.5).tolist() == [0.5, 0.5, 0.5, 1.0, 1.0]
+    assert task_weights(["a", "a"], 2, 0.0).tolist() == [1.0, 1.0]
+    prior = UserPrior(habit_weight=0.5, task_correlation=0.5)
+    p, y = np.full(5, 0.5), np.zeros(5)
+    one_task = prior.predict(np.array([0.6]), prior.log_likelihood(p, y, ["t"] * 5))[0]
+    five_tasks = prior.predict(np.array([0.6]), prior.log_likelihood(p, y, ["t1", "t2", "t3", "t4", "t5"]))[0]
+    unknown = prior.predict(np.array([0.6]), prior.log_likelihood(p, y))[0]
+    assert five_tasks == pytest.approx(unknown)  # without tasks every label counts fully
+    assert five_tasks < one_task < 0.6  # both lean left, the spread-out evidence more
+    assert UserPrior.from_dict(prior.to_dict()).task_correlation == 0.5
+    assert UserPrior.from_dict({"habit_weight": 0.5}).task_correlation == 0.0  # artifacts written before it
+
+
+def test_task_correlation_is_the_within_task_agreement_beyond_the_across_task_one() -> None:
+    rng = np.random.default_rng(3)
+    users, tasks, labels = [], [], []
+    for u in range(60):
+        for t in range(6):
+            side = rng.integers(2)  # the task's own lean: its labels agree, other tasks' do not
+            for _ in range(3):
+                users.append(f"u{u}")
+                tasks.append(f"u{u}-t{t}")
+                labels.append(side if rng.random() < 0.8 else 1 - side)
+    rho = estimate_task_correlation(np.array(labels), np.array(users), np.array(tasks))
+    assert rho == pytest.approx(2 * (0.8**2 + 0.2**2 - 0.5), abs=0.06)  # agreement within 0.68, across 0.5
+    independent = rng.integers(0, 2, len(labels))
+    assert estimate_task_correlation(independent, np.array(users), np.array(tasks)) < 0.06
+    fitted = fit_prior(np.full(len(labels), 0.5), np.array(labels), np.array(users), np.array(tasks))
+    assert fitted.task_correlation == pytest.approx(rho)
+    assert fit_prior(np.full(len(labels), 0.5), np.array(labels), np.array(users)).task_correlation == 0.0

@@ -419,33 +419,40 @@ class Scores:
 
     def label_history(
         self, user_id: str, mode: str, *, exclude: str | None = None, limit: int = ADAPTATION_LABELS
-    ) -> list[tuple[float, int, str]]:
+    ) -> list[tuple[float, int, str, str]]:
         """The user's explicit labels of `mode` with the population probability and model of each: per-user state.
 
-        (p_population, label, model_id) of scored sessions with a label, newest first, at most `limit`. This is
+        (p_population, label, model_id, task_id) of scored sessions with a label, newest first, at most `limit`
+        (the task, because labels of one task are correlated evidence: reward_svc.model.adapt). This is
         the adaptation state: it lives in the sessions themselves, so erasing the user erases it, a new label
         updates it with the ingest that brings it, and rescoring with another model re-versions it. `exclude`:
         the session being scored (its own label must never inform its own score).
         """
         query = (
-            select(SessionRow.p_population, SessionRow.p, SessionRow.label, SessionRow.model_id)
+            sa_select(  # five columns: past sqlmodel's typed overloads of select
+                col(SessionRow.p_population),
+                col(SessionRow.p),
+                col(SessionRow.label),
+                col(SessionRow.model_id),
+                col(SessionRow.task_id),
+            )
             .where(
-                SessionRow.user_id == user_id,
-                SessionRow.mode == mode,
+                col(SessionRow.user_id) == user_id,
+                col(SessionRow.mode) == mode,
                 col(SessionRow.label).is_not(None),
-                SessionRow.score_status == "scored",
-                SessionRow.session_id != (exclude or ""),
+                col(SessionRow.score_status) == "scored",
+                col(SessionRow.session_id) != (exclude or ""),
             )
             .order_by(col(SessionRow.received_at).desc())
             .limit(limit)
         )
         with self._uow.read() as s:
-            rows = s.exec(query).all()
-        history: list[tuple[float, int, str]] = []
-        for p_pop, p, label, model_id in rows:
+            rows = s.execute(query).all()
+        history: list[tuple[float, int, str, str]] = []
+        for p_pop, p, label, model_id, task_id in rows:
             population = p_pop if p_pop is not None else p  # scores from before adaptation are population ones
             if model_id is not None and population is not None and label is not None:
-                history.append((float(population), int(label), str(model_id)))
+                history.append((float(population), int(label), str(model_id), str(task_id)))
         return history
 
     def scores_of(self, session_id: str) -> list[SessionScoreRow]:
@@ -460,7 +467,13 @@ class Scores:
 
     def _population_query(self, model_id: str, mode: str) -> Any:
         return (
-            select(SessionScoreRow.user_id, SessionScoreRow.p_population, SessionRow.label, SessionRow.received_at)
+            sa_select(  # five columns: past sqlmodel's typed overloads of select
+                col(SessionScoreRow.user_id),
+                col(SessionScoreRow.p_population),
+                col(SessionRow.label),
+                col(SessionRow.received_at),
+                col(SessionRow.task_id),
+            )
             .join(SessionRow, col(SessionRow.session_id) == col(SessionScoreRow.session_id))
             .where(
                 col(SessionScoreRow.model_id) == model_id,
@@ -471,15 +484,18 @@ class Scores:
 
     def population_labels(
         self, model_id: str, mode: str, limit: int = POPULATION_LABELS
-    ) -> list[tuple[str, float, int]]:
-        """(user id, population probability by `model_id`, label) of the newest labelled sessions that model scored.
+    ) -> list[tuple[str, float, int, str]]:
+        """(user id, population probability by `model_id`, label, task id) of the newest labelled sessions that
+        model scored.
 
         The people the model scores, for re-estimating its adaptation prior over them (reward_svc.model.adapt's
         empirical Bayes step). Erasing a user removes their rows, so the next estimate goes without them.
         """
         query = self._population_query(model_id, mode).order_by(col(SessionRow.received_at).desc()).limit(limit)
         with self._uow.read() as s:
-            return [(str(user), float(p), int(label or 0)) for user, p, label, _ in s.exec(query).all()]
+            return [
+                (str(user), float(p), int(label or 0), str(task)) for user, p, label, _, task in s.execute(query).all()
+            ]
 
     def population_signature(self, model_id: str, mode: str) -> tuple[int, str]:
         """(count, newest arrival) of those labels: it changes when a label arrives, is rescored or is erased."""
@@ -489,10 +505,13 @@ class Scores:
             count, newest = s.execute(query).one()
         return int(count or 0), "" if newest is None else str(newest)
 
-    def model_label_history(self, user_id: str, mode: str, model_id: str, limit: int = 100) -> list[tuple[float, int]]:
-        """(population probability by `model_id`, label) of the user's newest labelled sessions that model scored."""
+    def model_label_history(
+        self, user_id: str, mode: str, model_id: str, limit: int = 100
+    ) -> list[tuple[float, int, str]]:
+        """(population probability by `model_id`, label, task id) of the user's newest labelled sessions that model
+        scored."""
         query = (
-            select(SessionScoreRow.p_population, SessionRow.label)
+            select(SessionScoreRow.p_population, SessionRow.label, SessionRow.task_id)
             .join(SessionRow, col(SessionRow.session_id) == col(SessionScoreRow.session_id))
             .where(
                 col(SessionScoreRow.user_id) == user_id,
@@ -504,4 +523,4 @@ class Scores:
             .limit(limit)
         )
         with self._uow.read() as s:
-            return [(float(p), int(label or 0)) for p, label in s.exec(query).all()]
+            return [(float(p), int(label or 0), str(task)) for p, label, task in s.exec(query).all()]

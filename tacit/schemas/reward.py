@@ -227,6 +227,9 @@ class UserLabel(msgspec.Struct, frozen=True, kw_only=True):
     model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     """The model that gave `p_population`: labels scored by another model are not used (adaptation is versioned
     with the model)."""
+    task_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    """The task the session belongs to: labels of one task count as correlated evidence (reward_svc.model.adapt).
+    None: the label counts alone."""
 
 
 #: At most this many labels estimate a population's adaptation prior (the newest ones; the estimate is one number).
@@ -240,6 +243,9 @@ class PopulationLabel(msgspec.Struct, frozen=True, kw_only=True):
     """Who gave it, as a pseudonym that only has to be the same for one person within the request."""
     p_population: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     label: Literal[0, 1]
+    task: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """The session's task, as a pseudonym that only has to be the same for one task within the request (labels
+    of one task count as correlated evidence). None: the label counts alone."""
 
 
 class PopulationRequest(msgspec.Struct, frozen=True, kw_only=True):
