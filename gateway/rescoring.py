@@ -84,9 +84,19 @@ def _model(reward: httpx.Client, model_id: str) -> dict[str, Any]:
     return dict(msgspec.json.decode(response.content))
 
 
+#: The last estimate per (database, model, mode) with the signature of the labels it came from: the batches of one
+#: job share it, and the labels are read and sent again only when they changed (as the gateway's loop does).
+_POPULATIONS: dict[tuple[str, str, str], tuple[tuple[int, str], PopulationPrior]] = {}
+
+
 def _population(store: Store, reward: httpx.Client, model_id: str, mode: str) -> PopulationPrior | None:
     """The model's adaptation prior re-estimated on the people it has scored (None: reward_svc refused; the batch
     then scores with the model's training prior, as a gateway that has not estimated it yet does)."""
+    key = (store.url, model_id, mode)
+    signature = store.scores.population_signature(model_id, mode)
+    cached = _POPULATIONS.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
     body = msgspec.json.encode(population_request(store.scores.population_labels(model_id, mode)))
     response = _call(reward, "POST", f"/v1/reward/models/{model_id}/population-prior", content=body)
     if response.status_code >= 500:
@@ -94,7 +104,9 @@ def _population(store: Store, reward: httpx.Client, model_id: str, mode: str) ->
     if response.status_code != 200:
         logger.warning("population prior of %s: %s", model_id, _problem(response))
         return None
-    return msgspec.json.decode(response.content, type=PopulationPrior)
+    prior = msgspec.json.decode(response.content, type=PopulationPrior)
+    _POPULATIONS[key] = (signature, prior)
+    return prior
 
 
 def _vectors(

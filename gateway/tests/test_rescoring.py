@@ -269,3 +269,44 @@ def test_the_routes_check_what_they_are_sent_and_answer_scores_per_model(tmp_pat
         assert client.get("/v1/reward/rescores/nope", headers=read).status_code == 404
         assert client.post("/v1/reward/rescores/nope/cancel", headers=train).status_code == 404
         assert client.get("/v1/reward/rescores", headers=read).json() == []  # nothing half-written
+
+
+def test_the_batches_of_a_job_share_one_population_estimate_until_the_labels_change(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import rescoring
+
+    monkeypatch.setattr(rescoring, "_POPULATIONS", {})
+    sent: list[dict[str, object]] = []
+
+    def reward(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/reward/models/m1/population-prior"
+        body = msgspec.json.decode(request.content)
+        sent.append(body)
+        labels = body["labels"]
+        prior = {
+            "model_id": "m1",
+            "habit_weight": 0.6,
+            "training_habit_weight": 0.5,
+            "estimated_weight": 0.6,
+            "users": len({label["user"] for label in labels}),
+            "labels": len(labels),
+        }
+        return httpx.Response(200, json=prior)
+
+    _stored(store, 6)
+    client = httpx.Client(base_url="http://reward", transport=httpx.MockTransport(reward))
+    first = rescoring._population(store, client, "m1", "pairwise")
+    again = rescoring._population(store, client, "m1", "pairwise")
+    assert first is not None
+    assert again == first
+    assert len(sent) == 1  # the second batch asked nothing: the labels had not changed
+    labels = sent[0]["labels"]
+    assert isinstance(labels, list)
+    assert len(labels) == 6
+    assert {label["task"] for label in labels} <= {f"t{i}" for i in range(6)}  # tasks go as pseudonyms too
+    s = sim(40, user="u9", label="left")
+    store.sessions.put_session(s, result=(vector(s.session_id), score(s.session_id, "m1", 0.4)))  # type: ignore[attr-defined]
+    later = rescoring._population(store, client, "m1", "pairwise")
+    assert later is not None
+    assert (len(sent), later.labels, later.users) == (2, 7, 3)
