@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from gateway.alignment import evaluation_outcome
 from gateway.app import create_app
 from gateway.keys import create_key
-from gateway.settings import GatewaySettings
+from gateway.testing import judge_only_settings
 from gateway.tests.test_alignment_store import SUMMARY, _pair
 from judge_svc.app import create_app as judge_app
 from judge_svc.settings import JudgeSettings
@@ -22,8 +22,6 @@ from tacit.db import Store
 from tacit.schemas.align import EvaluationLink
 from tacit.schemas.judge import BatchJob
 from tacit.serving import background_server
-
-DOWN = "http://127.0.0.1:9"
 
 
 @pytest.fixture
@@ -55,15 +53,7 @@ def test_a_succeeded_job_whose_judge_failed_on_every_pair_says_its_evaluation_fa
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
-    settings = GatewaySettings(
-        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        feature_url=DOWN,
-        reward_url=DOWN,
-        judge_url=judge_url,
-        retries=0,
-        timeout_s=1,
-        rescore_interval_s=3600,
-    )
+    settings = judge_only_settings(tmp_path, judge_url)
     with TestClient(create_app(settings)) as client:
         store = Store(settings.database_url)
         try:

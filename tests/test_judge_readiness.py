@@ -11,13 +11,11 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.keys import create_key
-from gateway.settings import GatewaySettings
+from gateway.testing import UNREACHABLE, judge_only_settings
 from judge_svc.app import create_app as judge_app
 from judge_svc.settings import JudgeSettings
 from tacit.db import Store
 from tacit.serving import background_server
-
-DOWN = "http://127.0.0.1:9"
 
 
 @pytest.fixture
@@ -27,20 +25,8 @@ def judge_url() -> Iterator[str]:
         yield url
 
 
-def _settings(tmp_path: Path, judge_url: str) -> GatewaySettings:
-    return GatewaySettings(
-        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        feature_url=DOWN,
-        reward_url=DOWN,
-        judge_url=judge_url,
-        retries=0,
-        timeout_s=1,
-        rescore_interval_s=3600,
-    )
-
-
 def test_readyz_says_the_judge_has_no_endpoint_and_judging_says_which_setting(tmp_path: Path, judge_url: str) -> None:
-    settings = _settings(tmp_path, judge_url)
+    settings = judge_only_settings(tmp_path, judge_url)
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()
         assert ready["judge"]["status"] == "not_configured"
@@ -61,14 +47,14 @@ def test_readyz_says_the_judge_has_no_endpoint_and_judging_says_which_setting(tm
 
 
 def test_readyz_says_judge_svc_is_down(tmp_path: Path) -> None:
-    with TestClient(create_app(_settings(tmp_path, DOWN))) as client:
+    with TestClient(create_app(judge_only_settings(tmp_path, UNREACHABLE))) as client:
         judge = client.get("/readyz").json()["judge"]
         assert judge["status"] == "down"
-        assert DOWN in judge["detail"]
+        assert UNREACHABLE in judge["detail"]
 
 
 def test_an_admin_key_reloads_the_judge_through_the_gateway(tmp_path: Path, judge_url: str) -> None:
-    settings = _settings(tmp_path, judge_url)
+    settings = judge_only_settings(tmp_path, judge_url)
     with TestClient(create_app(settings)) as client:
         store = Store(settings.database_url)
         try:
@@ -83,7 +69,7 @@ def test_an_admin_key_reloads_the_judge_through_the_gateway(tmp_path: Path, judg
 
 
 def test_judgment_jobs_are_listed_and_their_plots_reached_through_the_gateway(tmp_path: Path, judge_url: str) -> None:
-    settings = _settings(tmp_path, judge_url)
+    settings = judge_only_settings(tmp_path, judge_url)
     with TestClient(create_app(settings)) as client:
         store = Store(settings.database_url)
         try:
